@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_tracker.h
+ *	  Settings and declarations shared by every part of task_tracker.
+ *
+ * The C variables carry the names of the settings they back (Citus's
+ * names, see README "Configuration").  They are set by the GUC machinery
+ * only; nothing else writes them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TASK_TRACKER_H
+#define TASK_TRACKER_H
+
+#define TASK_TRACKER_VERSION	"1.0"
+
+/* Directory under $PGDATA holding result files and the saved task table */
+#define TT_DATA_DIR				"pg_task_tracker"
+
+/* settings (module init: src/task_tracker.c) */
+extern int	max_tracked_tasks_per_node;	/* capacity of the task table */
+extern int	max_running_tasks_per_node;	/* tasks run at once */
+extern int	task_tracker_delay;		/* ms between housekeeping passes */
+extern int	node_connection_timeout;	/* ms to establish a connection */
+extern int	max_task_query_size;	/* bytes of query text per task */
+extern int	task_max_attempts;		/* attempts before permanently_failed */
+extern int	task_tracker_job_expiry;	/* s a job may go unasked for */
+extern bool task_tracker_reuse_connections; /* keep sessions per user+db */
+extern int	task_tracker_idle_connection_timeout;	/* ms an idle session lives */
+extern char *task_tracker_host;		/* where the tracker connects */
+
+/* true when loaded through shared_preload_libraries */
+extern bool tt_preloaded;
+
+extern void tt_check_preloaded(void);
+
+#endif							/* TASK_TRACKER_H */

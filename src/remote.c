@@ -1,0 +1,243 @@
+/*-------------------------------------------------------------------------
+ *
+ * remote.c
+ *	  The libpq layer: non-blocking connection start-up, closing, and
+ *	  remote error handling, shared by the tracker and the executors.
+ *
+ * Design
+ *	  Connections are always started with PQconnectStartParams() from
+ *	  keyword/value arrays: user and database names travel as values and
+ *	  can never inject connection options, whatever characters they hold.
+ *	  Each connection holds one external file descriptor reservation from
+ *	  fd.c (AcquireExternalFD) from tt_conn_start() until tt_conn_finish().
+ *	  Every connection gets a notice receiver, so libpq never writes to the
+ *	  server's stderr; notices are logged at DEBUG1.
+ *
+ *	  Nothing here waits: callers drive PQconnectPoll() from their own
+ *	  WaitEventSet, using tt_poll_wait_events() to know which socket event
+ *	  to wait for.
+ *
+ * Locking
+ *	  None: everything here is process-local.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/latch.h"
+#include "utils/elog.h"
+
+#include "tt_remote.h"
+
+static void tt_notice_receiver(void *arg, const PGresult *res);
+
+/*
+ * tt_conn_start
+ *		Start a non-blocking connection to target.
+ *
+ * Returns the connection, which may already be in CONNECTION_BAD state
+ * (the caller learns that from PQconnectPoll / PQstatus and then calls
+ * tt_conn_finish()).  Returns NULL, with *error set to a palloc'd message,
+ * when no file descriptor or memory could be had; nothing is left open then.
+ * Never throws, so the tracker's loop can call it freely.
+ */
+PGconn *
+tt_conn_start(const TTConnTarget *target, char **error)
+{
+	const char *keywords[8];
+	const char *values[8];
+	char		portstr[16];
+	int			n = 0;
+	PGconn	   *conn;
+
+	*error = NULL;
+	snprintf(portstr, sizeof(portstr), "%d", target->port);
+
+	keywords[n] = "host";
+	values[n++] = target->host;
+	keywords[n] = "port";
+	values[n++] = portstr;
+	keywords[n] = "user";
+	values[n++] = target->user;
+	keywords[n] = "dbname";
+	values[n++] = target->dbname;
+	keywords[n] = "fallback_application_name";
+	values[n++] = target->application_name ? target->application_name : "task_tracker";
+	if (target->client_encoding)
+	{
+		keywords[n] = "client_encoding";
+		values[n++] = target->client_encoding;
+	}
+	keywords[n] = NULL;
+	values[n] = NULL;
+
+	if (!AcquireExternalFD())
+	{
+		*error = psprintf("could not connect to %s:%d: out of file descriptors: %m",
+						  target->host, target->port);
+		return NULL;
+	}
+
+	/* expand_dbname = false: dbname is a name, never a connection string */
+	conn = PQconnectStartParams(keywords, values, false);
+	if (conn == NULL)
+	{
+		ReleaseExternalFD();
+		*error = pstrdup("could not connect: out of memory");
+		return NULL;
+	}
+	PQsetNoticeReceiver(conn, tt_notice_receiver, NULL);
+	if (PQstatus(conn) != CONNECTION_BAD)
+		(void) PQsetnonblocking(conn, 1);
+	return conn;
+}
+
+/*
+ * tt_conn_finish
+ *		Close a connection from tt_conn_start() and release its FD slot.
+ */
+void
+tt_conn_finish(PGconn *conn)
+{
+	if (conn == NULL)
+		return;
+	PQfinish(conn);
+	ReleaseExternalFD();
+}
+
+/*
+ * tt_poll_wait_events
+ *		The socket event to wait for after PQconnectPoll() said status.
+ */
+uint32
+tt_poll_wait_events(PostgresPollingStatusType status)
+{
+	if (status == PGRES_POLLING_WRITING)
+		return WL_SOCKET_WRITEABLE;
+	return WL_SOCKET_READABLE;
+}
+
+/*
+ * tt_conn_error_message
+ *		PQerrorMessage() copied into the current memory context, without the
+ *		trailing newline, never empty.
+ */
+char *
+tt_conn_error_message(PGconn *conn)
+{
+	const char *msg = conn ? PQerrorMessage(conn) : NULL;
+	char	   *copy;
+	int			len;
+
+	if (msg == NULL || msg[0] == '\0')
+		return pstrdup("connection failed");
+	copy = pstrdup(msg);
+	len = strlen(copy);
+	while (len > 0 && (copy[len - 1] == '\n' || copy[len - 1] == ' '))
+		copy[--len] = '\0';
+	return copy;
+}
+
+static char *
+dup_trimmed(const char *s)
+{
+	char	   *copy;
+	int			len;
+
+	if (s == NULL || s[0] == '\0')
+		return NULL;
+	copy = pstrdup(s);
+	len = strlen(copy);
+	while (len > 0 && copy[len - 1] == '\n')
+		copy[--len] = '\0';
+	return copy;
+}
+
+/*
+ * tt_remote_error_from_result
+ *		Copy the error carried by res (or, lacking one, by conn) into err,
+ *		keeping the remote SQLSTATE.
+ */
+void
+tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
+{
+	const char *sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	memset(err, 0, sizeof(*err));
+	strlcpy(err->sqlstate, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "XX000",
+			sizeof(err->sqlstate));
+	err->message = primary ? dup_trimmed(primary) : NULL;
+	if (err->message == NULL)
+		err->message = tt_conn_error_message(conn);
+	if (res)
+	{
+		err->detail = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
+		err->hint = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+	}
+}
+
+/*
+ * tt_remote_error_from_conn
+ *		An error of the connection itself (connect or I/O failure), reported
+ *		with the given SQLSTATE (a class 08 code as a rule).
+ */
+void
+tt_remote_error_from_conn(PGconn *conn, const char *sqlstate, TTRemoteError *err)
+{
+	memset(err, 0, sizeof(*err));
+	strlcpy(err->sqlstate, sqlstate, sizeof(err->sqlstate));
+	err->message = tt_conn_error_message(conn);
+}
+
+/*
+ * tt_remote_error_text
+ *		The error as one text: message, then DETAIL and HINT lines.
+ */
+char *
+tt_remote_error_text(const TTRemoteError *err)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, err->message);
+	if (err->detail)
+		appendStringInfo(&buf, "\nDETAIL:  %s", err->detail);
+	if (err->hint)
+		appendStringInfo(&buf, "\nHINT:  %s", err->hint);
+	return buf.data;
+}
+
+/*
+ * tt_raise_remote_error
+ *		ereport a remote error with its own SQLSTATE, message, detail and hint,
+ *		adding context (e.g. which node and task) when given.
+ */
+void
+tt_raise_remote_error(int elevel, const TTRemoteError *err, const char *context)
+{
+	const char *s = err->sqlstate;
+	int			code = MAKE_SQLSTATE(s[0], s[1], s[2], s[3], s[4]);
+
+	ereport(elevel,
+			(errcode(code),
+			 errmsg_internal("%s", err->message),
+			 err->detail ? errdetail_internal("%s", err->detail) : 0,
+			 err->hint ? errhint("%s", err->hint) : 0,
+			 context ? errcontext("%s", context) : 0));
+}
+
+/*
+ * Notices from remote sessions (RAISE NOTICE in a task, say) must never
+ * reach stderr; keep them for whoever runs with DEBUG1.
+ */
+static void
+tt_notice_receiver(void *arg, const PGresult *res)
+{
+	const char *msg = PQresultErrorMessage(res);
+
+	elog(DEBUG1, "task_tracker: remote notice: %s", msg ? msg : "");
+}
