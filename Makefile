@@ -7,7 +7,8 @@ OBJS = \
 	src/result_file.o \
 	src/persist.o \
 	src/tracker.o \
-	src/worker_api.o
+	src/worker_api.o \
+	src/coordinator.o
 
 EXTENSION = task_tracker
 DATA = sql/task_tracker--1.0.sql

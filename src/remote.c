@@ -24,6 +24,7 @@
  */
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "storage/fd.h"

@@ -1,0 +1,149 @@
+/*-------------------------------------------------------------------------
+ *
+ * tt_shmem.h
+ *	  The tracker's shared state: the task table, the job table, the queue
+ *	  of tasks waiting to run, and the area holding query and error texts.
+ *
+ * Locking
+ *	  TTShared->lock (one LWLock) protects both hash tables, every field of
+ *	  every TTTask and TTJob, the pending queue, the counters and the
+ *	  tracker_pid/tracker_latch fields.  The DSA area has its own locks;
+ *	  texts are allocated and freed while holding TTShared->lock so that
+ *	  a text never outlives or predates the entry pointing at it.  The
+ *	  condition variable TTShared->cv is broadcast (without the lock) when
+ *	  tasks reach a final state, when the tracker becomes ready and when a
+ *	  job is dropped.  No libpq call and no file-system write of result
+ *	  data is ever made while holding the lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TT_SHMEM_H
+#define TT_SHMEM_H
+
+#include "lib/ilist.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/dsa.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+typedef enum TTTaskStatus
+{
+	TT_ASSIGNED,				/* queued, waiting for a slot */
+	TT_SCHEDULED,				/* picked by the tracker, connecting */
+	TT_RUNNING,					/* query sent, results arriving */
+	TT_SUCCEEDED,				/* final: rows in the result file */
+	TT_FAILED,					/* an attempt failed; queued for a retry */
+	TT_PERMANENTLY_FAILED,		/* final: out of attempts, error kept */
+	TT_CANCEL_REQUESTED,		/* the tracker must stop it */
+	TT_CANCELED					/* final: stopped before it finished */
+} TTTaskStatus;
+
+#define TT_STATUS_IS_FINAL(s) \
+	((s) == TT_SUCCEEDED || (s) == TT_PERMANENTLY_FAILED || (s) == TT_CANCELED)
+#define TT_STATUS_IS_ACTIVE(s) \
+	((s) == TT_SCHEDULED || (s) == TT_RUNNING || (s) == TT_CANCEL_REQUESTED)
+
+typedef struct TTTaskKey
+{
+	int64		job_id;
+	int32		task_id;
+	int32		pad;			/* always zero: keys are hashed as blobs */
+} TTTaskKey;
+
+/* One tracked task: an entry of the shared task hash. */
+typedef struct TTTask
+{
+	TTTaskKey	key;			/* hash key; must be first */
+	TTTaskStatus status;		/* see TTTaskStatus */
+	Oid			owner;			/* role that assigned it (GetUserId()) */
+	Oid			dbid;			/* database it was assigned in */
+	int			encoding;		/* that database's encoding */
+	NameData	user_name;		/* owner's name, to log in as */
+	NameData	database_name;	/* database's name, to connect to */
+	dsa_pointer query;			/* query text (NUL-terminated) */
+	dsa_pointer error;			/* last error text, or InvalidDsaPointer */
+	char		sqlstate[6];	/* last error's SQLSTATE, or "" */
+	int32		attempts;		/* attempts started so far */
+	int32		backend_pid;	/* pid of the session running it, or 0 */
+	uint64		seq;			/* assignment order (stable tie-break) */
+	int64		result_rows;	/* rows produced / affected, or -1 */
+	TimestampTz assigned_at;	/* when (re)assigned */
+	TimestampTz started_at;		/* when the last attempt started, or 0 */
+	TimestampTz finished_at;	/* when it reached a final state, or 0 */
+	bool		queued;			/* linked into TTShared->pending */
+	bool		unreported;		/* linked into its job's done list */
+	bool		has_file;		/* a result file exists for it */
+	dlist_node	queue_node;		/* link in TTShared->pending */
+	dlist_node	job_node;		/* link in TTJob->tasks */
+	dlist_node	done_node;		/* link in TTJob->done */
+} TTTask;
+
+/* One job: an entry of the shared job hash, owning its tasks. */
+typedef struct TTJob
+{
+	int64		job_id;			/* hash key */
+	Oid			owner;			/* role that assigned its first task */
+	int32		ntasks;			/* tasks in the tasks list */
+	int32		nactive;		/* tasks in TT_STATUS_IS_ACTIVE states */
+	bool		dropping;		/* cleanup requested; tracker finishes it */
+	TimestampTz last_access;	/* last time its owner asked about it */
+	dlist_head	tasks;			/* all its TTTasks (job_node) */
+	dlist_head	done;			/* final, not yet reported (done_node) */
+} TTJob;
+
+/* The fixed part of the shared state. */
+typedef struct TTShared
+{
+	LWLock	   *lock;			/* protects everything here, see above */
+	ConditionVariable cv;		/* completion / readiness / drop events */
+	pid_t		tracker_pid;	/* 0 while no tracker runs */
+	Latch	   *tracker_latch;	/* the tracker's latch while it runs */
+	bool		ready;			/* table restored since shmem init */
+	uint64		next_seq;		/* next assignment order number */
+	int32		ntasks;			/* entries in the task hash */
+	int32		njobs;			/* entries in the job hash */
+	int32		nrunning;		/* tasks in TT_STATUS_IS_ACTIVE states */
+	int32		nconnections;	/* tracker's open sessions */
+	int32		ndropping;		/* jobs with dropping set */
+	int32		ncancel;		/* tasks in TT_CANCEL_REQUESTED */
+	uint64		succeeded;		/* tasks succeeded since start */
+	uint64		failed;			/* tasks permanently failed since start */
+	uint64		wakeups;		/* tracker wake-ups since start */
+	TimestampTz last_wakeup;	/* tracker's last wake-up */
+	int64		text_bytes;		/* bytes of texts in the area */
+	dlist_head	pending;		/* TTTasks waiting to run, oldest first */
+} TTShared;
+
+extern TTShared *tt_shared;
+extern HTAB *tt_task_hash;
+extern HTAB *tt_job_hash;
+
+extern void tt_shmem_request_space(void);
+extern void tt_shmem_init(void);
+extern Size tt_shmem_size(void);
+extern void tt_shmem_check(void);
+
+/* texts (caller holds tt_shared->lock exclusively) */
+extern dsa_pointer tt_text_store(const char *text, int len, bool no_oom);
+extern void tt_text_free(dsa_pointer *ptr);
+extern char *tt_text_get(dsa_pointer ptr);
+
+/* table manipulation (caller holds tt_shared->lock exclusively) */
+extern TTJob *tt_job_lookup(int64 job_id, bool create, Oid owner);
+extern TTTask *tt_task_lookup(int64 job_id, int32 task_id);
+extern TTTask *tt_task_insert(TTJob *job, int64 job_id, int32 task_id);
+extern void tt_task_remove(TTJob *job, TTTask *task);
+extern void tt_job_remove(TTJob *job);
+extern void tt_task_enqueue(TTTask *task);
+extern void tt_task_dequeue(TTTask *task);
+extern void tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status);
+extern void tt_task_set_error(TTTask *task, const char *sqlstate, const char *text);
+extern void tt_wake_tracker(void);
+
+extern const char *tt_status_name(TTTaskStatus status);
+extern void tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner);
+extern void tt_job_dir_path(char *path, size_t len, int64 job_id);
+
+#endif							/* TT_SHMEM_H */

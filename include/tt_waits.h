@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ *
+ * tt_waits.h
+ *	  Every wait of task_tracker, named in one place.
+ *
+ * PostgreSQL 15 shows all of them as "Extension" in pg_stat_activity;
+ * the distinct names document which wait is which and are ready for the
+ * named custom wait events of PostgreSQL 17.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TT_WAITS_H
+#define TT_WAITS_H
+
+#include "utils/wait_event.h"
+
+#define TT_WAIT_TRACKER_MAIN	PG_WAIT_EXTENSION	/* tracker: latch + sockets */
+#define TT_WAIT_READY			PG_WAIT_EXTENSION	/* backend: tracker start-up */
+#define TT_WAIT_TASKS			PG_WAIT_EXTENSION	/* wait_for_tasks */
+#define TT_WAIT_CLEANUP			PG_WAIT_EXTENSION	/* cleanup_job */
+#define TT_WAIT_EXECUTOR		PG_WAIT_EXTENSION	/* coordinator executors */
+
+#endif							/* TT_WAITS_H */

@@ -1,0 +1,360 @@
+/*-------------------------------------------------------------------------
+ *
+ * node_registry.c
+ *	  The registry of worker nodes on the coordinator: add_node(),
+ *	  remove_node(), set_node_active(), and the lookups the executors do.
+ *
+ * Design
+ *	  The registry is the table task_tracker.node_registry (dumped by
+ *	  pg_dump as extension configuration); task_tracker.nodes is a view
+ *	  over it.  Only superusers change it.  Jobs may only target registered
+ *	  active nodes, so a user cannot make the server connect anywhere else.
+ *
+ *	  Executors look nodes up often (every placement of every task), so
+ *	  each backend keeps a copy of the table, loaded through SPI on first
+ *	  use and thrown away on a relcache invalidation of the table.  Any
+ *	  change to the table, by these functions or by plain DML, fires a
+ *	  statement trigger that sends that invalidation at commit.
+ *
+ * Locking
+ *	  The table is read under MVCC like any other; add_node() and
+ *	  remove_node() rely on its unique constraint.  The backend-local copy
+ *	  needs no lock.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "catalog/namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "tt_node_registry.h"
+
+PG_FUNCTION_INFO_V1(task_tracker_add_node);
+PG_FUNCTION_INFO_V1(task_tracker_remove_node);
+PG_FUNCTION_INFO_V1(task_tracker_set_node_active);
+PG_FUNCTION_INFO_V1(task_tracker_node_registry_changed);
+
+/* backend-local copy of the registry */
+static MemoryContext registry_cxt = NULL;
+static TTRegisteredNode *registry_nodes = NULL;
+static int	registry_count = 0;
+static bool registry_valid = false;
+static bool registry_callback_registered = false;
+static Oid	registry_relid = InvalidOid;
+
+static Oid
+get_registry_relid(void)
+{
+	Oid			nsp = get_namespace_oid("task_tracker", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("node_registry", nsp) : InvalidOid;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension task_tracker is not installed in this database"),
+				 errhint("Run CREATE EXTENSION task_tracker.")));
+	return relid;
+}
+
+static void
+registry_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == registry_relid)
+		registry_valid = false;
+}
+
+/* (re)load the backend-local copy of the registry if it is stale */
+static void
+registry_load(void)
+{
+	uint64		i;
+	MemoryContext old;
+
+	if (!registry_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(registry_invalidate, (Datum) 0);
+		registry_callback_registered = true;
+	}
+	if (registry_valid)
+		return;
+
+	registry_relid = get_registry_relid();
+	if (registry_cxt == NULL)
+		registry_cxt = AllocSetContextCreate(TopMemoryContext,
+											 "task_tracker node registry",
+											 ALLOCSET_SMALL_SIZES);
+	/* valid from now on unless an invalidation arrives while we read */
+	registry_valid = true;
+
+	SPI_connect();
+	if (SPI_execute("SELECT node_id, node_name, node_port, is_active "
+					"FROM task_tracker.node_registry ORDER BY node_id",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read task_tracker.node_registry");
+
+	MemoryContextReset(registry_cxt);
+	old = MemoryContextSwitchTo(registry_cxt);
+	registry_count = (int) SPI_processed;
+	registry_nodes = palloc0(sizeof(TTRegisteredNode) * Max(registry_count, 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		registry_nodes[i].node_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		registry_nodes[i].node_name = SPI_getvalue(tup, desc, 2);
+		registry_nodes[i].node_port = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		registry_nodes[i].is_active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+}
+
+/*
+ * tt_registry_find
+ *		The registered node (node_name, node_port), or NULL.  The result
+ *		stays valid until the next invalidation is processed.
+ */
+const TTRegisteredNode *
+tt_registry_find(const char *node_name, int node_port)
+{
+	int			i;
+
+	registry_load();
+	for (i = 0; i < registry_count; i++)
+	{
+		if (registry_nodes[i].node_port == node_port &&
+			strcmp(registry_nodes[i].node_name, node_name) == 0)
+			return &registry_nodes[i];
+	}
+	return NULL;
+}
+
+/*
+ * tt_registry_active_nodes
+ *		A list of palloc'd copies of the active nodes, ordered by name, port.
+ */
+List *
+tt_registry_active_nodes(void)
+{
+	List	   *result = NIL;
+	int			i;
+
+	registry_load();
+	for (i = 0; i < registry_count; i++)
+	{
+		TTRegisteredNode *n;
+
+		if (!registry_nodes[i].is_active)
+			continue;
+		n = palloc(sizeof(TTRegisteredNode));
+		*n = registry_nodes[i];
+		n->node_name = pstrdup(n->node_name);
+		result = lappend(result, n);
+	}
+	return result;
+}
+
+/*
+ * tt_parse_placement
+ *		Split 'host:port' (or '[ipv6]:port') into its parts.  Errors out on
+ *		anything else.
+ */
+void
+tt_parse_placement(const char *placement, char **host, int *port)
+{
+	const char *colon = strrchr(placement, ':');
+	char	   *end;
+	long		p;
+	int			hostlen;
+	const char *h = placement;
+
+	if (colon == NULL || colon == placement || colon[1] == '\0')
+		goto bad;
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || p < 1 || p > 65535)
+		goto bad;
+	hostlen = colon - placement;
+	if (placement[0] == '[' && colon[-1] == ']')
+	{
+		h = placement + 1;
+		hostlen -= 2;
+		if (hostlen <= 0)
+			goto bad;
+	}
+	*host = pnstrdup(h, hostlen);
+	*port = (int) p;
+	return;
+
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid placement \"%s\"", placement),
+			 errdetail("A placement is written 'host:port', with the host and port of a registered node.")));
+}
+
+static void
+require_superuser(const char *fname)
+{
+	if (!superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", fname),
+				 errdetail("Only superusers may change the node registry.")));
+}
+
+static void
+check_node_args(FunctionCallInfo fcinfo, char **name, int *port)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("node_name and node_port must not be NULL")));
+	*name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	*port = PG_GETARG_INT32(1);
+	if ((*name)[0] == '\0' || strlen(*name) >= 256)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node_name must be between 1 and 255 bytes long")));
+	if (*port < 1 || *port > 65535)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("node_port %d is out of range", *port),
+				 errdetail("A port is between 1 and 65535.")));
+}
+
+/*
+ * task_tracker_add_node
+ *		SQL: add_node(node_name text, node_port integer) RETURNS integer
+ *		Register a worker node (superuser); returns its node_id.
+ */
+Datum
+task_tracker_add_node(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int			port;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+	int			node_id;
+	bool		isnull;
+
+	require_superuser("add_node");
+	check_node_args(fcinfo, &name, &port);
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(port);
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT 1 FROM task_tracker.node_registry "
+							  "WHERE node_name = $1 AND node_port = $2",
+							  2, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read task_tracker.node_registry");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("node %s:%d is already registered", name, port)));
+	if (SPI_execute_with_args("INSERT INTO task_tracker.node_registry (node_name, node_port) "
+							  "VALUES ($1, $2) RETURNING node_id",
+							  2, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not insert into task_tracker.node_registry");
+	node_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull));
+	SPI_finish();
+	PG_RETURN_INT32(node_id);
+}
+
+/*
+ * task_tracker_remove_node
+ *		SQL: remove_node(node_name text, node_port integer) RETURNS void
+ *		Unregister a worker node (superuser).
+ */
+Datum
+task_tracker_remove_node(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int			port;
+	Oid			argtypes[2] = {TEXTOID, INT4OID};
+	Datum		args[2];
+
+	require_superuser("remove_node");
+	check_node_args(fcinfo, &name, &port);
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(port);
+
+	SPI_connect();
+	if (SPI_execute_with_args("DELETE FROM task_tracker.node_registry "
+							  "WHERE node_name = $1 AND node_port = $2",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from task_tracker.node_registry");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("node %s:%d is not registered", name, port)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * task_tracker_set_node_active
+ *		SQL: set_node_active(node_name text, node_port integer, is_active
+ *		boolean) RETURNS void.  An inactive node stays registered, but jobs
+ *		may not target it and run_on_workers() skips it (superuser).
+ */
+Datum
+task_tracker_set_node_active(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	int			port;
+	Oid			argtypes[3] = {TEXTOID, INT4OID, BOOLOID};
+	Datum		args[3];
+
+	require_superuser("set_node_active");
+	check_node_args(fcinfo, &name, &port);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("is_active must not be NULL")));
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(port);
+	args[2] = PG_GETARG_DATUM(2);
+
+	SPI_connect();
+	if (SPI_execute_with_args("UPDATE task_tracker.node_registry SET is_active = $3 "
+							  "WHERE node_name = $1 AND node_port = $2",
+							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update task_tracker.node_registry");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("node %s:%d is not registered", name, port)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * task_tracker_node_registry_changed
+ *		Statement trigger on task_tracker.node_registry: every backend drops
+ *		its copy of the registry when the change commits.
+ */
+Datum
+task_tracker_node_registry_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "task_tracker_node_registry_changed: not called by trigger manager");
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	PG_RETURN_POINTER(NULL);
+}

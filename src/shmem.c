@@ -1,0 +1,456 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  The tracker's shared state: task table, job table, pending queue and
+ *	  the dynamic area for query and error texts.
+ *
+ * Design
+ *	  Tasks live in a shared hash keyed by (job_id, task_id) of capacity
+ *	  citus.max_tracked_tasks_per_node; each entry is a fixed-size TTTask
+ *	  (no text inside).  Query and error texts are allocated in a DSA area
+ *	  created in place inside the main segment, so memory grows with the
+ *	  text actually stored, not with a fixed slot size.  Jobs live in a
+ *	  second hash; each job links its tasks, and the tasks that reached a
+ *	  final state but were not yet reported to wait_for_tasks, so no
+ *	  operation on one job ever scans the whole table.  Tasks waiting to run
+ *	  are linked, oldest assignment first, in TTShared->pending, so the
+ *	  tracker picks the next task in O(1) whatever the queue length.
+ *
+ * Locking
+ *	  See tt_shmem.h: TTShared->lock protects everything defined here.
+ *	  Every function below that takes a TTTask or TTJob expects the caller
+ *	  to hold it exclusively.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/memutils.h"
+
+#include "task_tracker.h"
+#include "tt_shmem.h"
+
+TTShared   *tt_shared = NULL;
+HTAB	   *tt_task_hash = NULL;
+HTAB	   *tt_job_hash = NULL;
+
+/* Size of the first, in-place DSA segment (more segments come as needed). */
+#define TT_AREA_INITIAL_SIZE	(1024 * 1024)
+
+static void *tt_area_place = NULL;	/* in the main segment */
+static dsa_area *tt_area = NULL;	/* this process's attachment */
+
+static const char *const status_names[] = {
+	"assigned", "scheduled", "running", "succeeded", "failed",
+	"permanently_failed", "cancel_requested", "canceled"
+};
+
+static Size
+area_size(void)
+{
+	return dsa_minimum_size() + TT_AREA_INITIAL_SIZE;
+}
+
+/*
+ * tt_shmem_size
+ *		Shared memory the tracker needs.
+ */
+Size
+tt_shmem_size(void)
+{
+	Size		size = MAXALIGN(sizeof(TTShared));
+
+	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
+											 sizeof(TTTask)));
+	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
+											 sizeof(TTJob)));
+	size = add_size(size, area_size());
+	return size;
+}
+
+void
+tt_shmem_request_space(void)
+{
+	RequestAddinShmemSpace(tt_shmem_size());
+	RequestNamedLWLockTranche("task_tracker", 2);
+}
+
+/*
+ * tt_shmem_init
+ *		Create or attach to the shared state (shmem_startup_hook).
+ */
+void
+tt_shmem_init(void)
+{
+	HASHCTL		info;
+	bool		found;
+	bool		area_found;
+	LWLockPadded *locks;
+
+	tt_shared = NULL;
+	tt_area = NULL;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+
+	tt_shared = ShmemInitStruct("task_tracker state", sizeof(TTShared), &found);
+	tt_area_place = ShmemInitStruct("task_tracker text area", area_size(), &area_found);
+	if (!found)
+	{
+		memset(tt_shared, 0, sizeof(TTShared));
+		locks = GetNamedLWLockTranche("task_tracker");
+		tt_shared->lock = &locks[0].lock;
+		ConditionVariableInit(&tt_shared->cv);
+		dlist_init(&tt_shared->pending);
+		tt_shared->next_seq = 1;
+	}
+	if (!area_found)
+	{
+		dsa_area   *area;
+
+		area = dsa_create_in_place(tt_area_place, area_size(),
+								   GetNamedLWLockTranche("task_tracker")[1].lock.tranche,
+								   NULL);
+		dsa_pin(area);
+		dsa_detach(area);
+	}
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(TTTaskKey);
+	info.entrysize = sizeof(TTTask);
+	tt_task_hash = ShmemInitHash("task_tracker tasks",
+								 max_tracked_tasks_per_node,
+								 max_tracked_tasks_per_node,
+								 &info, HASH_ELEM | HASH_BLOBS);
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(int64);
+	info.entrysize = sizeof(TTJob);
+	tt_job_hash = ShmemInitHash("task_tracker jobs",
+								max_tracked_tasks_per_node,
+								max_tracked_tasks_per_node,
+								&info, HASH_ELEM | HASH_BLOBS);
+
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * tt_shmem_check
+ *		Error out unless the shared state exists (library preloaded).
+ */
+void
+tt_shmem_check(void)
+{
+	tt_check_preloaded();
+	if (tt_shared == NULL || tt_task_hash == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task_tracker shared memory is not initialized")));
+}
+
+static dsa_area *
+get_area(void)
+{
+	if (tt_area == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		tt_area = dsa_attach_in_place(tt_area_place, NULL);
+		dsa_pin_mapping(tt_area);
+		MemoryContextSwitchTo(old);
+	}
+	return tt_area;
+}
+
+/*
+ * tt_text_store
+ *		Copy len bytes of text (plus a NUL) into the area.
+ *
+ * With no_oom, returns InvalidDsaPointer when the area cannot grow;
+ * otherwise the DSA code raises the out-of-memory error.
+ */
+dsa_pointer
+tt_text_store(const char *text, int len, bool no_oom)
+{
+	dsa_area   *area = get_area();
+	dsa_pointer ptr;
+	char	   *dst;
+
+	ptr = dsa_allocate_extended(area, len + 1, no_oom ? DSA_ALLOC_NO_OOM : 0);
+	if (!DsaPointerIsValid(ptr))
+		return ptr;
+	dst = dsa_get_address(area, ptr);
+	memcpy(dst, text, len);
+	dst[len] = '\0';
+	tt_shared->text_bytes += len + 1;
+	return ptr;
+}
+
+void
+tt_text_free(dsa_pointer *ptr)
+{
+	if (DsaPointerIsValid(*ptr))
+	{
+		dsa_area   *area = get_area();
+
+		tt_shared->text_bytes -= strlen(dsa_get_address(area, *ptr)) + 1;
+		dsa_free(area, *ptr);
+		*ptr = InvalidDsaPointer;
+	}
+}
+
+/*
+ * tt_text_get
+ *		Address of a stored text, valid while the caller holds the lock and
+ *		the owning entry exists; NULL for an invalid pointer.
+ */
+char *
+tt_text_get(dsa_pointer ptr)
+{
+	if (!DsaPointerIsValid(ptr))
+		return NULL;
+	return dsa_get_address(get_area(), ptr);
+}
+
+/*
+ * tt_job_lookup
+ *		Find a job, creating it (owned by owner) when create is true.
+ *		Returns NULL when it does not exist and create is false.
+ */
+TTJob *
+tt_job_lookup(int64 job_id, bool create, Oid owner)
+{
+	TTJob	   *job;
+	bool		found;
+
+	job = hash_search(tt_job_hash, &job_id, create ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (job == NULL)
+	{
+		if (create)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("task tracker's job table is full"),
+					 errhint("Increase citus.max_tracked_tasks_per_node.")));
+		return NULL;
+	}
+	if (!found)
+	{
+		job->owner = owner;
+		job->ntasks = 0;
+		job->nactive = 0;
+		job->dropping = false;
+		job->last_access = GetCurrentTimestamp();
+		dlist_init(&job->tasks);
+		dlist_init(&job->done);
+		tt_shared->njobs++;
+	}
+	return job;
+}
+
+TTTask *
+tt_task_lookup(int64 job_id, int32 task_id)
+{
+	TTTaskKey	key;
+
+	memset(&key, 0, sizeof(key));
+	key.job_id = job_id;
+	key.task_id = task_id;
+	return hash_search(tt_task_hash, &key, HASH_FIND, NULL);
+}
+
+/*
+ * tt_task_insert
+ *		Add a new, empty task to job.  The caller checked the capacity and
+ *		that the key is free.
+ */
+TTTask *
+tt_task_insert(TTJob *job, int64 job_id, int32 task_id)
+{
+	TTTaskKey	key;
+	TTTask	   *task;
+	bool		found;
+
+	memset(&key, 0, sizeof(key));
+	key.job_id = job_id;
+	key.task_id = task_id;
+	task = hash_search(tt_task_hash, &key, HASH_ENTER_NULL, &found);
+	if (task == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("task table is full"),
+				 errhint("Increase citus.max_tracked_tasks_per_node.")));
+	Assert(!found);
+	memset(((char *) task) + sizeof(TTTaskKey), 0, sizeof(TTTask) - sizeof(TTTaskKey));
+	task->status = TT_ASSIGNED;
+	task->query = InvalidDsaPointer;
+	task->error = InvalidDsaPointer;
+	task->result_rows = -1;
+	dlist_push_tail(&job->tasks, &task->job_node);
+	job->ntasks++;
+	tt_shared->ntasks++;
+	return task;
+}
+
+/*
+ * tt_task_remove
+ *		Unlink and delete a task, freeing its texts.  Its result file, if
+ *		any, is the caller's business.
+ */
+void
+tt_task_remove(TTJob *job, TTTask *task)
+{
+	tt_task_dequeue(task);
+	if (task->unreported)
+	{
+		dlist_delete(&task->done_node);
+		task->unreported = false;
+	}
+	if (TT_STATUS_IS_ACTIVE(task->status))
+	{
+		job->nactive--;
+		tt_shared->nrunning--;
+	}
+	if (task->status == TT_CANCEL_REQUESTED)
+		tt_shared->ncancel--;
+	dlist_delete(&task->job_node);
+	job->ntasks--;
+	tt_text_free(&task->query);
+	tt_text_free(&task->error);
+	hash_search(tt_task_hash, &task->key, HASH_REMOVE, NULL);
+	tt_shared->ntasks--;
+}
+
+/*
+ * tt_job_remove
+ *		Delete an empty job.
+ */
+void
+tt_job_remove(TTJob *job)
+{
+	Assert(job->ntasks == 0);
+	if (job->dropping)
+		tt_shared->ndropping--;
+	hash_search(tt_job_hash, &job->job_id, HASH_REMOVE, NULL);
+	tt_shared->njobs--;
+}
+
+void
+tt_task_enqueue(TTTask *task)
+{
+	if (!task->queued)
+	{
+		dlist_push_tail(&tt_shared->pending, &task->queue_node);
+		task->queued = true;
+	}
+}
+
+void
+tt_task_dequeue(TTTask *task)
+{
+	if (task->queued)
+	{
+		dlist_delete(&task->queue_node);
+		task->queued = false;
+	}
+}
+
+/*
+ * tt_task_set_status
+ *		Move a task to a new status, keeping every count and list in step:
+ *		active counts, the cancel count, and the job's list of final tasks
+ *		not yet reported.
+ */
+void
+tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
+{
+	TTTaskStatus old = task->status;
+
+	if (TT_STATUS_IS_ACTIVE(old) && !TT_STATUS_IS_ACTIVE(status))
+	{
+		job->nactive--;
+		tt_shared->nrunning--;
+	}
+	else if (!TT_STATUS_IS_ACTIVE(old) && TT_STATUS_IS_ACTIVE(status))
+	{
+		job->nactive++;
+		tt_shared->nrunning++;
+	}
+	if (old == TT_CANCEL_REQUESTED)
+		tt_shared->ncancel--;
+	if (status == TT_CANCEL_REQUESTED)
+		tt_shared->ncancel++;
+
+	if (task->unreported)
+	{
+		dlist_delete(&task->done_node);
+		task->unreported = false;
+	}
+	if (TT_STATUS_IS_FINAL(status))
+	{
+		dlist_push_tail(&job->done, &task->done_node);
+		task->unreported = true;
+		task->finished_at = GetCurrentTimestamp();
+		task->backend_pid = 0;
+	}
+	else
+		task->finished_at = 0;
+
+	task->status = status;
+}
+
+/*
+ * tt_task_set_error
+ *		Replace the task's kept error (text may be NULL to clear it).  When
+ *		the area is out of memory the error is kept truncated to nothing
+ *		rather than failing the caller.
+ */
+void
+tt_task_set_error(TTTask *task, const char *sqlstate, const char *text)
+{
+	tt_text_free(&task->error);
+	task->sqlstate[0] = '\0';
+	if (text)
+	{
+		task->error = tt_text_store(text, strlen(text), true);
+		strlcpy(task->sqlstate, sqlstate ? sqlstate : "XX000", sizeof(task->sqlstate));
+	}
+}
+
+/*
+ * tt_wake_tracker
+ *		Set the tracker's latch, if it runs.  Caller holds the lock.
+ */
+void
+tt_wake_tracker(void)
+{
+	if (tt_shared->tracker_latch)
+		SetLatch(tt_shared->tracker_latch);
+}
+
+const char *
+tt_status_name(TTTaskStatus status)
+{
+	if (status < 0 || status > TT_CANCELED)
+		return "unknown";
+	return status_names[status];
+}
+
+/*
+ * Result files are addressed by numbers only: no text from SQL ever
+ * reaches a path.
+ */
+void
+tt_job_dir_path(char *path, size_t len, int64 job_id)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT, TT_DATA_DIR, job_id);
+}
+
+void
+tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT "/task_%d.%u", TT_DATA_DIR,
+			 job_id, task_id, owner);
+}

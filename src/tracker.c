@@ -1,0 +1,1204 @@
+/*-------------------------------------------------------------------------
+ *
+ * tracker.c
+ *	  The task tracker background worker: runs queued tasks over libpq
+ *	  sessions logged in as their owners, never sleeping a fixed time.
+ *
+ * Design
+ *	  One process per server.  Its only wait is one WaitEventSet over its
+ *	  latch, postmaster death and the socket of every session it holds;
+ *	  the timeout is the nearest real deadline (a connection attempt's
+ *	  wall-clock limit, an idle session's expiry, a job's expiry, or the
+ *	  housekeeping pass while it has work).  With no tasks to run and no
+ *	  sessions open, it waits with no timeout at all.
+ *
+ *	  Backends queue tasks (worker_api.c) and set the tracker's latch.  The
+ *	  tracker pops tasks, oldest first, while fewer than
+ *	  citus.max_running_tasks_per_node run; each runs on a session of its
+ *	  owner in its database: an idle one kept from an earlier task of the
+ *	  same (user, database), reset with DISCARD ALL after that task, or a
+ *	  new one started with PQconnectStartParams.  The query is sent with
+ *	  PQsendQueryParams in single-row mode and its rows are streamed into
+ *	  the task's result file as they arrive.  When the result is complete
+ *	  the task becomes succeeded, or failed (queued again) or
+ *	  permanently_failed once citus.task_max_attempts attempts failed, and
+ *	  the tracker broadcasts TTShared->cv so wait_for_tasks() returns.
+ *
+ *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
+ *	  (any failure, a cancel, or a session left inside a transaction block
+ *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
+ *
+ *	  cleanup_job() marks running tasks cancel_requested; the tracker then
+ *	  sends SIGINT to the task's backend (what pg_cancel_backend does),
+ *	  closes the session, removes partial files and, for a job being
+ *	  dropped, the entries and the job's directory.
+ *
+ *	  pg_ctl stop: on SIGTERM the tracker stops running tasks, puts them
+ *	  back in the queue (their attempt stays counted) and saves the table
+ *	  (persist.c).  A smart shutdown waits for client sessions, including
+ *	  the tracker's own, before SIGTERM comes; the housekeeping pass
+ *	  notices the postmaster's "stopping" status in postmaster.pid and
+ *	  stops running tasks and closes the sessions so the stop can proceed.
+ *
+ * Locking
+ *	  TTShared->lock is taken briefly to pick tasks, to record progress and
+ *	  to finish tasks; never across a libpq call or a result-file write.
+ *	  Everything else here is private to the tracker process.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "storage/fd.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/pidfile.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+#include "mb/pg_wchar.h"
+
+#include "task_tracker.h"
+#include "tt_persist.h"
+#include "tt_remote.h"
+#include "tt_result_file.h"
+#include "tt_shmem.h"
+#include "tt_waits.h"
+
+PGDLLEXPORT void tt_tracker_main(Datum main_arg);
+
+typedef enum SessionState
+{
+	SESSION_CONNECTING,			/* PQconnectPoll in progress */
+	SESSION_BUSY,				/* running a task's query */
+	SESSION_RESETTING,			/* DISCARD ALL in flight */
+	SESSION_IDLE				/* ready for a task of the same user+db */
+} SessionState;
+
+struct RunningTask;
+
+/* One libpq session of the tracker. */
+typedef struct Session
+{
+	dlist_node	node;			/* link in sessions */
+	PGconn	   *conn;			/* the connection */
+	SessionState state;			/* see above */
+	NameData	user;			/* role it is logged in as */
+	NameData	database;		/* database it is connected to */
+	uint32		events;			/* socket events to wait for */
+	bool		ready;			/* an awaited event fired */
+	TimestampTz deadline;		/* connect limit, or idle expiry; 0 = none */
+	struct RunningTask *task;	/* task it runs (CONNECTING/BUSY) */
+} Session;
+
+/* A task this tracker has picked and not finished. */
+typedef struct RunningTask
+{
+	dlist_node	node;			/* link in running */
+	TTTaskKey	key;			/* the shared entry's key */
+	Oid			owner;			/* owner, for the result file name */
+	int			encoding;		/* its database's encoding */
+	char	   *query;			/* copy of the query until it is sent */
+	Session    *session;		/* session running it, or NULL */
+	TTResultWriter writer;		/* its result file */
+	bool		opened;			/* writer has a file */
+	bool		failed;			/* an error was recorded for this attempt */
+	bool		unusable;		/* the session must be closed afterwards */
+	int64		rows;			/* rows affected by a row-less statement */
+} RunningTask;
+
+static dlist_head sessions = DLIST_STATIC_INIT(sessions);
+static dlist_head running = DLIST_STATIC_INIT(running);
+static int	nsessions = 0;
+static int	nrunning = 0;
+static bool stopping = false;	/* postmaster stopping: start nothing */
+static bool completed = false;	/* tasks finished this pass: broadcast */
+static TimestampTz next_housekeeping = 0;
+static TimestampTz next_expiry_check = 0;
+static MemoryContext tracker_cxt = NULL;
+static MemoryContext pass_cxt = NULL;
+static char *connect_host = NULL;
+
+static void tracker_exit(int code, Datum arg);
+static void main_loop(void) pg_attribute_noreturn();
+static void wait_for_events(void);
+static void process_sessions(TimestampTz now);
+static void schedule_tasks(TimestampTz now);
+static void handle_cancels(void);
+static void housekeeping(TimestampTz now);
+static void shutdown_and_exit(void) pg_attribute_noreturn();
+static void recover_orphans(void);
+static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
+static void send_query(RunningTask *rt);
+static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *message);
+static void finish_task(RunningTask *rt);
+static void close_session(Session *s);
+static void release_session(Session *s, bool usable);
+static void requeue_all_running(bool cancel_backends);
+static void compute_connect_host(void);
+static bool postmaster_is_stopping(void);
+
+/*
+ * tt_tracker_main
+ *		Entry point of the task tracker background worker.
+ */
+void
+tt_tracker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	tracker_cxt = AllocSetContextCreate(TopMemoryContext, "task tracker",
+										ALLOCSET_DEFAULT_SIZES);
+	pass_cxt = AllocSetContextCreate(tracker_cxt, "task tracker pass",
+									 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(tracker_cxt);
+	compute_connect_host();
+
+	before_shmem_exit(tracker_exit, 0);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	tt_shared->tracker_pid = MyProcPid;
+	tt_shared->tracker_latch = MyLatch;
+	LWLockRelease(tt_shared->lock);
+
+	if (!tt_shared->ready)
+		tt_persist_restore();
+	else
+		recover_orphans();
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	tt_shared->ready = true;
+	LWLockRelease(tt_shared->lock);
+	ConditionVariableBroadcast(&tt_shared->cv);
+
+	ereport(LOG, (errmsg("task tracker started")));
+	main_loop();
+}
+
+/*
+ * tracker_exit
+ *		before_shmem_exit callback: forget our latch, close sessions.
+ */
+static void
+tracker_exit(int code, Datum arg)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &sessions)
+		close_session(dlist_container(Session, node, iter.cur));
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	tt_shared->tracker_pid = 0;
+	tt_shared->tracker_latch = NULL;
+	tt_shared->nconnections = 0;
+	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * recover_orphans
+ *		The tracker restarted on intact shared memory (it exited after an
+ *		error, or was terminated): its sessions are gone, so tasks it was
+ *		running go back to the queue, cancel requests complete, and a state
+ *		file left by that exit is stale.
+ */
+static void
+recover_orphans(void)
+{
+	HASH_SEQ_STATUS seq;
+	TTTask	   *task;
+
+	(void) unlink(TT_DATA_DIR "/tasks.state");
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, tt_task_hash);
+	while ((task = hash_seq_search(&seq)) != NULL)
+	{
+		TTJob	   *job;
+
+		if (!TT_STATUS_IS_ACTIVE(task->status))
+			continue;
+		job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+		if (task->status == TT_CANCEL_REQUESTED)
+			tt_task_set_status(job, task, TT_CANCELED);
+		else
+		{
+			tt_task_set_status(job, task, TT_ASSIGNED);
+			tt_task_enqueue(task);
+		}
+	}
+	LWLockRelease(tt_shared->lock);
+	/* dropping jobs have no active task left: finish them */
+	handle_cancels();
+}
+
+static void
+main_loop(void)
+{
+	for (;;)
+	{
+		TimestampTz now;
+
+		MemoryContextReset(pass_cxt);
+		MemoryContextSwitchTo(pass_cxt);
+
+		wait_for_events();
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			compute_connect_host();
+		}
+		if (ShutdownRequestPending)
+			shutdown_and_exit();
+
+		now = GetCurrentTimestamp();
+		tt_shared->wakeups++;
+		tt_shared->last_wakeup = now;
+
+		process_sessions(now);
+		if (tt_shared->ncancel > 0 || tt_shared->ndropping > 0)
+			handle_cancels();
+		if (!stopping)
+			schedule_tasks(now);
+		if (now >= next_housekeeping || (next_expiry_check != 0 && now >= next_expiry_check))
+			housekeeping(now);
+
+		if (completed)
+		{
+			completed = false;
+			ConditionVariableBroadcast(&tt_shared->cv);
+		}
+	}
+}
+
+/*
+ * nearest_deadline
+ *		Milliseconds until the nearest deadline, or -1 for none.
+ */
+static long
+nearest_deadline(void)
+{
+	TimestampTz nearest = 0;
+	dlist_iter	iter;
+	bool		busy = (nrunning > 0 || nsessions > 0);
+
+	/* housekeeping only while there is work or an open session */
+	if (busy)
+		nearest = next_housekeeping;
+	if (next_expiry_check != 0 && (nearest == 0 || next_expiry_check < nearest))
+		nearest = next_expiry_check;
+	dlist_foreach(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		if (s->deadline != 0 && (nearest == 0 || s->deadline < nearest))
+			nearest = s->deadline;
+	}
+	if (nearest == 0)
+		return -1;
+	return Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), nearest), 0);
+}
+
+/*
+ * wait_for_events
+ *		The tracker's one wait: latch, postmaster death, every session's
+ *		socket; marks the sessions whose socket is ready.
+ */
+static void
+wait_for_events(void)
+{
+	WaitEventSet *set;
+	WaitEvent  *events;
+	dlist_iter	iter;
+	int			n;
+	long		timeout = nearest_deadline();
+
+	set = CreateWaitEventSet(pass_cxt, nsessions + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	dlist_foreach(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		s->ready = false;
+		if (PQsocket(s->conn) != PGINVALID_SOCKET && s->events != 0)
+			AddWaitEventToSet(set, s->events, PQsocket(s->conn), NULL, s);
+	}
+
+	events = palloc(sizeof(WaitEvent) * (nsessions + 2));
+	n = WaitEventSetWait(set, timeout, events, nsessions + 2, TT_WAIT_TRACKER_MAIN);
+	for (int i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		else if (events[i].user_data != NULL)
+			((Session *) events[i].user_data)->ready = true;
+	}
+	FreeWaitEventSet(set);
+}
+
+/*
+ * compute_connect_host
+ *		Where task sessions connect: citus.task_tracker_host, else the first
+ *		Unix socket directory, else localhost.
+ */
+static void
+compute_connect_host(void)
+{
+	char	   *rawstring;
+	List	   *dirs = NIL;
+	MemoryContext old = MemoryContextSwitchTo(tracker_cxt);
+
+	if (connect_host)
+		pfree(connect_host);
+	connect_host = NULL;
+	if (task_tracker_host && task_tracker_host[0] != '\0')
+		connect_host = pstrdup(task_tracker_host);
+	else if (Unix_socket_directories && Unix_socket_directories[0] != '\0')
+	{
+		rawstring = pstrdup(Unix_socket_directories);
+		if (SplitDirectoriesString(rawstring, ',', &dirs) && dirs != NIL)
+			connect_host = pstrdup((char *) linitial(dirs));
+	}
+	if (connect_host == NULL)
+		connect_host = pstrdup("localhost");
+	MemoryContextSwitchTo(old);
+}
+
+static Session *
+find_idle_session(const char *user, const char *db)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		if (s->state == SESSION_IDLE &&
+			strcmp(NameStr(s->user), user) == 0 &&
+			strcmp(NameStr(s->database), db) == 0)
+			return s;
+	}
+	return NULL;
+}
+
+/*
+ * schedule_tasks
+ *		Start queued tasks, oldest first, while slots are free.
+ */
+static void
+schedule_tasks(TimestampTz now)
+{
+	int			slots = max_running_tasks_per_node - nrunning;
+	RunningTask **picked;
+	char	  **users;
+	char	  **dbs;
+	int			n = 0;
+
+	if (slots <= 0 || dlist_is_empty(&tt_shared->pending))
+		return;
+
+	picked = palloc(sizeof(RunningTask *) * slots);
+	users = palloc(sizeof(char *) * slots);
+	dbs = palloc(sizeof(char *) * slots);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	while (n < slots && !dlist_is_empty(&tt_shared->pending))
+	{
+		TTTask	   *task = dlist_container(TTTask, queue_node,
+										   dlist_pop_head_node(&tt_shared->pending));
+		TTJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+		RunningTask *rt = MemoryContextAllocZero(tracker_cxt, sizeof(RunningTask));
+
+		task->queued = false;
+		tt_task_set_status(job, task, TT_SCHEDULED);
+		task->attempts++;
+		task->started_at = now;
+		task->backend_pid = 0;
+		task->result_rows = -1;
+
+		rt->key = task->key;
+		rt->owner = task->owner;
+		rt->encoding = task->encoding;
+		rt->query = MemoryContextStrdup(tracker_cxt, tt_text_get(task->query));
+		users[n] = pstrdup(NameStr(task->user_name));
+		dbs[n] = pstrdup(NameStr(task->database_name));
+		picked[n++] = rt;
+	}
+	LWLockRelease(tt_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		dlist_push_tail(&running, &picked[i]->node);
+		nrunning++;
+		start_task(picked[i], users[i], dbs[i], now);
+	}
+}
+
+/*
+ * start_task
+ *		Give a picked task a session: an idle one of the same user and
+ *		database, or a new connection.
+ */
+static void
+start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
+{
+	Session    *s = task_tracker_reuse_connections ? find_idle_session(user, db) : NULL;
+	TTConnTarget target;
+	char	   *error;
+	PGconn	   *conn;
+
+	if (s != NULL)
+	{
+		s->task = rt;
+		rt->session = s;
+		s->deadline = 0;
+		send_query(rt);
+		return;
+	}
+
+	memset(&target, 0, sizeof(target));
+	target.host = connect_host;
+	target.port = PostPortNumber;
+	target.user = user;
+	target.dbname = db;
+	target.client_encoding = pg_encoding_to_char(rt->encoding);
+	target.application_name = "task_tracker";
+	conn = tt_conn_start(&target, &error);
+	if (conn == NULL)
+	{
+		fail_attempt(rt, "53000", error);
+		finish_task(rt);
+		return;
+	}
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		char	   *msg = tt_conn_error_message(conn);
+
+		tt_conn_finish(conn);
+		fail_attempt(rt, "08001", msg);
+		finish_task(rt);
+		return;
+	}
+
+	s = MemoryContextAllocZero(tracker_cxt, sizeof(Session));
+	s->conn = conn;
+	s->state = SESSION_CONNECTING;
+	namestrcpy(&s->user, user);
+	namestrcpy(&s->database, db);
+	s->events = WL_SOCKET_WRITEABLE;
+	s->deadline = TimestampTzPlusMilliseconds(now, node_connection_timeout);
+	s->task = rt;
+	rt->session = s;
+	dlist_push_tail(&sessions, &s->node);
+	nsessions++;
+	tt_shared->nconnections = nsessions;
+}
+
+/*
+ * send_query
+ *		Send the task's query on its (connected, idle) session, in
+ *		single-row mode, and mark it running.
+ */
+static void
+send_query(RunningTask *rt)
+{
+	Session    *s = rt->session;
+	int			flush;
+	TTTask	   *task;
+
+	s->state = SESSION_BUSY;
+	if (!PQsendQueryParams(s->conn, rt->query, 0, NULL, NULL, NULL, NULL, 0))
+	{
+		rt->unusable = true;
+		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+		finish_task(rt);
+		return;
+	}
+	pfree(rt->query);
+	rt->query = NULL;
+	(void) PQsetSingleRowMode(s->conn);
+	flush = PQflush(s->conn);
+	if (flush < 0)
+	{
+		rt->unusable = true;
+		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+		finish_task(rt);
+		return;
+	}
+	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL && task->status == TT_SCHEDULED)
+	{
+		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
+
+		tt_task_set_status(job, task, TT_RUNNING);
+		task->backend_pid = PQbackendPID(s->conn);
+	}
+	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * fail_attempt
+ *		Record the error of this attempt in the shared entry.
+ */
+static void
+fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
+{
+	TTTask	   *task;
+
+	if (rt->failed)
+		return;					/* keep the first error of the attempt */
+	rt->failed = true;
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL)
+		tt_task_set_error(task, sqlstate, message);
+	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * drain_results
+ *		Consume every result available on a busy session without blocking.
+ *		Returns true when the query is complete (PQgetResult gave NULL).
+ */
+static bool
+drain_results(RunningTask *rt)
+{
+	Session    *s = rt->session;
+	PGconn	   *conn = s->conn;
+
+	if (s->events & WL_SOCKET_WRITEABLE)
+	{
+		int			flush = PQflush(conn);
+
+		if (flush < 0)
+		{
+			rt->unusable = true;
+			fail_attempt(rt, "08006", tt_conn_error_message(conn));
+			return true;
+		}
+		s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+	}
+	if (!PQconsumeInput(conn))
+	{
+		rt->unusable = true;
+		fail_attempt(rt, "08006", tt_conn_error_message(conn));
+		return true;
+	}
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+			return true;
+
+		switch (PQresultStatus(res))
+		{
+			case PGRES_SINGLE_TUPLE:
+			case PGRES_TUPLES_OK:
+				if (rt->failed)
+					break;
+				if (!rt->opened)
+				{
+					if (!tt_result_open(&rt->writer, rt->key.job_id, rt->key.task_id, rt->owner))
+					{
+						const char *code;
+						char	   *msg = tt_result_error(&rt->writer, &code);
+
+						fail_attempt(rt, code, msg);
+						break;
+					}
+					rt->opened = true;
+				}
+				if (!tt_result_add(&rt->writer, res))
+				{
+					const char *code;
+					char	   *msg = tt_result_error(&rt->writer, &code);
+
+					fail_attempt(rt, code, msg);
+				}
+				break;
+			case PGRES_COMMAND_OK:
+				{
+					const char *tuples = PQcmdTuples(res);
+
+					rt->rows = (tuples && tuples[0]) ? strtoi64(tuples, NULL, 10) : 0;
+				}
+				break;
+			case PGRES_COPY_IN:
+			case PGRES_COPY_OUT:
+			case PGRES_COPY_BOTH:
+				rt->unusable = true;
+				fail_attempt(rt, "0A000", "COPY to or from the client is not supported in a task");
+				PQclear(res);
+				return true;
+			default:
+				{
+					TTRemoteError err;
+
+					tt_remote_error_from_result(conn, res, &err);
+					fail_attempt(rt, err.sqlstate, tt_remote_error_text(&err));
+				}
+				break;
+		}
+		PQclear(res);
+	}
+	return false;
+}
+
+/*
+ * finish_task
+ *		The attempt is over (rt->failed says how): record the outcome, free
+ *		the slot, and give the session back (or close it).
+ */
+static void
+finish_task(RunningTask *rt)
+{
+	Session    *s = rt->session;
+	TTTask	   *task;
+	bool		ok = !rt->failed;
+
+	if (rt->opened)
+	{
+		if (ok && !tt_result_finish(&rt->writer))
+		{
+			const char *code;
+			char	   *msg = tt_result_error(&rt->writer, &code);
+
+			fail_attempt(rt, code, msg);
+			ok = false;
+		}
+		if (!ok)
+			tt_result_discard(&rt->writer);
+	}
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL)
+	{
+		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
+
+		task->backend_pid = 0;
+		if (task->status == TT_CANCEL_REQUESTED)
+		{
+			/* finished anyway; handle_cancels() removes or marks it */
+			if (rt->opened && ok)
+				task->has_file = true;
+		}
+		else if (ok)
+		{
+			task->has_file = rt->opened;
+			task->result_rows = rt->opened ? rt->writer.rows : rt->rows;
+			tt_task_set_error(task, NULL, NULL);
+			tt_task_set_status(job, task, TT_SUCCEEDED);
+			tt_shared->succeeded++;
+		}
+		else if (task->attempts < task_max_attempts && !stopping)
+		{
+			tt_task_set_status(job, task, TT_FAILED);
+			tt_task_enqueue(task);
+		}
+		else if (stopping)
+		{
+			tt_task_set_status(job, task, TT_ASSIGNED);
+			tt_task_enqueue(task);
+		}
+		else
+		{
+			tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
+			tt_shared->failed++;
+		}
+	}
+	LWLockRelease(tt_shared->lock);
+	completed = true;
+
+	if (s != NULL)
+	{
+		s->task = NULL;
+		release_session(s, !rt->unusable);
+	}
+	dlist_delete(&rt->node);
+	nrunning--;
+	if (rt->query)
+		pfree(rt->query);
+	pfree(rt);
+}
+
+/*
+ * release_session
+ *		A task is done with s: reset it for reuse (DISCARD ALL) if it is
+ *		healthy, idle and reuse is on; close it otherwise.
+ */
+static void
+release_session(Session *s, bool usable)
+{
+	if (!usable || stopping || !task_tracker_reuse_connections ||
+		PQstatus(s->conn) != CONNECTION_OK ||
+		PQtransactionStatus(s->conn) != PQTRANS_IDLE ||
+		!PQsendQueryParams(s->conn, "DISCARD ALL", 0, NULL, NULL, NULL, NULL, 0))
+	{
+		close_session(s);
+		return;
+	}
+	s->state = SESSION_RESETTING;
+	s->events = WL_SOCKET_READABLE | (PQflush(s->conn) > 0 ? WL_SOCKET_WRITEABLE : 0);
+	s->deadline = 0;
+}
+
+static void
+close_session(Session *s)
+{
+	dlist_delete(&s->node);
+	nsessions--;
+	tt_conn_finish(s->conn);
+	pfree(s);
+	if (tt_shared)
+		tt_shared->nconnections = nsessions;
+}
+
+/*
+ * progress_connecting
+ *		Drive PQconnectPoll for a session being established.
+ */
+static void
+progress_connecting(Session *s, TimestampTz now)
+{
+	RunningTask *rt = s->task;
+	PostgresPollingStatusType st;
+
+	if (!s->ready && now < s->deadline)
+		return;
+	if (!s->ready)
+	{
+		char	   *msg = psprintf("could not connect to the local server as \"%s\" within %d ms",
+								   NameStr(s->user), node_connection_timeout);
+
+		rt->unusable = true;
+		fail_attempt(rt, "08001", msg);
+		finish_task(rt);
+		return;
+	}
+
+	st = PQconnectPoll(s->conn);
+	switch (st)
+	{
+		case PGRES_POLLING_OK:
+			s->deadline = 0;
+			send_query(rt);
+			break;
+		case PGRES_POLLING_FAILED:
+			{
+				char	   *msg = tt_conn_error_message(s->conn);
+
+				rt->unusable = true;
+				if (postmaster_is_stopping())
+				{
+					/* not the task's fault: give the attempt back */
+					stopping = true;
+					LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+					{
+						TTTask	   *task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+
+						if (task && task->attempts > 0)
+							task->attempts--;
+					}
+					LWLockRelease(tt_shared->lock);
+				}
+				fail_attempt(rt, "08001", msg);
+				finish_task(rt);
+			}
+			break;
+		default:
+			s->events = tt_poll_wait_events(st);
+			break;
+	}
+}
+
+/*
+ * progress_resetting
+ *		Read DISCARD ALL's outcome; the session becomes idle or is closed.
+ */
+static void
+progress_resetting(Session *s, TimestampTz now)
+{
+	bool		ok = true;
+
+	if (!s->ready)
+		return;
+	if ((s->events & WL_SOCKET_WRITEABLE) && PQflush(s->conn) < 0)
+	{
+		close_session(s);
+		return;
+	}
+	if (!PQconsumeInput(s->conn))
+	{
+		close_session(s);
+		return;
+	}
+	while (!PQisBusy(s->conn))
+	{
+		PGresult   *res = PQgetResult(s->conn);
+
+		if (res == NULL)
+		{
+			if (!ok)
+			{
+				close_session(s);
+				return;
+			}
+			s->state = SESSION_IDLE;
+			s->events = WL_SOCKET_READABLE;
+			s->deadline = TimestampTzPlusMilliseconds(now, task_tracker_idle_connection_timeout);
+			return;
+		}
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			ok = false;
+		PQclear(res);
+	}
+	s->events = WL_SOCKET_READABLE;
+}
+
+/*
+ * process_sessions
+ *		Advance every session whose socket is ready or whose deadline has
+ *		passed.
+ */
+static void
+process_sessions(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		switch (s->state)
+		{
+			case SESSION_CONNECTING:
+				progress_connecting(s, now);
+				break;
+			case SESSION_BUSY:
+				if (s->ready && drain_results(s->task))
+					finish_task(s->task);
+				break;
+			case SESSION_RESETTING:
+				progress_resetting(s, now);
+				break;
+			case SESSION_IDLE:
+				/* readable while idle: the server closed it, or a notice */
+				if (s->ready &&
+					(!PQconsumeInput(s->conn) || PQstatus(s->conn) != CONNECTION_OK))
+					close_session(s);
+				else if (s->deadline != 0 && now >= s->deadline)
+					close_session(s);
+				break;
+		}
+	}
+}
+
+/*
+ * stop_running_task
+ *		Stop a running task at once: cancel its remote statement (SIGINT to
+ *		its backend, as pg_cancel_backend does), close the session and drop
+ *		any partial result file.  The caller updates the shared entry.
+ */
+static void
+stop_running_task(RunningTask *rt, bool cancel_backend)
+{
+	Session    *s = rt->session;
+
+	if (s != NULL)
+	{
+		int			pid = PQbackendPID(s->conn);
+
+		if (cancel_backend && s->state == SESSION_BUSY && pid > 0)
+			(void) kill(pid, SIGINT);
+		s->task = NULL;
+		close_session(s);
+	}
+	if (rt->opened)
+		tt_result_discard(&rt->writer);
+	dlist_delete(&rt->node);
+	nrunning--;
+	if (rt->query)
+		pfree(rt->query);
+	pfree(rt);
+}
+
+/*
+ * finish_dropped_job
+ *		Remove a dropping job whose tasks have all stopped.  Caller holds
+ *		the lock.
+ */
+static void
+finish_dropped_job(TTJob *job)
+{
+	dlist_mutable_iter iter;
+	int64		job_id = job->job_id;
+
+	dlist_foreach_modify(iter, &job->tasks)
+		tt_task_remove(job, dlist_container(TTTask, job_node, iter.cur));
+	tt_result_remove_job(job_id);
+	tt_job_remove(job);
+}
+
+/*
+ * handle_cancels
+ *		Stop every running task whose cancel was requested; complete the
+ *		removal of jobs being dropped.
+ */
+static void
+handle_cancels(void)
+{
+	dlist_mutable_iter iter;
+	HASH_SEQ_STATUS seq;
+	TTJob	   *job;
+
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+		TTTask	   *task;
+		bool		cancel;
+
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
+		LWLockRelease(tt_shared->lock);
+		if (!cancel)
+			continue;
+
+		stop_running_task(rt, true);
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		if (task != NULL)
+		{
+			job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+			task->has_file = false;
+			tt_task_set_status(job, task, TT_CANCELED);
+		}
+		LWLockRelease(tt_shared->lock);
+		completed = true;
+	}
+
+	/* tasks whose cancel was requested while not in our hands */
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	if (tt_shared->ndropping > 0)
+	{
+		hash_seq_init(&seq, tt_job_hash);
+		while ((job = hash_seq_search(&seq)) != NULL)
+		{
+			if (job->dropping && job->nactive == 0)
+			{
+				finish_dropped_job(job);
+				completed = true;
+			}
+		}
+	}
+	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * postmaster_is_stopping
+ *		True once the postmaster has recorded "stopping" in postmaster.pid
+ *		(any shutdown mode, including smart, which sends us nothing).
+ */
+static bool
+postmaster_is_stopping(void)
+{
+	FILE	   *f;
+	char		line[256];
+	int			lineno = 0;
+	bool		result = false;
+
+	f = AllocateFile("postmaster.pid", "r");
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL)
+	{
+		if (++lineno == LOCK_FILE_LINE_PM_STATUS)
+		{
+			result = (strncmp(line, PM_STATUS_STOPPING, strlen("stopping")) == 0);
+			break;
+		}
+	}
+	FreeFile(f);
+	return result;
+}
+
+/*
+ * expire_jobs
+ *		Drop jobs nobody asked about for citus.task_tracker_job_expiry, and
+ *		compute when the next one may expire.
+ */
+static void
+expire_jobs(TimestampTz now)
+{
+	HASH_SEQ_STATUS seq;
+	TTJob	   *job;
+	TimestampTz oldest = 0;
+	int			dropped = 0;
+
+	if (task_tracker_job_expiry <= 0)
+	{
+		next_expiry_check = 0;
+		return;
+	}
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, tt_job_hash);
+	while ((job = hash_seq_search(&seq)) != NULL)
+	{
+		TimestampTz expires = TimestampTzPlusMilliseconds(job->last_access,
+														  (int64) task_tracker_job_expiry * 1000);
+
+		if (job->dropping)
+			continue;
+		if (expires <= now)
+		{
+			dlist_mutable_iter iter;
+
+			dlist_foreach_modify(iter, &job->tasks)
+			{
+				TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
+
+				if (TT_STATUS_IS_ACTIVE(task->status))
+				{
+					if (task->status != TT_CANCEL_REQUESTED)
+						tt_task_set_status(job, task, TT_CANCEL_REQUESTED);
+				}
+				else
+					tt_task_remove(job, task);
+			}
+			dropped++;
+			if (job->nactive == 0)
+			{
+				tt_result_remove_job(job->job_id);
+				tt_job_remove(job);
+			}
+			else
+			{
+				job->dropping = true;
+				tt_shared->ndropping++;
+			}
+			continue;
+		}
+		if (oldest == 0 || expires < oldest)
+			oldest = expires;
+	}
+	LWLockRelease(tt_shared->lock);
+
+	if (dropped > 0)
+	{
+		ereport(LOG,
+				(errmsg("task tracker removed %d jobs nobody asked about for %d s",
+						dropped, task_tracker_job_expiry)));
+		completed = true;
+		handle_cancels();
+	}
+	next_expiry_check = oldest;
+}
+
+/*
+ * housekeeping
+ *		Periodic work while there is work: notice a smart shutdown, expire
+ *		jobs, and schedule the next pass.
+ */
+static void
+housekeeping(TimestampTz now)
+{
+	if (!stopping && (nrunning > 0 || nsessions > 0) && postmaster_is_stopping())
+	{
+		dlist_mutable_iter iter;
+
+		ereport(LOG,
+				(errmsg("task tracker: server is shutting down; stopping %d running tasks",
+						nrunning)));
+		stopping = true;
+		requeue_all_running(true);
+		dlist_foreach_modify(iter, &sessions)
+			close_session(dlist_container(Session, node, iter.cur));
+	}
+
+	if (next_expiry_check == 0 || now >= next_expiry_check)
+		expire_jobs(now);
+	if (next_expiry_check == 0 && tt_shared->njobs > 0 && task_tracker_job_expiry > 0)
+		next_expiry_check = TimestampTzPlusMilliseconds(now, (int64) task_tracker_job_expiry * 1000);
+
+	next_housekeeping = TimestampTzPlusMilliseconds(now, task_tracker_delay);
+}
+
+/*
+ * requeue_all_running
+ *		Stop every running task and put it back in the queue (its attempt
+ *		stays counted); tasks whose cancel was requested become canceled.
+ */
+static void
+requeue_all_running(bool cancel_backends)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+		TTTaskKey	key = rt->key;
+		TTTask	   *task;
+
+		stop_running_task(rt, cancel_backends);
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &key, HASH_FIND, NULL);
+		if (task != NULL)
+		{
+			TTJob	   *job = tt_job_lookup(key.job_id, false, InvalidOid);
+
+			if (task->status == TT_CANCEL_REQUESTED)
+				tt_task_set_status(job, task, TT_CANCELED);
+			else
+			{
+				tt_task_set_status(job, task, TT_ASSIGNED);
+				tt_task_enqueue(task);
+			}
+		}
+		LWLockRelease(tt_shared->lock);
+	}
+	completed = true;
+}
+
+/*
+ * shutdown_and_exit
+ *		SIGTERM: stop running tasks, save the table, exit.  Exit code 1 so
+ *		that the postmaster restarts us if this was not a server shutdown
+ *		(pg_terminate_backend); at shutdown it restarts nothing.
+ */
+static void
+shutdown_and_exit(void)
+{
+	dlist_mutable_iter iter;
+
+	stopping = true;
+	requeue_all_running(true);
+	dlist_foreach_modify(iter, &sessions)
+		close_session(dlist_container(Session, node, iter.cur));
+	handle_cancels();
+	ConditionVariableBroadcast(&tt_shared->cv);
+	tt_persist_save();
+	proc_exit(1);
+}

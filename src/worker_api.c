@@ -1,0 +1,799 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_api.c
+ *	  The worker protocol's SQL functions (assign_task, assign_tasks,
+ *	  task_status, wait_for_tasks, task_result, cleanup_job) and the
+ *	  functions behind the tasks and tracker views.
+ *
+ * Design
+ *	  Everything a backend does to the task table happens here, in the
+ *	  calling user's backend: the assigning user is GetUserId(), checked
+ *	  against the owner of every task and job touched.  Input is validated
+ *	  completely (NULLs, ranges, length, parse) before the table is locked,
+ *	  and a batch is applied all or nothing.  Waiting (wait_for_tasks,
+ *	  cleanup_job, start-up readiness) is a condition-variable sleep: the
+ *	  tracker broadcasts TTShared->cv whenever tasks finish.
+ *
+ * Locking
+ *	  Each function takes TTShared->lock once, does its work on the shared
+ *	  table, copies out what it needs, and releases it before any catalog
+ *	  access, tuplestore work or waiting.  Errors raised while holding the
+ *	  lock are fine: error recovery releases LWLocks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
+#include "pgstat.h"
+#include "storage/fd.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "task_tracker.h"
+#include "tt_result_file.h"
+#include "tt_shmem.h"
+#include "tt_waits.h"
+
+PG_FUNCTION_INFO_V1(task_tracker_assign_task);
+PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);
+PG_FUNCTION_INFO_V1(task_tracker_task_status);
+PG_FUNCTION_INFO_V1(task_tracker_wait_for_tasks);
+PG_FUNCTION_INFO_V1(task_tracker_task_result);
+PG_FUNCTION_INFO_V1(task_tracker_cleanup_job);
+PG_FUNCTION_INFO_V1(task_tracker_task_list);
+PG_FUNCTION_INFO_V1(task_tracker_tracker_info);
+
+/* One task of a batch being assigned. */
+typedef struct NewTask
+{
+	int32		task_id;
+	char	   *query;
+	int			query_len;
+	dsa_pointer text;
+} NewTask;
+
+static void
+check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+}
+
+static void
+check_job_id(int64 job_id)
+{
+	if (job_id <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("job id " INT64_FORMAT " is out of range", job_id),
+				 errdetail("Job ids are positive.")));
+}
+
+static void
+check_task_id(int32 task_id)
+{
+	if (task_id < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("task id %d is out of range", task_id),
+				 errdetail("Task ids are zero or positive.")));
+}
+
+/*
+ * check_query
+ *		A task is exactly one statement that parses and does not control
+ *		the transaction; its text is within citus.max_task_query_size.
+ */
+static void
+check_query(const char *query, int len)
+{
+	List	   *stmts;
+	RawStmt    *raw;
+
+	if (len > max_task_query_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("task query is %d bytes, more than citus.max_task_query_size (%d bytes)",
+						len, max_task_query_size),
+				 errhint("Increase citus.max_task_query_size.")));
+
+	stmts = raw_parser(query, RAW_PARSE_DEFAULT);
+	if (stmts == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("task query must not be empty")));
+	if (list_length(stmts) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a task must be a single statement"),
+				 errhint("Assign one task per statement.")));
+	raw = linitial_node(RawStmt, stmts);
+	if (IsA(raw->stmt, TransactionStmt))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("transaction control statements cannot be run as tasks"),
+				 errdetail("Each task runs in a transaction of its own.")));
+}
+
+/*
+ * wait_until_ready
+ *		Wait for the tracker to have restored its table after a (re)start,
+ *		at most citus.node_connection_timeout.
+ */
+static void
+wait_until_ready(void)
+{
+	TimestampTz deadline;
+
+	tt_shmem_check();
+	if (tt_shared->ready)
+		return;
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), node_connection_timeout);
+	ConditionVariablePrepareToSleep(&tt_shared->cv);
+	while (!tt_shared->ready)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+
+		if (left <= 0)
+		{
+			ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_CANNOT_CONNECT_NOW),
+					 errmsg("task tracker is not ready"),
+					 errhint("The task tracker background worker has not started; see the server log.")));
+		}
+		ConditionVariableTimedSleep(&tt_shared->cv, left, TT_WAIT_READY);
+	}
+	ConditionVariableCancelSleep();
+}
+
+static int
+new_task_cmp(const void *a, const void *b)
+{
+	int32		x = ((const NewTask *) a)->task_id;
+	int32		y = ((const NewTask *) b)->task_id;
+
+	return (x > y) - (x < y);
+}
+
+static bool
+may_act_for(Oid owner)
+{
+	return owner == GetUserId() || superuser();
+}
+
+/*
+ * assign
+ *		Queue n tasks of one job for the current user, all or nothing.
+ */
+static void
+assign(int64 job_id, NewTask *tasks, int n)
+{
+	Oid			owner = GetUserId();
+	bool		is_super = superuser();
+	NameData	user_name;
+	NameData	database_name;
+	char	   *dbname;
+	TTJob	   *job;
+	TimestampTz now;
+	int			nnew = 0;
+	int			i;
+
+	check_job_id(job_id);
+	for (i = 0; i < n; i++)
+	{
+		check_task_id(tasks[i].task_id);
+		check_query(tasks[i].query, tasks[i].query_len);
+	}
+	qsort(tasks, n, sizeof(NewTask), new_task_cmp);
+	for (i = 1; i < n; i++)
+		if (tasks[i].task_id == tasks[i - 1].task_id)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("task id %d appears more than once in the batch",
+							tasks[i].task_id)));
+
+	namestrcpy(&user_name, GetUserNameFromId(owner, false));
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname == NULL)
+		elog(ERROR, "current database has no name");
+	namestrcpy(&database_name, dbname);
+
+	wait_until_ready();
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+
+	job = tt_job_lookup(job_id, false, InvalidOid);
+	if (job != NULL && job->owner != owner && !is_super)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("job " INT64_FORMAT " belongs to another user", job_id)));
+	if (job != NULL && job->dropping)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("job " INT64_FORMAT " is being cleaned up", job_id)));
+
+	for (i = 0; i < n; i++)
+	{
+		TTTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
+
+		if (task == NULL)
+		{
+			nnew++;
+			continue;
+		}
+		if (task->owner != owner)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("task (job " INT64_FORMAT ", task %d) belongs to another user",
+							job_id, tasks[i].task_id)));
+		if (task->status != TT_FAILED && task->status != TT_PERMANENTLY_FAILED &&
+			task->status != TT_CANCELED)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("task (job " INT64_FORMAT ", task %d) is already assigned",
+							job_id, tasks[i].task_id),
+					 errdetail("Its status is %s; only failed or canceled tasks can be assigned again.",
+							   tt_status_name(task->status))));
+	}
+	if (tt_shared->ntasks + nnew > max_tracked_tasks_per_node)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("task table is full"),
+				 errdetail("%d tasks are tracked; %d more do not fit in citus.max_tracked_tasks_per_node = %d.",
+						   tt_shared->ntasks, nnew, max_tracked_tasks_per_node),
+				 errhint("Increase citus.max_tracked_tasks_per_node, or clean up finished jobs.")));
+
+	/* store every text first, so running out of memory changes nothing */
+	for (i = 0; i < n; i++)
+	{
+		tasks[i].text = tt_text_store(tasks[i].query, tasks[i].query_len, true);
+		if (!DsaPointerIsValid(tasks[i].text))
+		{
+			while (--i >= 0)
+				tt_text_free(&tasks[i].text);
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of shared memory for task query texts")));
+		}
+	}
+
+	/* from here on nothing can fail */
+	now = GetCurrentTimestamp();
+	if (job == NULL)
+		job = tt_job_lookup(job_id, true, owner);
+	for (i = 0; i < n; i++)
+	{
+		TTTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
+
+		if (task == NULL)
+			task = tt_task_insert(job, job_id, tasks[i].task_id);
+		else
+		{
+			if (task->has_file)
+			{
+				char		path[MAXPGPATH];
+
+				tt_task_file_path(path, sizeof(path), job_id, task->key.task_id, task->owner);
+				(void) unlink(path);
+				task->has_file = false;
+			}
+			tt_task_set_status(job, task, TT_ASSIGNED);
+			tt_text_free(&task->query);
+			tt_task_set_error(task, NULL, NULL);
+		}
+		task->owner = owner;
+		task->dbid = MyDatabaseId;
+		task->encoding = GetDatabaseEncoding();
+		task->user_name = user_name;
+		task->database_name = database_name;
+		task->query = tasks[i].text;
+		task->attempts = 0;
+		task->backend_pid = 0;
+		task->result_rows = -1;
+		task->seq = tt_shared->next_seq++;
+		task->assigned_at = now;
+		task->started_at = 0;
+		tt_task_enqueue(task);
+	}
+	job->last_access = now;
+	tt_wake_tracker();
+	LWLockRelease(tt_shared->lock);
+}
+
+Datum
+task_tracker_assign_task(PG_FUNCTION_ARGS)
+{
+	NewTask		task;
+	text	   *query;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	check_arg_not_null(fcinfo, 1, "task_id");
+	check_arg_not_null(fcinfo, 2, "query");
+	tt_shmem_check();
+
+	query = PG_GETARG_TEXT_PP(2);
+	task.task_id = PG_GETARG_INT32(1);
+	task.query = text_to_cstring(query);
+	task.query_len = strlen(task.query);
+	assign(PG_GETARG_INT64(0), &task, 1);
+	PG_RETURN_VOID();
+}
+
+Datum
+task_tracker_assign_tasks(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ids;
+	ArrayType  *queries;
+	Datum	   *id_datums;
+	Datum	   *query_datums;
+	bool	   *id_nulls;
+	bool	   *query_nulls;
+	int			nids;
+	int			nqueries;
+	NewTask    *tasks;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	check_arg_not_null(fcinfo, 1, "task_ids");
+	check_arg_not_null(fcinfo, 2, "queries");
+	tt_shmem_check();
+
+	ids = PG_GETARG_ARRAYTYPE_P(1);
+	queries = PG_GETARG_ARRAYTYPE_P(2);
+	if (ARR_NDIM(ids) > 1 || ARR_NDIM(queries) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("task_ids and queries must be one-dimensional arrays")));
+	deconstruct_array(ids, INT4OID, 4, true, TYPALIGN_INT, &id_datums, &id_nulls, &nids);
+	deconstruct_array(queries, TEXTOID, -1, false, TYPALIGN_INT,
+					  &query_datums, &query_nulls, &nqueries);
+	if (nids != nqueries)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("task_ids has %d elements but queries has %d", nids, nqueries)));
+	if (nids == 0)
+		PG_RETURN_VOID();
+
+	tasks = palloc(sizeof(NewTask) * nids);
+	for (int i = 0; i < nids; i++)
+	{
+		if (id_nulls[i] || query_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("task_ids and queries must not contain NULLs")));
+		tasks[i].task_id = DatumGetInt32(id_datums[i]);
+		tasks[i].query = TextDatumGetCString(query_datums[i]);
+		tasks[i].query_len = strlen(tasks[i].query);
+	}
+	assign(PG_GETARG_INT64(0), tasks, nids);
+	PG_RETURN_VOID();
+}
+
+static void
+task_not_found(int64 job_id, int32 task_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("task (job " INT64_FORMAT ", task %d) not found", job_id, task_id)));
+}
+
+/*
+ * lookup_own_task
+ *		The task, if it exists and the current user may see it; otherwise
+ *		"not found" (another user's task is not revealed).  Caller holds the
+ *		lock.  Touches the job's last access time.
+ */
+static TTTask *
+lookup_own_task(int64 job_id, int32 task_id, TTJob **jobp)
+{
+	TTTask	   *task = tt_task_lookup(job_id, task_id);
+	TTJob	   *job;
+
+	if (task == NULL || !may_act_for(task->owner))
+		task_not_found(job_id, task_id);
+	job = tt_job_lookup(job_id, false, InvalidOid);
+	if (job)
+		job->last_access = GetCurrentTimestamp();
+	if (jobp)
+		*jobp = job;
+	return task;
+}
+
+Datum
+task_tracker_task_status(PG_FUNCTION_ARGS)
+{
+	int64		job_id;
+	int32		task_id;
+	TTTask	   *task;
+	const char *status;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	check_arg_not_null(fcinfo, 1, "task_id");
+	tt_shmem_check();
+	job_id = PG_GETARG_INT64(0);
+	task_id = PG_GETARG_INT32(1);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = lookup_own_task(job_id, task_id, NULL);
+	status = tt_status_name(task->status);
+	LWLockRelease(tt_shared->lock);
+	PG_RETURN_TEXT_P(cstring_to_text(status));
+}
+
+/* A final task popped from a job's done list. */
+typedef struct Reported
+{
+	int32		task_id;
+	TTTaskStatus status;
+	char	   *error;
+	char		sqlstate[6];
+	int64		result_rows;
+} Reported;
+
+/*
+ * pop_reported
+ *		Take the job's final, unreported tasks.  Returns how many, -1 if the
+ *		job does not exist for this user.  Caller holds the lock.
+ */
+static int
+pop_reported(int64 job_id, Reported **out)
+{
+	TTJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
+	dlist_mutable_iter iter;
+	int			n = 0;
+
+	if (job == NULL || !may_act_for(job->owner))
+		return -1;
+	job->last_access = GetCurrentTimestamp();
+	if (dlist_is_empty(&job->done))
+		return 0;
+
+	*out = palloc(sizeof(Reported) * job->ntasks);
+	dlist_foreach_modify(iter, &job->done)
+	{
+		TTTask	   *task = dlist_container(TTTask, done_node, iter.cur);
+		Reported   *r = &(*out)[n++];
+		char	   *error = tt_text_get(task->error);
+
+		r->task_id = task->key.task_id;
+		r->status = task->status;
+		r->error = (error && task->status != TT_SUCCEEDED) ? pstrdup(error) : NULL;
+		memcpy(r->sqlstate, task->sqlstate, sizeof(r->sqlstate));
+		r->result_rows = task->result_rows;
+		dlist_delete(&task->done_node);
+		task->unreported = false;
+	}
+	return n;
+}
+
+Datum
+task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		job_id;
+	int32		timeout_ms;
+	TimestampTz deadline;
+	Reported   *reported = NULL;
+	int			n;
+	bool		sleeping = false;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	check_arg_not_null(fcinfo, 1, "timeout_ms");
+	tt_shmem_check();
+	job_id = PG_GETARG_INT64(0);
+	timeout_ms = PG_GETARG_INT32(1);
+	check_job_id(job_id);
+	if (timeout_ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout_ms must not be negative")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	for (;;)
+	{
+		long		left;
+
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		n = pop_reported(job_id, &reported);
+		LWLockRelease(tt_shared->lock);
+
+		if (n < 0)
+		{
+			if (sleeping)
+				ConditionVariableCancelSleep();
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job " INT64_FORMAT " not found", job_id)));
+		}
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (n > 0 || left <= 0)
+			break;
+		if (!sleeping)
+		{
+			/* register first, then re-check, so no broadcast is missed */
+			ConditionVariablePrepareToSleep(&tt_shared->cv);
+			sleeping = true;
+			continue;
+		}
+		ConditionVariableTimedSleep(&tt_shared->cv, left, TT_WAIT_TASKS);
+	}
+	if (sleeping)
+		ConditionVariableCancelSleep();
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {false, false, false, false, false};
+
+		values[0] = Int32GetDatum(reported[i].task_id);
+		values[1] = CStringGetTextDatum(tt_status_name(reported[i].status));
+		if (reported[i].error)
+			values[2] = CStringGetTextDatum(reported[i].error);
+		else
+			nulls[2] = true;
+		if (reported[i].sqlstate[0] && reported[i].status != TT_SUCCEEDED)
+			values[3] = CStringGetTextDatum(reported[i].sqlstate);
+		else
+			nulls[3] = true;
+		if (reported[i].result_rows >= 0)
+			values[4] = Int64GetDatum(reported[i].result_rows);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+task_tracker_task_result(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		job_id;
+	int32		task_id;
+	TTTask	   *task;
+	char		path[MAXPGPATH];
+	FILE	   *file = NULL;
+	TTTaskStatus status;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	check_arg_not_null(fcinfo, 1, "task_id");
+	tt_shmem_check();
+	job_id = PG_GETARG_INT64(0);
+	task_id = PG_GETARG_INT32(1);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	/* open the file under the lock: cleanup cannot remove it before */
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = lookup_own_task(job_id, task_id, NULL);
+	status = task->status;
+	if (status == TT_SUCCEEDED && task->has_file)
+	{
+		tt_task_file_path(path, sizeof(path), job_id, task_id, task->owner);
+		file = AllocateFile(path, PG_BINARY_R);
+		if (file == NULL)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not open result file \"%s\": %m", path)));
+	}
+	LWLockRelease(tt_shared->lock);
+
+	if (status != TT_SUCCEEDED)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task (job " INT64_FORMAT ", task %d) has no result", job_id, task_id),
+				 errdetail("Its status is %s; only succeeded tasks have results.",
+						   tt_status_name(status))));
+	if (file != NULL)
+	{
+		tt_result_read(file, path, rsinfo->setDesc, rsinfo->setResult);
+		FreeFile(file);
+	}
+	return (Datum) 0;
+}
+
+Datum
+task_tracker_cleanup_job(PG_FUNCTION_ARGS)
+{
+	int64		job_id;
+	TTJob	   *job;
+	dlist_mutable_iter iter;
+	bool		wait = false;
+
+	check_arg_not_null(fcinfo, 0, "job_id");
+	tt_shmem_check();
+	job_id = PG_GETARG_INT64(0);
+	check_job_id(job_id);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	job = tt_job_lookup(job_id, false, InvalidOid);
+	if (job == NULL)
+	{
+		LWLockRelease(tt_shared->lock);
+		PG_RETURN_VOID();
+	}
+	if (!may_act_for(job->owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("job " INT64_FORMAT " belongs to another user", job_id)));
+
+	dlist_foreach_modify(iter, &job->tasks)
+	{
+		TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
+
+		if (TT_STATUS_IS_ACTIVE(task->status))
+		{
+			/* the tracker stops it and removes it */
+			if (task->status != TT_CANCEL_REQUESTED)
+				tt_task_set_status(job, task, TT_CANCEL_REQUESTED);
+			continue;
+		}
+		tt_task_remove(job, task);
+	}
+	if (job->nactive == 0)
+	{
+		tt_result_remove_job(job_id);
+		tt_job_remove(job);
+	}
+	else
+	{
+		if (!job->dropping)
+			tt_shared->ndropping++;
+		job->dropping = true;
+		tt_wake_tracker();
+		wait = true;
+	}
+	LWLockRelease(tt_shared->lock);
+
+	if (!wait)
+		PG_RETURN_VOID();
+
+	/* wait until the tracker has stopped the running tasks and removed the job */
+	ConditionVariablePrepareToSleep(&tt_shared->cv);
+	for (;;)
+	{
+		bool		gone;
+
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		job = tt_job_lookup(job_id, false, InvalidOid);
+		gone = (job == NULL || !job->dropping);
+		LWLockRelease(tt_shared->lock);
+		if (gone)
+			break;
+		ConditionVariableSleep(&tt_shared->cv, TT_WAIT_CLEANUP);
+	}
+	ConditionVariableCancelSleep();
+	PG_RETURN_VOID();
+}
+
+/* A copy of one task for the tasks view. */
+typedef struct TaskRow
+{
+	TTTask		t;
+	char	   *query;
+	char	   *error;
+} TaskRow;
+
+static Datum
+timestamp_or_null(TimestampTz ts, bool *isnull)
+{
+	*isnull = (ts == 0);
+	return TimestampTzGetDatum(ts);
+}
+
+Datum
+task_tracker_task_list(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS seq;
+	TTTask	   *task;
+	TaskRow    *rows;
+	int			n = 0;
+	Oid			viewer = GetUserId();
+	bool		see_all;
+
+	tt_shmem_check();
+	InitMaterializedSRF(fcinfo, 0);
+	see_all = superuser() || has_privs_of_role(viewer, ROLE_PG_READ_ALL_STATS);
+
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	rows = palloc(sizeof(TaskRow) * (tt_shared->ntasks + 1));
+	hash_seq_init(&seq, tt_task_hash);
+	while ((task = hash_seq_search(&seq)) != NULL)
+	{
+		TaskRow    *r = &rows[n++];
+		char	   *q = tt_text_get(task->query);
+		char	   *e = tt_text_get(task->error);
+
+		r->t = *task;
+		r->query = q ? pstrdup(q) : NULL;
+		r->error = e ? pstrdup(e) : NULL;
+	}
+	LWLockRelease(tt_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		TaskRow    *r = &rows[i];
+		Datum		values[14];
+		bool		nulls[14];
+		bool		visible = see_all || has_privs_of_role(viewer, r->t.owner);
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int64GetDatum(r->t.key.job_id);
+		values[1] = Int32GetDatum(r->t.key.task_id);
+		values[2] = CStringGetTextDatum(tt_status_name(r->t.status));
+		values[3] = NameGetDatum(&r->t.user_name);
+		values[4] = NameGetDatum(&r->t.database_name);
+		if (visible && r->query)
+			values[5] = CStringGetTextDatum(r->query);
+		else
+			nulls[5] = true;
+		values[6] = Int32GetDatum(r->t.attempts);
+		values[7] = timestamp_or_null(r->t.assigned_at, &nulls[7]);
+		values[8] = timestamp_or_null(r->t.started_at, &nulls[8]);
+		values[9] = timestamp_or_null(r->t.finished_at, &nulls[9]);
+		values[10] = Int32GetDatum(r->t.backend_pid);
+		nulls[10] = (r->t.backend_pid == 0);
+		if (visible && r->error)
+			values[11] = CStringGetTextDatum(r->error);
+		else
+			nulls[11] = true;
+		values[12] = Int64GetDatum(r->t.result_rows);
+		nulls[12] = (r->t.result_rows < 0);
+		if (visible && r->t.sqlstate[0])
+			values[13] = CStringGetTextDatum(r->t.sqlstate);
+		else
+			nulls[13] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+task_tracker_tracker_info(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[12];
+	bool		nulls[12];
+
+	tt_shmem_check();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, 0, sizeof(nulls));
+
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	values[0] = Int32GetDatum(tt_shared->tracker_pid);
+	nulls[0] = (tt_shared->tracker_pid == 0);
+	values[1] = Int32GetDatum(tt_shared->ntasks);
+	values[2] = Int32GetDatum(max_tracked_tasks_per_node);
+	values[3] = Int32GetDatum(tt_shared->nrunning);
+	values[4] = Int32GetDatum(max_running_tasks_per_node);
+	values[5] = Int64GetDatum((int64) tt_shared->succeeded);
+	values[6] = Int64GetDatum((int64) tt_shared->failed);
+	values[7] = Int32GetDatum(tt_shared->nconnections);
+	values[8] = timestamp_or_null(tt_shared->last_wakeup, &nulls[8]);
+	values[9] = Int64GetDatum((int64) tt_shared->wakeups);
+	values[10] = Int64GetDatum((int64) tt_shmem_size());
+	values[11] = Int64GetDatum(tt_shared->text_bytes);
+	LWLockRelease(tt_shared->lock);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

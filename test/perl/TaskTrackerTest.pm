@@ -1,0 +1,350 @@
+
+# Copyright: task_tracker authors.  Shared helpers of the TAP tests (test/t).
+
+=pod
+
+=head1 NAME
+
+TaskTrackerTest - PostgreSQL::Test::Cluster helpers for task_tracker's TAP tests
+
+=head1 SYNOPSIS
+
+  use TaskTrackerTest;
+
+  my $node = tt_node('worker', conf => "citus.max_running_tasks_per_node = 2");
+  tt_create_role($node, 'alice');
+  tt_sql($node, "SELECT task_tracker.assign_task(1, 0, 'SELECT 1')", user => 'alice');
+  tt_wait_job($node, 1, user => 'alice', tasks => 1);
+  tt_cleanup_and_check($node, [ [1, 'alice'] ]);
+  $node->stop;
+
+=head1 DESCRIPTION
+
+Every helper waits on a condition (the product's own C<wait_for_tasks>, or
+C<poll_query_until>), never for a fixed time.  Tests run their servers as the
+unprivileged OS user that runs prove (scripts/test.sh uses C<postgres>); that
+user owns the data directories, so it may read C<$PGDATA/pg_task_tracker> and
+send signals to server processes.
+
+=cut
+
+package TaskTrackerTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  tt_node
+  tt_create_role
+  tt_sql
+  tt_psql
+  tt_quote_ident
+  tt_quote_literal
+  tt_wait_job
+  tt_task_counts
+  tt_job_dirs
+  tt_log_position
+  tt_check_no_leftovers
+  tt_cleanup_and_check
+);
+
+# Final states of a task (the others are assigned, scheduled, running,
+# failed, cancel_requested).
+our $FINAL = "('succeeded', 'permanently_failed', 'canceled')";
+
+=pod
+
+=head1 FUNCTIONS
+
+=over
+
+=item tt_node($name, %opts)
+
+Create, configure and start a node with task_tracker preloaded, and run
+C<CREATE EXTENSION task_tracker> in the C<postgres> database.  Options:
+C<conf> (extra postgresql.conf lines), C<restart_after_crash> (default off, as
+PostgreSQL::Test::Cluster sets it), C<quiet> (log_statement = none; use for
+tests with many tasks), C<no_start>.
+
+The cluster is UTF8 with the C locale so that role and database names with
+non-ASCII letters work the same everywhere.
+
+=cut
+
+sub tt_node
+{
+	my ($name, %opts) = @_;
+
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(extra => [ '--encoding=UTF8', '--locale=C' ]);
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'task_tracker'
+citus.task_tracker_delay = '50ms'
+citus.task_tracker_idle_connection_timeout = '500ms'
+max_connections = 60
+max_prepared_transactions = 10
+log_min_messages = info
+restart_after_crash = } . ($opts{restart_after_crash} ? 'on' : 'off') . qq{
+} . ($opts{quiet} ? "log_statement = none\n" : '') . ($opts{conf} // ''));
+
+	return $node if $opts{no_start};
+
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION task_tracker');
+	return $node;
+}
+
+=pod
+
+=item tt_quote_ident($name), tt_quote_literal($str)
+
+SQL quoting done in Perl (for names with quotes, spaces and backslashes).
+
+=cut
+
+sub tt_quote_ident
+{
+	my ($s) = @_;
+	$s =~ s/"/""/g;
+	return qq{"$s"};
+}
+
+sub tt_quote_literal
+{
+	my ($s) = @_;
+	$s =~ s/'/''/g;
+	return "'$s'";
+}
+
+=pod
+
+=item tt_create_role($node, $name, %opts)
+
+CREATE ROLE $name LOGIN (quoted, so any name works).  C<grant> = SQL to run
+afterwards, with C<%ROLE%> replaced by the quoted name.
+
+=cut
+
+sub tt_create_role
+{
+	my ($node, $name, %opts) = @_;
+	my $q = tt_quote_ident($name);
+	$node->safe_psql('postgres', "CREATE ROLE $q LOGIN");
+	if ($opts{grant})
+	{
+		(my $g = $opts{grant}) =~ s/%ROLE%/$q/g;
+		$node->safe_psql($opts{dbname} // 'postgres', $g);
+	}
+	return;
+}
+
+=pod
+
+=item tt_sql($node, $sql, %opts)
+
+safe_psql as C<user> (default: the bootstrap superuser) in C<dbname>
+(default postgres); returns stdout, dies on error.
+
+=item tt_psql($node, $sql, %opts)
+
+psql as C<user> in C<dbname>; returns (exit code, stdout, stderr) and never
+dies.  C<verbose> => 1 adds VERBOSITY verbose so stderr carries the SQLSTATE.
+
+=cut
+
+sub _user_params
+{
+	my (%opts) = @_;
+	return defined $opts{user} ? [ '-U', $opts{user} ] : [];
+}
+
+sub tt_sql
+{
+	my ($node, $sql, %opts) = @_;
+	return $node->safe_psql($opts{dbname} // 'postgres',
+		$sql, extra_params => _user_params(%opts));
+}
+
+sub tt_psql
+{
+	my ($node, $sql, %opts) = @_;
+	my ($out, $err) = ('', '');
+	$sql = "\\set VERBOSITY verbose\n$sql" if $opts{verbose};
+	my $rc = $node->psql(
+		$opts{dbname} // 'postgres', $sql,
+		stdout => \$out,
+		stderr => \$err,
+		on_error_stop => 1,
+		extra_params => _user_params(%opts));
+	return ($rc, $out, $err);
+}
+
+=pod
+
+=item tt_wait_job($node, $job, %opts)
+
+Wait until every task of job C<$job> is in a final state (succeeded,
+permanently_failed, canceled) and, when C<tasks> is given, until the job has
+that many tasks.  Waits inside the server with the product's own
+C<task_tracker.wait_for_tasks> (run as C<user>, the job's owner, in
+C<dbname>), looping until the C<task_tracker.tasks> view agrees; gives up
+after C<timeout> seconds (default: the TAP default timeout).  Returns true
+on success, and reports a test failure otherwise.
+
+=cut
+
+sub tt_wait_job
+{
+	my ($node, $job, %opts) = @_;
+	my $timeout = $opts{timeout} // $PostgreSQL::Test::Utils::timeout_default;
+	my $ntasks = $opts{tasks} // -1;
+	my $sql = qq{
+DO \$tt_wait\$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '$timeout seconds';
+	pending bigint;
+	total bigint;
+BEGIN
+	LOOP
+		SELECT count(*) FILTER (WHERE status NOT IN $FINAL), count(*)
+		  INTO pending, total
+		  FROM task_tracker.tasks WHERE job_id = $job;
+		EXIT WHEN pending = 0 AND ($ntasks < 0 OR total = $ntasks);
+		IF clock_timestamp() > deadline THEN
+			RAISE EXCEPTION 'job % not finished after $timeout s: % of % tasks pending',
+				$job, pending, total;
+		END IF;
+		PERFORM * FROM task_tracker.wait_for_tasks($job, 1000);
+	END LOOP;
+END
+\$tt_wait\$;
+};
+	my ($rc, $out, $err) = tt_psql($node, $sql, %opts);
+	if ($rc != 0)
+	{
+		diag("tt_wait_job($job): $err");
+		diag(tt_sql($node,
+			"SELECT job_id, task_id, status, attempts, error FROM task_tracker.tasks WHERE job_id = $job ORDER BY task_id LIMIT 50"));
+		fail("job $job finished");
+		return 0;
+	}
+	return 1;
+}
+
+=pod
+
+=item tt_task_counts($node, $job)
+
+Hash status => number of tasks of the job (as seen by the superuser).
+
+=cut
+
+sub tt_task_counts
+{
+	my ($node, $job) = @_;
+	my $out = tt_sql($node,
+		"SELECT status, count(*) FROM task_tracker.tasks WHERE job_id = $job GROUP BY 1 ORDER BY 1");
+	my %h;
+	for my $line (split /\n/, $out)
+	{
+		my ($s, $n) = split /\|/, $line;
+		$h{$s} = $n;
+	}
+	return \%h;
+}
+
+=pod
+
+=item tt_job_dirs($node)
+
+The job_* entries of C<$PGDATA/pg_task_tracker> (an empty list when the
+directory does not exist).
+
+=cut
+
+sub tt_job_dirs
+{
+	my ($node) = @_;
+	my $dir = $node->data_dir . '/pg_task_tracker';
+	return () unless -d $dir;
+	opendir(my $dh, $dir) or die "cannot open $dir: $!";
+	my @jobs = sort grep { /^job_/ } readdir($dh);
+	closedir($dh);
+	return @jobs;
+}
+
+=pod
+
+=item tt_log_position($node)
+
+Current size of the server log, to pass to wait_for_log / log_contains so
+that only later lines count.
+
+=cut
+
+sub tt_log_position
+{
+	my ($node) = @_;
+	return -s $node->logfile // 0;
+}
+
+=pod
+
+=item tt_check_no_leftovers($node, $what)
+
+The final check every test ends with: no rows in task_tracker.tasks, no
+job_* directory under $PGDATA/pg_task_tracker, and (after the tracker's idle
+connection timeout) no backend with application_name 'task_tracker'.
+
+=cut
+
+sub tt_check_no_leftovers
+{
+	my ($node, $what) = @_;
+	$what = defined $what ? " ($what)" : '';
+	is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks'),
+		'0', "no tasks left$what");
+	ok($node->poll_query_until('postgres',
+			"SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name = 'task_tracker'"),
+		"no task_tracker backends left$what");
+	my @dirs = tt_job_dirs($node);
+	is(scalar(@dirs), 0, "no job directories left$what")
+	  or diag("left: @dirs");
+	return;
+}
+
+=pod
+
+=item tt_cleanup_and_check($node, \@jobs)
+
+cleanup_job for each [job_id, user, dbname] of @jobs (as that user), then
+tt_check_no_leftovers.
+
+=cut
+
+sub tt_cleanup_and_check
+{
+	my ($node, $jobs) = @_;
+	for my $j (@$jobs)
+	{
+		my ($job, $user, $db) = @$j;
+		tt_sql($node, "SELECT task_tracker.cleanup_job($job)",
+			user => $user, dbname => $db);
+	}
+	tt_check_no_leftovers($node);
+	return;
+}
+
+=pod
+
+=back
+
+=cut
+
+1;
