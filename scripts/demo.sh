@@ -64,7 +64,7 @@ make -s -C "$BUILD" PG_CONFIG="$PG_CONFIG" with_llvm=no
 make -s -C "$BUILD" PG_CONFIG="$PG_CONFIG" with_llvm=no install
 
 # ---------------------------------------------------------------- cluster
-as_pg() { runuser -u postgres -- "$@"; }
+as_pg() { (cd / && runuser -u postgres -- "$@"); }
 
 if [ -f "$DEMO/data/postmaster.pid" ]; then
 	step "stopping the previous demo cluster"
