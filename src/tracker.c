@@ -381,6 +381,11 @@ compute_connect_host(void)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * find_idle_session
+ *		A session of user in db free for a task: idle, or still resetting
+ *		with no task waiting for it.
+ */
 static Session *
 find_idle_session(const char *user, const char *db)
 {
@@ -390,7 +395,8 @@ find_idle_session(const char *user, const char *db)
 	{
 		Session    *s = dlist_container(Session, node, iter.cur);
 
-		if (s->state == SESSION_IDLE &&
+		if ((s->state == SESSION_IDLE ||
+			 (s->state == SESSION_RESETTING && s->task == NULL)) &&
 			strcmp(NameStr(s->user), user) == 0 &&
 			strcmp(NameStr(s->database), db) == 0)
 			return s;
@@ -466,10 +472,12 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 
 	if (s != NULL)
 	{
+		/* a session still resetting runs the task when DISCARD ALL is done */
 		s->task = rt;
 		rt->session = s;
 		s->deadline = 0;
-		send_query(rt);
+		if (s->state == SESSION_IDLE)
+			send_query(rt);
 		return;
 	}
 
@@ -834,6 +842,26 @@ progress_connecting(Session *s, TimestampTz now)
 }
 
 /*
+ * reset_failed
+ *		DISCARD ALL failed or the session broke while resetting: close it,
+ *		and fail the attempt of a task that was waiting for it.
+ */
+static void
+reset_failed(Session *s)
+{
+	RunningTask *rt = s->task;
+
+	s->task = NULL;
+	close_session(s);
+	if (rt != NULL)
+	{
+		rt->session = NULL;
+		fail_attempt(rt, "08006", "could not reset the task's session");
+		finish_task(rt);
+	}
+}
+
+/*
  * progress_resetting
  *		Read DISCARD ALL's outcome; the session becomes idle or is closed.
  */
@@ -846,12 +874,12 @@ progress_resetting(Session *s, TimestampTz now)
 		return;
 	if ((s->events & WL_SOCKET_WRITEABLE) && PQflush(s->conn) < 0)
 	{
-		close_session(s);
+		reset_failed(s);
 		return;
 	}
 	if (!PQconsumeInput(s->conn))
 	{
-		close_session(s);
+		reset_failed(s);
 		return;
 	}
 	while (!PQisBusy(s->conn))
@@ -862,7 +890,12 @@ progress_resetting(Session *s, TimestampTz now)
 		{
 			if (!ok)
 			{
-				close_session(s);
+				reset_failed(s);
+				return;
+			}
+			if (s->task != NULL)
+			{
+				send_query(s->task);
 				return;
 			}
 			s->state = SESSION_IDLE;
