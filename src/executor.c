@@ -1,0 +1,463 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor.c
+ *	  What the coordinator's two executors share: task queues, failover to
+ *	  the next placement, turning remote rows into result tuples, sending
+ *	  queries without blocking, the one wait on every socket and the latch,
+ *	  and the cleanup that runs when a job fails, is canceled, or its
+ *	  backend exits.
+ *
+ * Design
+ *	  A job (TTJob) lives in a memory context of its own, a child of
+ *	  TopMemoryContext, from the moment run_job() has read its task list
+ *	  until its cleanup has run, because that cleanup may have to run from
+ *	  the transaction abort callback (pg_terminate_backend ends the backend
+ *	  with FATAL, which never reaches a PG_CATCH).  Running jobs are kept in
+ *	  a backend-local list; on ERROR, run_job()'s PG_CATCH calls the
+ *	  executor's cleanup and unregisters the job; on FATAL or any abort that
+ *	  skipped it, the XACT_EVENT_ABORT callback does the same.  Cleanup runs
+ *	  with interrupts held and bounded waits: it sends cancel requests for
+ *	  remote queries still running, closes every connection whose state is
+ *	  unknown, and (task-tracker) drops the job on every node.
+ *
+ *	  Rows arrive in text format in single-row mode and go through the
+ *	  column types' input functions straight into the result tuplestore,
+ *	  which spills to disk past work_mem; no task's result is ever held
+ *	  whole in memory.
+ *
+ *	  Failover: a task that fails at a placement moves to the next
+ *	  placement whose node is not down; when none is left, the job fails
+ *	  with the task's remote error (its SQLSTATE, message, detail and hint,
+ *	  with the node and task in the context).  A task whose rows have
+ *	  partly reached the result cannot move (its rows would be duplicated),
+ *	  so it fails the job at once.
+ *
+ * Locking
+ *	  None: all of this is process-local.  The progress table in shared
+ *	  memory is updated through src/coordinator.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "tt_executor.h"
+#include "tt_waits.h"
+
+static List *active_jobs = NIL;
+static bool xact_callback_registered = false;
+
+static void executor_xact_callback(XactEvent event, void *arg);
+
+/*
+ * Task queues: ring buffers of task pointers, allocated in the job's
+ * context (the caller's current context is the job's when it pushes).
+ */
+static void
+queue_grow(TTTaskQueue *q)
+{
+	int			newcap = q->cap > 0 ? q->cap * 2 : 16;
+	TTTask	  **items;
+	int			i;
+
+	if (q->items)
+		items = MemoryContextAlloc(GetMemoryChunkContext(q->items),
+								   sizeof(TTTask *) * newcap);
+	else
+		items = palloc(sizeof(TTTask *) * newcap);
+	for (i = 0; i < q->len; i++)
+		items[i] = q->items[(q->head + i) % q->cap];
+	if (q->items)
+		pfree(q->items);
+	q->items = items;
+	q->head = 0;
+	q->cap = newcap;
+}
+
+void
+tt_queue_push(TTTaskQueue *q, TTTask *task)
+{
+	if (q->len == q->cap)
+		queue_grow(q);
+	q->items[(q->head + q->len) % q->cap] = task;
+	q->len++;
+}
+
+void
+tt_queue_push_front(TTTaskQueue *q, TTTask *task)
+{
+	if (q->len == q->cap)
+		queue_grow(q);
+	q->head = (q->head + q->cap - 1) % q->cap;
+	q->items[q->head] = task;
+	q->len++;
+}
+
+TTTask *
+tt_queue_pop(TTTaskQueue *q)
+{
+	TTTask	   *task;
+
+	if (q->len == 0)
+		return NULL;
+	task = q->items[q->head];
+	q->head = (q->head + 1) % q->cap;
+	q->len--;
+	return task;
+}
+
+TTNode *
+tt_task_node(TTJob *job, TTTask *task)
+{
+	return &job->nodes[task->placements[task->cur]];
+}
+
+/*
+ * tt_job_register
+ *		Put a job in the list of running jobs, so that an abort of the
+ *		transaction or the backend cleans it up.
+ */
+void
+tt_job_register(TTJob *job)
+{
+	MemoryContext old;
+
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(executor_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	active_jobs = lcons(job, active_jobs);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * tt_job_unregister
+ *		Forget a job whose cleanup has run: release its progress slot and
+ *		free its memory (job itself included).  Never throws.
+ */
+void
+tt_job_unregister(TTJob *job)
+{
+	active_jobs = list_delete_ptr(active_jobs, job);
+	tt_job_slot_release(job->slot);
+	if (job->cur_res)
+		PQclear(job->cur_res);
+	job->cur_res = NULL;
+	MemoryContextDelete(job->cxt);
+}
+
+/*
+ * executor_xact_callback
+ *		On abort, clean up every job that is still registered (its PG_CATCH
+ *		did not run: FATAL, or an error inside the cleanup itself), then
+ *		close every connection still lent out: their state is unknown.
+ */
+static void
+executor_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+
+	while (active_jobs != NIL)
+	{
+		TTJob	   *job = (TTJob *) linitial(active_jobs);
+
+		if (!job->cleaned && job->cleanup)
+			job->cleanup(job, true);
+		tt_job_unregister(job);
+	}
+	tt_conncache_abort_cleanup();
+}
+
+void
+tt_job_progress(TTJob *job, TTJobState state)
+{
+	tt_job_slot_update(job->slot, state, job->tasks_done, job->tasks_failed);
+}
+
+static void
+copy_error(TTRemoteError *dst, const TTRemoteError *src)
+{
+	memcpy(dst->sqlstate, src->sqlstate, sizeof(dst->sqlstate));
+	dst->message = src->message ? pstrdup(src->message) : pstrdup("unknown error");
+	dst->detail = src->detail ? pstrdup(src->detail) : NULL;
+	dst->hint = src->hint ? pstrdup(src->hint) : NULL;
+}
+
+/*
+ * tt_raise_task_error
+ *		Fail the job with the task's last remote error.
+ */
+void
+tt_raise_task_error(TTJob *job, TTTask *task)
+{
+	TTNode	   *node = &job->nodes[task->error_node];
+	char	   *context;
+
+	context = psprintf("task %d of job " INT64_FORMAT " on node %s, query: %s",
+					   task->task_id, job->job_id, node->name, task->query);
+	tt_raise_remote_error(ERROR, &task->error, context);
+	pg_unreachable();
+}
+
+/*
+ * tt_task_failed_at_placement
+ *		The task failed at its current placement with err: move it to its
+ *		next placement whose node is not down (queued there), or, when none
+ *		is left or its rows already partly reached the result, fail the job.
+ */
+void
+tt_task_failed_at_placement(TTJob *job, TTTask *task, const TTRemoteError *err)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+	if (err != &task->error)
+		copy_error(&task->error, err);
+	task->has_error = true;
+	task->error_node = task->placements[task->cur];
+	job->tasks_failed++;
+
+	if (task->rows > 0)
+		tt_raise_task_error(job, task);
+
+	do
+		task->cur++;
+	while (task->cur < task->nplacements && tt_task_node(job, task)->down);
+
+	if (task->cur >= task->nplacements)
+		tt_raise_task_error(job, task);
+
+	task->state = TT_TASK_PENDING;
+	task->retried_fresh = false;
+	tt_queue_push(&tt_task_node(job, task)->pending, task);
+	MemoryContextSwitchTo(old);
+	tt_job_progress(job, TT_JOB_RUNNING);
+}
+
+/*
+ * tt_node_set_down
+ *		Give up on a node for the rest of the job: its queued tasks move to
+ *		their next placements (or fail the job).
+ */
+void
+tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err)
+{
+	MemoryContext old = MemoryContextSwitchTo(job->cxt);
+	TTTask	   *task;
+
+	if (!node->down)
+	{
+		node->down = true;
+		copy_error(&node->down_error, err);
+	}
+	MemoryContextSwitchTo(old);
+	while ((task = tt_queue_pop(&node->pending)) != NULL)
+		tt_task_failed_at_placement(job, task, &node->down_error);
+}
+
+void
+tt_task_done(TTJob *job, TTTask *task)
+{
+	task->state = TT_TASK_DONE;
+	job->tasks_done++;
+	tt_job_progress(job, TT_JOB_RUNNING);
+}
+
+/* put the rows of res into the result; res stays owned by the caller */
+static void
+store_rows(TTJob *job, TTTask *task, PGresult *res)
+{
+	int			natts = job->tupdesc->natts;
+	int			ntuples = PQntuples(res);
+	int			nfields = PQnfields(res);
+	MemoryContext old;
+	int			i,
+				j;
+
+	if (nfields != natts)
+	{
+		job->cur_res = NULL;
+		PQclear(res);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("task %d returned %d columns, but the column definition list has %d",
+						task->task_id, nfields, natts),
+				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+							task->task_id, job->job_id, task->query)));
+	}
+	old = MemoryContextSwitchTo(job->rowcxt);
+	for (i = 0; i < ntuples; i++)
+	{
+		HeapTuple	tuple;
+
+		for (j = 0; j < natts; j++)
+			job->values[j] = PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j);
+		tuple = BuildTupleFromCStrings(job->attinmeta, job->values);
+		tuplestore_puttuple(job->tupstore, tuple);
+		MemoryContextReset(job->rowcxt);
+	}
+	MemoryContextSwitchTo(old);
+	task->rows += ntuples;
+}
+
+/*
+ * tt_job_drain
+ *		Read what has arrived on conn for the query of task: rows go into
+ *		the result (store_rows), an error is kept in *err (which the caller
+ *		zeroed when it sent the query).
+ *
+ * Returns TT_DRAIN_BUSY while more input is needed, TT_DRAIN_DONE when the
+ * query completed, TT_DRAIN_SQL_ERROR when it failed and the connection is
+ * still fine, TT_DRAIN_CONN_ERROR when the connection broke (or is in a
+ * state we cannot use again).  Throws only when the rows do not fit the
+ * column definition list.
+ */
+TTDrainResult
+tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *err)
+{
+	if (!PQconsumeInput(conn))
+	{
+		if (err->message == NULL)
+			tt_remote_error_from_conn(conn, "08006", err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		CHECK_FOR_INTERRUPTS();
+		if (PQisBusy(conn))
+		{
+			if (PQstatus(conn) == CONNECTION_BAD)
+			{
+				if (err->message == NULL)
+					tt_remote_error_from_conn(conn, "08006", err);
+				return TT_DRAIN_CONN_ERROR;
+			}
+			return TT_DRAIN_BUSY;
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		job->cur_res = res;
+		switch (PQresultStatus(res))
+		{
+			case PGRES_SINGLE_TUPLE:
+			case PGRES_TUPLES_OK:
+				if (store && err->message == NULL)
+					store_rows(job, task, res);
+				break;
+			case PGRES_COMMAND_OK:
+			case PGRES_EMPTY_QUERY:
+				break;
+			case PGRES_COPY_IN:
+			case PGRES_COPY_OUT:
+			case PGRES_COPY_BOTH:
+				job->cur_res = NULL;
+				PQclear(res);
+				if (err->message == NULL)
+				{
+					memset(err, 0, sizeof(*err));
+					strlcpy(err->sqlstate, "0A000", sizeof(err->sqlstate));
+					err->message = pstrdup("COPY is not supported in tasks");
+				}
+				return TT_DRAIN_CONN_ERROR;
+			default:
+				if (err->message == NULL)
+					tt_remote_error_from_result(conn, res, err);
+				break;
+		}
+		job->cur_res = NULL;
+		PQclear(res);
+	}
+
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		if (err->message == NULL)
+			tt_remote_error_from_conn(conn, "08006", err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+	if (err->message != NULL)
+	{
+		/* an error result that came with a broken connection, say */
+		if (strncmp(err->sqlstate, "08", 2) == 0 || strcmp(err->sqlstate, "57P01") == 0)
+			return TT_DRAIN_CONN_ERROR;
+		return TT_DRAIN_SQL_ERROR;
+	}
+	return TT_DRAIN_DONE;
+}
+
+/*
+ * tt_send_query
+ *		Send query (simple protocol) without blocking.  Returns 0 when all
+ *		of it went out, 1 when the rest must be flushed once the socket is
+ *		writable (tt_flush), -1 when the connection failed.
+ */
+int
+tt_send_query(PGconn *conn, const char *query, bool single_row)
+{
+	if (!PQsendQuery(conn, query))
+		return -1;
+	if (single_row)
+		(void) PQsetSingleRowMode(conn);
+	return tt_flush(conn);
+}
+
+int
+tt_flush(PGconn *conn)
+{
+	int			r = PQflush(conn);
+
+	return r < 0 ? -1 : r;
+}
+
+/*
+ * tt_ms_until
+ *		Milliseconds from now to deadline, at least 0.
+ */
+long
+tt_ms_until(TimestampTz deadline)
+{
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+/*
+ * tt_wait_sockets
+ *		The executors' one wait: on the latch, postmaster death and the n
+ *		sockets (for events[i]), for at most timeout_ms (-1: no limit).
+ *		Processes interrupts afterwards (unless the caller holds them, as
+ *		the cleanup paths do).
+ */
+void
+tt_wait_sockets(int n, pgsocket *socks, uint32 *events, long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent	occurred[1];
+	int			i;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
+	PG_TRY();
+	{
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (i = 0; i < n; i++)
+			AddWaitEventToSet(set, events[i], socks[i], NULL, NULL);
+		(void) WaitEventSetWait(set, timeout_ms, occurred, 1, TT_WAIT_EXECUTOR);
+	}
+	PG_FINALLY();
+	{
+		FreeWaitEventSet(set);
+	}
+	PG_END_TRY();
+
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
