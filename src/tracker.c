@@ -383,25 +383,32 @@ compute_connect_host(void)
 
 /*
  * find_idle_session
- *		A session of user in db free for a task: idle, or still resetting
- *		with no task waiting for it.
+ *		A session of user in db free for a task: an idle one if there is
+ *		one; otherwise one still resetting with no task waiting for it, but
+ *		only when the pair already has two sessions (with two, one resets
+ *		while the other runs, so back-to-back tasks never wait for a reset).
  */
 static Session *
 find_idle_session(const char *user, const char *db)
 {
 	dlist_iter	iter;
+	Session    *resetting = NULL;
+	int			same = 0;
 
 	dlist_foreach(iter, &sessions)
 	{
 		Session    *s = dlist_container(Session, node, iter.cur);
 
-		if ((s->state == SESSION_IDLE ||
-			 (s->state == SESSION_RESETTING && s->task == NULL)) &&
-			strcmp(NameStr(s->user), user) == 0 &&
-			strcmp(NameStr(s->database), db) == 0)
+		if (strcmp(NameStr(s->user), user) != 0 ||
+			strcmp(NameStr(s->database), db) != 0)
+			continue;
+		same++;
+		if (s->state == SESSION_IDLE)
 			return s;
+		if (s->state == SESSION_RESETTING && s->task == NULL && resetting == NULL)
+			resetting = s;
 	}
-	return NULL;
+	return same >= 2 ? resetting : NULL;
 }
 
 /*

@@ -1,0 +1,338 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor_realtime.c
+ *	  The real-time executor: runs a job's tasks directly on the worker
+ *	  nodes over pooled asynchronous connections and streams their rows
+ *	  into the result as they arrive.
+ *
+ * Design
+ *	  Each node of the job has up to citus.max_connections_per_node
+ *	  connection slots (never more connections than it has queued tasks).
+ *	  Connections come from the per-backend cache (src/connection_cache.c):
+ *	  a warm job reuses the previous job's connections and pays no
+ *	  connection set-up.  Every slot is a small state machine: connecting,
+ *	  idle, or running one task in single-row mode.  The loop hands queued
+ *	  tasks to idle slots, waits once on every socket plus the latch
+ *	  (tt_wait_sockets), and advances every slot.  It never sleeps for a
+ *	  fixed time: the only timeout is the nearest connection deadline.
+ *
+ *	  Failures: a node that cannot be connected to is down for the job, and
+ *	  all its queued tasks move to their next placements.  A task whose
+ *	  connection breaks moves to its next placement; when it ran on a
+ *	  connection taken from the cache it is first retried once on a fresh
+ *	  connection to the same node (the cached one may have outlived a
+ *	  server restart).  A task whose query fails moves to its next
+ *	  placement too; a task that fails everywhere fails the job.
+ *
+ * Locking
+ *	  None: process-local.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+#include "tt_executor.h"
+
+typedef struct TTRtConn
+{
+	TTConn	   *c;				/* claimed connection, or NULL */
+	TTTask	   *task;			/* task it runs, or NULL when idle */
+	bool		flushing;		/* query not completely sent yet */
+	TTRemoteError err;			/* error of the task at hand */
+} TTRtConn;
+
+static void realtime_cleanup(TTJob *job, bool failed);
+
+static void
+slot_close(TTRtConn *slot, bool reusable)
+{
+	tt_conncache_release(slot->c, reusable);
+	slot->c = NULL;
+	slot->task = NULL;
+	slot->flushing = false;
+}
+
+/* the connection of slot broke while it ran slot->task */
+static void
+slot_conn_failed(TTJob *job, TTNode *node, TTRtConn *slot)
+{
+	TTTask	   *task = slot->task;
+	bool		reused = slot->c->reused;
+	TTRemoteError err = slot->err;
+
+	if (err.message == NULL)
+		tt_remote_error_from_conn(slot->c->conn, "08006", &err);
+	slot_close(slot, false);
+	if (task == NULL)
+		return;
+	if (reused && !task->retried_fresh && task->rows == 0 &&
+		strncmp(err.sqlstate, "08", 2) == 0)
+	{
+		/* a stale cached connection: once more on a fresh one */
+		task->retried_fresh = true;
+		task->state = TT_TASK_PENDING;
+		tt_queue_push_front(&node->pending, task);
+		return;
+	}
+	tt_task_failed_at_placement(job, task, &err);
+}
+
+static void
+slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
+{
+	int			r;
+
+	slot->task = task;
+	task->state = TT_TASK_RUNNING;
+	memset(&slot->err, 0, sizeof(slot->err));
+	r = tt_send_query(slot->c->conn, task->query, true);
+	if (r < 0)
+		slot_conn_failed(job, node, slot);
+	else
+		slot->flushing = (r == 1);
+}
+
+/*
+ * dispatch
+ *		Open connections for queued tasks (no more than there are queued
+ *		tasks) and give queued tasks to idle connections.
+ */
+static void
+dispatch(TTJob *job, TTNode *node)
+{
+	int			spare = 0;
+	int			i;
+
+	if (node->down || node->pending.len == 0)
+		return;
+
+	for (i = 0; i < node->nrt; i++)
+		if (node->rt[i].c && (node->rt[i].c->connecting || node->rt[i].task == NULL))
+			spare++;
+
+	for (i = 0; i < node->nrt && node->pending.len > 0 && !node->down; i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+
+		if (slot->c == NULL && node->pending.len > spare)
+		{
+			char	   *error;
+
+			slot->c = tt_conncache_claim(node->host, node->port, &error);
+			if (slot->c == NULL)
+			{
+				TTRemoteError err;
+
+				memset(&err, 0, sizeof(err));
+				strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
+				err.message = error;
+				tt_node_set_down(job, node, &err);
+				return;
+			}
+			spare++;
+		}
+		if (slot->c && !slot->c->connecting && slot->task == NULL)
+		{
+			spare--;
+			slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
+		}
+	}
+}
+
+/*
+ * advance
+ *		Move one slot forward after a wait: finish connecting, flush, read
+ *		rows, notice the end of its task.
+ */
+static void
+advance(TTJob *job, TTNode *node, TTRtConn *slot)
+{
+	TTTask	   *task;
+
+	if (slot->c == NULL)
+		return;
+
+	if (slot->c->connecting)
+	{
+		int			r = tt_conncache_connect_poll(slot->c);
+
+		if (r < 0)
+		{
+			TTRemoteError err;
+
+			tt_remote_error_from_conn(slot->c->conn, "08001", &err);
+			if (!slot->c->connecting && PQstatus(slot->c->conn) != CONNECTION_BAD)
+				err.message = psprintf("could not connect to node %s: timeout expired",
+									   node->name);
+			slot_close(slot, false);
+			tt_node_set_down(job, node, &err);
+		}
+		return;
+	}
+
+	task = slot->task;
+	if (task == NULL)
+		return;
+
+	if (slot->flushing)
+	{
+		int			r = tt_flush(slot->c->conn);
+
+		if (r < 0)
+		{
+			slot_conn_failed(job, node, slot);
+			return;
+		}
+		slot->flushing = (r == 1);
+	}
+
+	switch (tt_job_drain(job, slot->c->conn, task, true, &slot->err))
+	{
+		case TT_DRAIN_BUSY:
+			break;
+		case TT_DRAIN_DONE:
+			slot->task = NULL;
+			tt_task_done(job, task);
+			break;
+		case TT_DRAIN_SQL_ERROR:
+			slot->task = NULL;
+			tt_task_failed_at_placement(job, task, &slot->err);
+			break;
+		case TT_DRAIN_CONN_ERROR:
+			slot_conn_failed(job, node, slot);
+			break;
+	}
+}
+
+/*
+ * tt_realtime_execute
+ *		Run every task of job (already queued at its first placement) and
+ *		put their rows into job->tupstore.  Throws on failure; the caller's
+ *		PG_CATCH runs job->cleanup.
+ */
+void
+tt_realtime_execute(TTJob *job)
+{
+	int			maxconns = max_connections_per_node;
+	int			nsocks = 0;
+	pgsocket   *socks;
+	uint32	   *events;
+	int			i;
+
+	job->cleanup = realtime_cleanup;
+	for (i = 0; i < job->nnodes; i++)
+	{
+		job->nodes[i].rt = MemoryContextAllocZero(job->cxt, sizeof(TTRtConn) * maxconns);
+		job->nodes[i].nrt = maxconns;
+		nsocks += maxconns;
+	}
+	socks = MemoryContextAlloc(job->cxt, sizeof(pgsocket) * nsocks);
+	events = MemoryContextAlloc(job->cxt, sizeof(uint32) * nsocks);
+	tt_job_progress(job, TT_JOB_RUNNING);
+
+	for (;;)
+	{
+		long		timeout = -1;
+		int			n = 0;
+		int			j;
+
+		for (i = 0; i < job->nnodes; i++)
+			dispatch(job, &job->nodes[i]);
+
+		if (job->tasks_done >= job->ntasks)
+			break;
+
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTNode	   *node = &job->nodes[i];
+
+			for (j = 0; j < node->nrt; j++)
+			{
+				TTRtConn   *slot = &node->rt[j];
+				pgsocket	sock;
+
+				if (slot->c == NULL)
+					continue;
+				sock = PQsocket(slot->c->conn);
+				if (slot->c->connecting)
+				{
+					long		left = tt_ms_until(slot->c->connect_deadline);
+
+					if (timeout < 0 || left < timeout)
+						timeout = left;
+					if (sock == PGINVALID_SOCKET)
+					{
+						timeout = 0;
+						continue;
+					}
+					events[n] = tt_poll_wait_events(slot->c->poll);
+				}
+				else if (slot->task != NULL)
+					events[n] = WL_SOCKET_READABLE |
+						(slot->flushing ? WL_SOCKET_WRITEABLE : 0);
+				else
+					continue;
+				if (sock == PGINVALID_SOCKET)
+				{
+					timeout = 0;
+					continue;
+				}
+				socks[n++] = sock;
+			}
+		}
+
+		if (n == 0 && timeout < 0)
+			elog(ERROR, "real-time executor has %d unfinished tasks but nothing to wait for",
+				 job->ntasks - job->tasks_done);
+
+		tt_wait_sockets(n, socks, events, timeout);
+
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTNode	   *node = &job->nodes[i];
+
+			for (j = 0; j < node->nrt; j++)
+				advance(job, node, &node->rt[j]);
+		}
+	}
+}
+
+/*
+ * realtime_cleanup
+ *		Give the job's connections back.  After a failure, connections that
+ *		still run a query get a cancel request and are closed; idle clean
+ *		ones go back to the cache.  Never throws.
+ */
+static void
+realtime_cleanup(TTJob *job, bool failed)
+{
+	int			i,
+				j;
+
+	job->cleaned = true;
+	for (i = 0; i < job->nnodes; i++)
+	{
+		TTNode	   *node = &job->nodes[i];
+
+		if (node->rt == NULL)
+			continue;
+		for (j = 0; j < node->nrt; j++)
+		{
+			TTRtConn   *slot = &node->rt[j];
+
+			if (slot->c == NULL)
+				continue;
+			if (slot->task != NULL || slot->c->connecting)
+			{
+				tt_conncache_cancel(slot->c);
+				slot_close(slot, false);
+			}
+			else
+				slot_close(slot, true);
+		}
+	}
+}
