@@ -8,7 +8,13 @@ OBJS = \
 	src/persist.o \
 	src/tracker.o \
 	src/worker_api.o \
-	src/coordinator.o
+	src/coordinator.o \
+	src/node_registry.o \
+	src/connection_cache.o \
+	src/executor.o \
+	src/executor_realtime.o \
+	src/executor_task_tracker.o \
+	src/coordinator_api.o
 
 EXTENSION = task_tracker
 DATA = sql/task_tracker--1.0.sql

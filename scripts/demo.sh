@@ -123,16 +123,22 @@ EOF
 
 step "alice and bob assign tasks"
 sql alice <<'EOF'
+\o /dev/null
 SELECT task_tracker.assign_tasks(1, ARRAY[1, 2, 3], ARRAY[
 	'SELECT region, count(*) AS orders, sum(amount) AS total FROM public.orders GROUP BY region ORDER BY region',
 	'INSERT INTO public.order_log (note) VALUES (''nightly summary'')',
 	'SELECT current_user AS running_as, session_user AS logged_in_as']);
 SELECT task_tracker.assign_task(1, 4, 'SELECT * FROM public.payroll');  -- not allowed: fails
+\o
+SELECT job_id, task_id, user_name, query FROM task_tracker.tasks WHERE job_id = 1 ORDER BY task_id;
 EOF
 sql bob <<'EOF'
+\o /dev/null
 SELECT task_tracker.assign_task(2, 1, 'SELECT max(amount) FROM public.orders WHERE region = ''east''');
 SELECT task_tracker.assign_task(2, 2, 'SELECT current_user AS running_as');
 SELECT task_tracker.assign_task(2, 3, 'SELECT 1 / 0');                  -- fails
+\o
+SELECT job_id, task_id, user_name, query FROM task_tracker.tasks WHERE job_id = 2 ORDER BY task_id;
 EOF
 
 # wait_for_tasks reports each task once, when it reaches a final state
@@ -165,9 +171,10 @@ sql bob -c "SELECT job_id, task_id, status, user_name, query, error FROM task_tr
 step "SELECT * FROM task_tracker.tracker"
 sql postgres -x -c "SELECT * FROM task_tracker.tracker"
 
-step "cleaning up the jobs"
-sql alice -c "SELECT task_tracker.cleanup_job(1)"
-sql bob -c "SELECT task_tracker.cleanup_job(2)"
+step "cleaning up the jobs (removes their tasks and result files)"
+sql alice -Atc "SELECT task_tracker.cleanup_job(1)" >/dev/null
+sql bob -Atc "SELECT task_tracker.cleanup_job(2)" >/dev/null
+sql postgres -c "SELECT count(*) AS tasks_left FROM task_tracker.tasks"
 
 cat <<EOF
 

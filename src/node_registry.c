@@ -267,7 +267,7 @@ task_tracker_add_node(PG_FUNCTION_ARGS)
 				 errmsg("node %s:%d is already registered", name, port)));
 	if (SPI_execute_with_args("INSERT INTO task_tracker.node_registry (node_name, node_port) "
 							  "VALUES ($1, $2) RETURNING node_id",
-							  2, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "could not insert into task_tracker.node_registry");
 	node_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

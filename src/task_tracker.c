@@ -84,13 +84,15 @@ _PG_init(void)
 static void
 define_settings(void)
 {
-	DefineCustomIntVariable("citus.max_tracked_tasks_per_node",
-							"Capacity of the task tracker's task table.",
-							"Each tracked task takes a fixed-size entry plus the length of its query text.",
-							&max_tracked_tasks_per_node,
-							1024, 8, 1000000,
-							PGC_POSTMASTER, 0,
-							NULL, NULL, NULL);
+	/* a PGC_POSTMASTER setting can only be created while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("citus.max_tracked_tasks_per_node",
+								"Capacity of the task tracker's task table.",
+								"Each tracked task takes a fixed-size entry plus the length of its query text.",
+								&max_tracked_tasks_per_node,
+								1024, 8, 1000000,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
 
 	DefineCustomIntVariable("citus.max_running_tasks_per_node",
 							"Number of tasks the task tracker runs at once.",

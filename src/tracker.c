@@ -263,6 +263,8 @@ main_loop(void)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			compute_connect_host();
+			/* citus.task_tracker_job_expiry may have changed: recompute */
+			next_expiry_check = GetCurrentTimestamp();
 		}
 		if (ShutdownRequestPending)
 			shutdown_and_exit();

@@ -98,7 +98,7 @@ SHOW citus.max_task_query_size;
 -- A job of alice: queries, an INSERT, failing tasks
 --
 SET ROLE regress_tt_alice;
-SELECT task_tracker.assign_task(1, 0, 'SELECT id, name, price FROM public.tt_items ORDER BY id');
+SELECT task_tracker.assign_task(1, 0, 'SELECT id, name, price FROM public.tt_items WHERE id <= 3 ORDER BY id');
 SELECT task_tracker.assign_tasks(1, '{1,2,3,4,5}', ARRAY[
 	'INSERT INTO public.tt_items VALUES (4, ''from a task'', 9.99)',
 	'SELECT 1/0',
@@ -222,7 +222,7 @@ SELECT task_tracker.cleanup_job(1);
 RESET ROLE;
 
 -- the tracker counted the work
-SELECT tasks_succeeded >= 10 AS counted_successes, tasks_failed >= 2 AS counted_failures,
+SELECT tasks_succeeded >= 9 AS counted_successes, tasks_failed >= 2 AS counted_failures,
        tasks_tracked
   FROM task_tracker.tracker;
 

@@ -30,17 +30,34 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
+-- tt_wait(job): wait until every task of the job has been reported final
+-- by wait_for_tasks (consuming the reports, so later output is stable)
+-- tt_try_code(sql): like tt_try, without DETAIL and HINT
+CREATE FUNCTION public.tt_try_code(sql text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;
+
 CREATE FUNCTION public.tt_wait(job bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
 	deadline timestamptz := clock_timestamp() + interval '60 s';
+	expected bigint;
+	got bigint := 0;
+	n bigint;
 BEGIN
-	WHILE EXISTS (SELECT 1 FROM task_tracker.tasks t WHERE t.job_id = job
-				  AND t.status NOT IN ('succeeded', 'permanently_failed', 'canceled')) LOOP
+	SELECT count(*) INTO expected FROM task_tracker.tasks t WHERE t.job_id = job;
+	WHILE got < expected LOOP
 		IF clock_timestamp() > deadline THEN
 			RAISE EXCEPTION 'job % did not finish', job;
 		END IF;
-		PERFORM * FROM task_tracker.wait_for_tasks(job, 1000);
+		SELECT count(*) INTO n FROM task_tracker.wait_for_tasks(job, 1000);
+		got := got + n;
 	END LOOP;
 END
 $$;
@@ -96,6 +113,9 @@ SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, ';')$$);
 SELECT task_tracker.assign_task(501, 0, 'SELEC 1');
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, 'SELEC 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, 'SELECT (1')$$);
+-- the error position points into the task's query, not the calling statement
+SELECT task_tracker.assign_task(501, 0, 'SELECT (1');
+SELECT task_tracker.assign_task(501, 0, E'SELECT 1 +\n\n  FROM');
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, 'SELECT 1; SELECT 2')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, 'BEGIN')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, 0, 'COMMIT')$$);
@@ -146,8 +166,9 @@ SELECT count(*) FROM task_tracker.tasks WHERE job_id = 504;
 -- duplicates
 --
 SELECT task_tracker.assign_task(505, 0, 'SELECT 1');
-SELECT public.tt_try($$SELECT task_tracker.assign_task(505, 0, 'SELECT 1')$$);
-SELECT public.tt_try($$SELECT task_tracker.assign_task(505, 0, 'SELECT 2')$$);
+-- (its status may be assigned, running or succeeded by now: no DETAIL)
+SELECT public.tt_try_code($$SELECT task_tracker.assign_task(505, 0, 'SELECT 1')$$);
+SELECT public.tt_try_code($$SELECT task_tracker.assign_task(505, 0, 'SELECT 2')$$);
 SELECT public.tt_wait(505);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(505, 0, 'SELECT 3')$$);
 SELECT query, status FROM task_tracker.tasks WHERE job_id = 505;
@@ -190,5 +211,6 @@ RESET ROLE;
 SELECT count(*) AS tasks_left FROM task_tracker.tasks;
 
 DROP FUNCTION public.tt_try(text);
+DROP FUNCTION public.tt_try_code(text);
 DROP FUNCTION public.tt_wait(bigint);
 DROP ROLE regress_tt_dave;

@@ -1,0 +1,1068 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor_task_tracker.c
+ *	  The task-tracker executor: hands a job's tasks to the workers' task
+ *	  trackers, learns of their completion through wait_for_tasks, fetches
+ *	  each succeeded task's rows at once, and drops the job on every node
+ *	  at the end.
+ *
+ * Design
+ *	  One connection per node (from the per-backend cache), driven by a
+ *	  state machine (TNPhase): connect, learn the tracker's capacity (SHOW
+ *	  citus.max_tracked_tasks_per_node, remembered with the cached
+ *	  connection), then in a loop:
+ *		- assign queued tasks with assign_tasks(), at most
+ *		  citus.max_assign_task_batch_size per round trip, never keeping more
+ *		  of our tasks in the tracker's table than it can hold;
+ *		- fetch the rows of each succeeded task (task_result() with a column
+ *		  definition list built from run_job's own result columns), in
+ *		  single-row mode straight into the result;
+ *		- when the tracker's table holds as many of our tasks as it can and
+ *		  all of them are fetched, drop them (cleanup_job) and go on;
+ *		- otherwise wait_for_tasks(), which blocks on the worker until a
+ *		  task of the job finishes.
+ *	  Every node's query is in flight at once and the coordinator waits on
+ *	  all their sockets and its latch together (tt_wait_sockets); there is
+ *	  no status polling.  wait_for_tasks() is given a timeout only so a
+ *	  node also picks up tasks that failed over to it while it waited.
+ *
+ *	  A broken connection (tracker restart, node lost) is retried, with a
+ *	  growing delay, for citus.node_reconnect_timeout.  Once reconnected,
+ *	  the executor reads the job's tasks from task_tracker.tasks: tasks the
+ *	  tracker still has are waited for or fetched (a fetch cut short goes on
+ *	  with OFFSET, the result file being read in the same order), missing
+ *	  ones are assigned again.  When the node does not come back, its tasks
+ *	  move to their next placements.  A node that cannot be reached before
+ *	  anything was assigned to it is down for the job at once.
+ *
+ *	  At the end, on error and on cancel, cleanup_job() runs on every node
+ *	  that got tasks, all in parallel and with a bounded wait; a node that
+ *	  cannot be cleaned up gets a WARNING naming it and the command to run.
+ *
+ * Locking
+ *	  None: process-local.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "task_tracker.h"
+#include "tt_executor.h"
+
+/* timeout of one wait_for_tasks call, ms */
+#define TT_WAIT_FOR_TASKS_TIMEOUT	1000
+/* first and longest delay between reconnection attempts, ms */
+#define TT_RECONNECT_DELAY_MIN		50
+#define TT_RECONNECT_DELAY_MAX		1000
+/* extra time the cleanup may take beyond the connection timeout, ms */
+#define TT_CLEANUP_EXTRA_TIME		10000
+
+typedef enum TNPhase
+{
+	TN_NOCONN = 0,				/* no connection */
+	TN_RETRY,					/* connection lost; reconnect at retry_at */
+	TN_CONNECTING,				/* connection being set up */
+	TN_SHOW,					/* SHOW max_tracked_tasks_per_node in flight */
+	TN_RECOVER,					/* reading task_tracker.tasks after reconnecting */
+	TN_READY,					/* connected, nothing in flight */
+	TN_ASSIGN,					/* assign_tasks in flight */
+	TN_WAIT,					/* wait_for_tasks in flight */
+	TN_FETCH,					/* task_result in flight */
+	TN_PURGE					/* cleanup_job in flight to free the table */
+} TNPhase;
+
+typedef struct TTTrackerNode
+{
+	TTConn	   *c;				/* the node's connection, or NULL */
+	TNPhase		phase;			/* see TNPhase */
+	bool		flushing;		/* query not completely sent yet */
+	bool		needs_recover;	/* reconnected after a loss: check tasks */
+	bool		used;			/* tasks were assigned: clean up at the end */
+	int			capacity;		/* our tasks its table may hold at once */
+	int			tracked;		/* our tasks in its table now */
+	int			outstanding;	/* assigned, not final yet */
+	TTTask	  **batch;			/* tasks of the assign in flight */
+	int			nbatch;			/* length of batch */
+	TTTaskQueue fetchq;			/* succeeded tasks whose rows are to fetch */
+	TTTask	   *fetching;		/* task whose rows are being fetched */
+	PGresult   *res;			/* last result of a protocol query */
+	TTRemoteError err;			/* error of the query in flight */
+	TimestampTz lost_at;		/* start of the current outage, or 0 */
+	TimestampTz retry_at;		/* next connection attempt */
+	int			retry_delay;	/* ms before the attempt after that */
+	/* cleanup */
+	bool		cleanup_sent;	/* cleanup_job sent */
+	bool		cleanup_done;	/* cleanup finished (ok or not) */
+	bool		cleanup_ok;		/* cleanup_job succeeded */
+	char	   *cleanup_error;	/* why it did not */
+} TTTrackerNode;
+
+static void tracker_cleanup(TTJob *job, bool failed);
+
+static bool
+node_has_work(TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	return node->pending.len > 0 || tn->outstanding > 0 || tn->fetchq.len > 0 ||
+		tn->fetching != NULL || tn->needs_recover;
+}
+
+static void
+tn_clear_result(TTTrackerNode *tn)
+{
+	if (tn->res)
+		PQclear(tn->res);
+	tn->res = NULL;
+}
+
+/* send a protocol query; false if the connection failed */
+static bool
+tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
+{
+	int			r;
+
+	tn_clear_result(tn);
+	memset(&tn->err, 0, sizeof(tn->err));
+	r = tt_send_query(tn->c->conn, sql, single_row);
+	tn->phase = phase;
+	tn->flushing = (r == 1);
+	return r >= 0;
+}
+
+/*
+ * tn_collect
+ *		Read the results of a protocol query: the last row-returning or
+ *		command result is kept in tn->res, the first error in tn->err.
+ */
+static TTDrainResult
+tn_collect(TTTrackerNode *tn)
+{
+	PGconn	   *conn = tn->c->conn;
+
+	if (tn->flushing)
+	{
+		int			r = tt_flush(conn);
+
+		if (r < 0)
+		{
+			tt_remote_error_from_conn(conn, "08006", &tn->err);
+			return TT_DRAIN_CONN_ERROR;
+		}
+		tn->flushing = (r == 1);
+	}
+	if (!PQconsumeInput(conn))
+	{
+		if (tn->err.message == NULL)
+			tt_remote_error_from_conn(conn, "08006", &tn->err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+		{
+			if (PQstatus(conn) == CONNECTION_BAD)
+			{
+				if (tn->err.message == NULL)
+					tt_remote_error_from_conn(conn, "08006", &tn->err);
+				return TT_DRAIN_CONN_ERROR;
+			}
+			if (tn->err.message == NULL)
+				return TT_DRAIN_DONE;
+			if (strncmp(tn->err.sqlstate, "08", 2) == 0 ||
+				strncmp(tn->err.sqlstate, "57P", 3) == 0)
+				return TT_DRAIN_CONN_ERROR;
+			return TT_DRAIN_SQL_ERROR;
+		}
+		switch (PQresultStatus(res))
+		{
+			case PGRES_TUPLES_OK:
+			case PGRES_COMMAND_OK:
+				tn_clear_result(tn);
+				tn->res = res;
+				continue;
+			default:
+				if (tn->err.message == NULL)
+					tt_remote_error_from_result(conn, res, &tn->err);
+				PQclear(res);
+				break;
+		}
+	}
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		if (tn->err.message == NULL)
+			tt_remote_error_from_conn(conn, "08006", &tn->err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+	return TT_DRAIN_BUSY;
+}
+
+/* every task of the job that is live on node (assigned or to fetch) */
+static bool
+task_live_on(TTJob *job, TTTask *task, TTNode *node)
+{
+	return tt_task_node(job, task) == node &&
+		(task->state == TT_TASK_RUNNING || task->state == TT_TASK_SUCCEEDED ||
+		 task->state == TT_TASK_FETCHING);
+}
+
+/*
+ * node_give_up
+ *		The node stays unreachable: every task live or queued there moves to
+ *		its next placement (or fails the job).
+ */
+static void
+node_give_up(TTJob *job, TTNode *node, TTRemoteError *err)
+{
+	TTTrackerNode *tn = node->tn;
+	int			i;
+
+	tn->phase = TN_NOCONN;
+	tn->needs_recover = false;
+	tn->outstanding = 0;
+	tn->tracked = 0;
+	tn->fetching = NULL;
+	while (tt_queue_pop(&tn->fetchq) != NULL)
+		;
+	tt_node_set_down(job, node, err);
+	for (i = 0; i < job->ntasks; i++)
+	{
+		TTTask	   *task = &job->tasks[i];
+
+		if (task_live_on(job, task, node))
+			tt_task_failed_at_placement(job, task, err);
+	}
+}
+
+/*
+ * node_lost
+ *		The node's connection failed (or could not be made).  Retry later
+ *		when tasks of ours may still be there, else give the node up.
+ */
+static void
+node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
+{
+	TTTrackerNode *tn = node->tn;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		has_state;
+	TTRemoteError copy;
+
+	copy = *err;
+	if (copy.message == NULL)
+	{
+		memset(&copy, 0, sizeof(copy));
+		strlcpy(copy.sqlstate, "08006", sizeof(copy.sqlstate));
+		copy.message = psprintf("connection to node %s lost", node->name);
+	}
+	tn_clear_result(tn);
+	if (tn->c)
+		tt_conncache_release(tn->c, false);
+	tn->c = NULL;
+	tn->flushing = false;
+
+	/* an assign or fetch cut short is sorted out by the recovery */
+	if (tn->fetching)
+	{
+		tn->fetching->state = TT_TASK_SUCCEEDED;
+		tt_queue_push_front(&tn->fetchq, tn->fetching);
+		tn->fetching = NULL;
+	}
+	tn->nbatch = 0;
+
+	has_state = tn->outstanding > 0 || tn->fetchq.len > 0 || tn->needs_recover;
+	if (!has_state)
+	{
+		tt_node_set_down(job, node, &copy);
+		tn->phase = TN_NOCONN;
+		return;
+	}
+	if (tn->lost_at == 0)
+	{
+		tn->lost_at = now;
+		tn->retry_delay = TT_RECONNECT_DELAY_MIN;
+		elog(DEBUG1, "task_tracker: lost node %s during job " INT64_FORMAT ": %s",
+			 node->name, job->job_id, copy.message);
+	}
+	if (TimestampDifferenceExceeds(tn->lost_at, now, node_reconnect_timeout))
+	{
+		node_give_up(job, node, &copy);
+		return;
+	}
+	tn->needs_recover = true;
+	tn->phase = TN_RETRY;
+	tn->retry_at = TimestampTzPlusMilliseconds(now, tn->retry_delay);
+	tn->retry_delay = Min(tn->retry_delay * 2, TT_RECONNECT_DELAY_MAX);
+}
+
+/* append s to buf as an element of an array literal */
+static void
+append_array_element(StringInfo buf, const char *s)
+{
+	appendStringInfoChar(buf, '"');
+	for (; *s; s++)
+	{
+		if (*s == '"' || *s == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *s);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/* send assign_tasks for up to n queued tasks of node */
+static bool
+send_assign(TTJob *job, TTNode *node, int n)
+{
+	TTTrackerNode *tn = node->tn;
+	StringInfoData ids;
+	StringInfoData queries;
+	char		jobstr[32];
+	const char *values[3];
+	int			i;
+	int			r;
+
+	initStringInfo(&ids);
+	initStringInfo(&queries);
+	appendStringInfoChar(&ids, '{');
+	appendStringInfoChar(&queries, '{');
+	tn->nbatch = 0;
+	for (i = 0; i < n; i++)
+	{
+		TTTask	   *task = tt_queue_pop(&node->pending);
+
+		tn->batch[tn->nbatch++] = task;
+		task->state = TT_TASK_RUNNING;
+		if (i > 0)
+		{
+			appendStringInfoChar(&ids, ',');
+			appendStringInfoChar(&queries, ',');
+		}
+		appendStringInfo(&ids, "%d", task->task_id);
+		append_array_element(&queries, task->query);
+	}
+	appendStringInfoChar(&ids, '}');
+	appendStringInfoChar(&queries, '}');
+	snprintf(jobstr, sizeof(jobstr), INT64_FORMAT, job->job_id);
+	values[0] = jobstr;
+	values[1] = ids.data;
+	values[2] = queries.data;
+
+	/* counted as assigned from now on; an error takes them back */
+	tn->outstanding += n;
+	tn->tracked += n;
+	tn->used = true;
+
+	tn_clear_result(tn);
+	memset(&tn->err, 0, sizeof(tn->err));
+	tn->phase = TN_ASSIGN;
+	if (!PQsendQueryParams(tn->c->conn,
+						   "SELECT task_tracker.assign_tasks($1::bigint, $2::integer[], $3::text[])",
+						   3, NULL, values, NULL, NULL, 0))
+		r = -1;
+	else
+		r = tt_flush(tn->c->conn);
+	pfree(ids.data);
+	pfree(queries.data);
+	tn->flushing = (r == 1);
+	return r >= 0;
+}
+
+/* the assign in flight failed with an SQL error */
+static void
+assign_failed(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	int			i;
+
+	tn->outstanding -= tn->nbatch;
+	tn->tracked -= tn->nbatch;
+	if (strcmp(tn->err.sqlstate, "53400") == 0 && tn->tracked > 0)
+	{
+		/* the table is full: wait for ours to finish, drop them, go on */
+		tn->capacity = tn->tracked;
+		for (i = tn->nbatch - 1; i >= 0; i--)
+		{
+			tn->batch[i]->state = TT_TASK_PENDING;
+			tt_queue_push_front(&node->pending, tn->batch[i]);
+		}
+	}
+	else
+	{
+		for (i = 0; i < tn->nbatch; i++)
+			tt_task_failed_at_placement(job, tn->batch[i], &tn->err);
+	}
+	tn->nbatch = 0;
+}
+
+/* a row of wait_for_tasks: task_id, status, error, sqlstate, result_rows */
+static void
+task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
+{
+	TTTrackerNode *tn = node->tn;
+	int			task_id = atoi(PQgetvalue(res, row, 0));
+	const char *status = PQgetvalue(res, row, 1);
+	TTTask	   *task;
+
+	if (task_id < 1 || task_id > job->ntasks)
+		return;
+	task = &job->tasks[task_id - 1];
+	if (task->state != TT_TASK_RUNNING || tt_task_node(job, task) != node)
+		return;					/* already known, e.g. from a recovery */
+	tn->outstanding--;
+	if (strcmp(status, "succeeded") == 0)
+	{
+		task->state = TT_TASK_SUCCEEDED;
+		tt_queue_push(&tn->fetchq, task);
+	}
+	else
+	{
+		TTRemoteError err;
+
+		memset(&err, 0, sizeof(err));
+		strlcpy(err.sqlstate, PQgetisnull(res, row, 3) ? "XX000" : PQgetvalue(res, row, 3),
+				sizeof(err.sqlstate));
+		if (strcmp(status, "canceled") == 0 && PQgetisnull(res, row, 2))
+		{
+			strlcpy(err.sqlstate, "57014", sizeof(err.sqlstate));
+			err.message = pstrdup("task was canceled on the worker");
+		}
+		else
+			err.message = PQgetisnull(res, row, 2) ? psprintf("task %s", status) :
+				pstrdup(PQgetvalue(res, row, 2));
+		tt_task_failed_at_placement(job, task, &err);
+	}
+}
+
+/*
+ * recovered
+ *		Apply the rows of task_tracker.tasks (task_id, status, error,
+ *		error_sqlstate) read after a reconnection.
+ */
+static void
+recovered(TTJob *job, TTNode *node, PGresult *res)
+{
+	TTTrackerNode *tn = node->tn;
+	char	  **status_of = palloc0(sizeof(char *) * (job->ntasks + 1));
+	int			ntuples = PQntuples(res);
+	int			row;
+	int			i;
+
+	for (row = 0; row < ntuples; row++)
+	{
+		int			task_id = atoi(PQgetvalue(res, row, 0));
+
+		if (task_id >= 1 && task_id <= job->ntasks)
+			status_of[task_id] = PQgetvalue(res, row, 1);
+	}
+	tn->tracked = ntuples;
+	tn->outstanding = 0;
+	while (tt_queue_pop(&tn->fetchq) != NULL)
+		;
+
+	for (i = 0; i < job->ntasks; i++)
+	{
+		TTTask	   *task = &job->tasks[i];
+		const char *status = status_of[task->task_id];
+
+		if (!task_live_on(job, task, node))
+			continue;
+		if (status == NULL)
+		{
+			if (task->rows > 0)
+			{
+				TTRemoteError err;
+
+				memset(&err, 0, sizeof(err));
+				strlcpy(err.sqlstate, "08006", sizeof(err.sqlstate));
+				err.message = psprintf("the result of task %d was lost when node %s restarted",
+									   task->task_id, node->name);
+				tt_task_failed_at_placement(job, task, &err);	/* throws */
+			}
+			/* the tracker lost it: assign it again */
+			task->state = TT_TASK_PENDING;
+			tt_queue_push_front(&node->pending, task);
+		}
+		else if (strcmp(status, "succeeded") == 0)
+		{
+			task->state = TT_TASK_SUCCEEDED;
+			tt_queue_push(&tn->fetchq, task);
+		}
+		else if (strcmp(status, "permanently_failed") == 0 ||
+				 strcmp(status, "canceled") == 0)
+		{
+			TTRemoteError err;
+
+			row = -1;
+			for (int r = 0; r < ntuples; r++)
+				if (atoi(PQgetvalue(res, r, 0)) == task->task_id)
+					row = r;
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, row >= 0 && !PQgetisnull(res, row, 3) ?
+					PQgetvalue(res, row, 3) : "XX000", sizeof(err.sqlstate));
+			err.message = row >= 0 && !PQgetisnull(res, row, 2) ?
+				pstrdup(PQgetvalue(res, row, 2)) : psprintf("task %s", status);
+			tt_task_failed_at_placement(job, task, &err);
+		}
+		else
+		{
+			task->state = TT_TASK_RUNNING;
+			tn->outstanding++;
+		}
+	}
+	pfree(status_of);
+	tn->needs_recover = false;
+	tn->lost_at = 0;
+}
+
+/*
+ * tn_ready
+ *		Choose the node's next query.  Returns false when there is nothing to
+ *		do for now.
+ */
+static bool
+tn_ready(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	char	   *sql;
+	bool		ok;
+
+	if (tn->needs_recover)
+	{
+		sql = psprintf("SELECT task_id, status, error, error_sqlstate "
+					   "FROM task_tracker.tasks WHERE job_id = " INT64_FORMAT,
+					   job->job_id);
+		ok = tn_send(tn, sql, TN_RECOVER, false);
+	}
+	else if (node->pending.len > 0 && tn->tracked < tn->capacity && !node->down)
+	{
+		int			n = Min(node->pending.len, tn->capacity - tn->tracked);
+
+		n = Min(n, max_assign_task_batch_size);
+		return send_assign(job, node, n) ? true : (node_lost(job, node, &tn->err), true);
+	}
+	else if (tn->fetchq.len > 0)
+	{
+		TTTask	   *task = tt_queue_pop(&tn->fetchq);
+
+		tn->fetching = task;
+		task->state = TT_TASK_FETCHING;
+		if (task->rows > 0)
+			sql = psprintf("SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s) OFFSET " INT64_FORMAT,
+						   job->job_id, task->task_id, job->coldefs, task->rows);
+		else
+			sql = psprintf("SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
+						   job->job_id, task->task_id, job->coldefs);
+		ok = tn_send(tn, sql, TN_FETCH, true);
+	}
+	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
+	{
+		/* the table holds as many of ours as it can, all done: drop them */
+		sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", job->job_id);
+		ok = tn_send(tn, sql, TN_PURGE, false);
+	}
+	else if (tn->outstanding > 0)
+	{
+		sql = psprintf("SELECT * FROM task_tracker.wait_for_tasks(" INT64_FORMAT ", %d)",
+					   job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT);
+		ok = tn_send(tn, sql, TN_WAIT, false);
+	}
+	else
+		return false;
+
+	pfree(sql);
+	if (!ok)
+	{
+		TTRemoteError err;
+
+		tt_remote_error_from_conn(tn->c->conn, "08006", &err);
+		node_lost(job, node, &err);
+	}
+	return true;
+}
+
+/*
+ * tn_advance
+ *		Drive the node's state machine as far as it goes without waiting.
+ */
+static void
+tn_advance(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	for (;;)
+	{
+		TTDrainResult d;
+
+		CHECK_FOR_INTERRUPTS();
+		switch (tn->phase)
+		{
+			case TN_RETRY:
+				if (GetCurrentTimestamp() < tn->retry_at)
+					return;
+				tn->phase = TN_NOCONN;
+				/* FALLTHROUGH */
+			case TN_NOCONN:
+				{
+					char	   *error;
+
+					if (node->down || !node_has_work(node))
+						return;
+					tn->c = tt_conncache_claim(node->host, node->port, &error);
+					if (tn->c == NULL)
+					{
+						TTRemoteError err;
+
+						memset(&err, 0, sizeof(err));
+						strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
+						err.message = error;
+						node_lost(job, node, &err);
+						continue;
+					}
+					tn->phase = TN_CONNECTING;
+					continue;
+				}
+			case TN_CONNECTING:
+				{
+					int			r = tt_conncache_connect_poll(tn->c);
+
+					if (r > 0)
+						return;
+					if (r < 0)
+					{
+						TTRemoteError err;
+
+						tt_remote_error_from_conn(tn->c->conn, "08001", &err);
+						if (PQstatus(tn->c->conn) != CONNECTION_BAD)
+							err.message = psprintf("could not connect to node %s: timeout expired",
+												   node->name);
+						node_lost(job, node, &err);
+						continue;
+					}
+					if (tn->c->tracker_capacity < 0)
+					{
+						if (!tn_send(tn, "SHOW citus.max_tracked_tasks_per_node", TN_SHOW, false))
+						{
+							TTRemoteError err;
+
+							tt_remote_error_from_conn(tn->c->conn, "08006", &err);
+							node_lost(job, node, &err);
+						}
+						continue;
+					}
+					tn->capacity = tn->c->tracker_capacity;
+					tn->phase = TN_READY;
+					continue;
+				}
+			case TN_READY:
+				if (!tn_ready(job, node))
+					return;
+				continue;
+			case TN_FETCH:
+				d = tn->flushing ? TT_DRAIN_BUSY : TT_DRAIN_DONE;
+				if (tn->flushing)
+				{
+					int			r = tt_flush(tn->c->conn);
+
+					if (r < 0)
+					{
+						tt_remote_error_from_conn(tn->c->conn, "08006", &tn->err);
+						node_lost(job, node, &tn->err);
+						continue;
+					}
+					tn->flushing = (r == 1);
+				}
+				d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
+				if (d == TT_DRAIN_BUSY)
+					return;
+				if (d == TT_DRAIN_CONN_ERROR)
+				{
+					node_lost(job, node, &tn->err);
+					continue;
+				}
+				tn->phase = TN_READY;
+				{
+					TTTask	   *task = tn->fetching;
+
+					tn->fetching = NULL;
+					if (d == TT_DRAIN_DONE)
+						tt_task_done(job, task);
+					else
+						tt_task_failed_at_placement(job, task, &tn->err);
+				}
+				continue;
+			case TN_SHOW:
+			case TN_RECOVER:
+			case TN_ASSIGN:
+			case TN_WAIT:
+			case TN_PURGE:
+				d = tn_collect(tn);
+				if (d == TT_DRAIN_BUSY)
+					return;
+				if (d == TT_DRAIN_CONN_ERROR)
+				{
+					node_lost(job, node, &tn->err);
+					continue;
+				}
+				if (d == TT_DRAIN_SQL_ERROR)
+				{
+					TNPhase		phase = tn->phase;
+
+					tn->phase = TN_READY;
+					tn_clear_result(tn);
+					switch (phase)
+					{
+						case TN_SHOW:
+							/* not a task tracker node */
+							node_give_up(job, node, &tn->err);
+							tt_conncache_release(tn->c, true);
+							tn->c = NULL;
+							tn->phase = TN_NOCONN;
+							break;
+						case TN_ASSIGN:
+							assign_failed(job, node);
+							break;
+						case TN_RECOVER:
+						case TN_WAIT:
+						case TN_PURGE:
+							/* find out where we stand */
+							tn->needs_recover = true;
+							if (phase == TN_RECOVER)
+								node_give_up(job, node, &tn->err);
+							break;
+						default:
+							break;
+					}
+					continue;
+				}
+				/* done */
+				switch (tn->phase)
+				{
+					case TN_SHOW:
+						tn->c->tracker_capacity =
+							(tn->res && PQntuples(tn->res) == 1) ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
+						if (tn->c->tracker_capacity <= 0)
+							tn->c->tracker_capacity = 1;
+						tn->capacity = tn->c->tracker_capacity;
+						break;
+					case TN_RECOVER:
+						if (tn->res)
+							recovered(job, node, tn->res);
+						break;
+					case TN_ASSIGN:
+						tn->nbatch = 0;
+						break;
+					case TN_WAIT:
+						if (tn->res)
+						{
+							int			ntuples = PQntuples(tn->res);
+							int			row;
+
+							for (row = 0; row < ntuples; row++)
+								task_reported(job, node, tn->res, row);
+						}
+						break;
+					case TN_PURGE:
+						tn->tracked = 0;
+						tn->capacity = tn->c->tracker_capacity;
+						break;
+					default:
+						break;
+				}
+				tn_clear_result(tn);
+				tn->phase = TN_READY;
+				continue;
+		}
+	}
+}
+
+/*
+ * tt_task_tracker_execute
+ *		Run every task of job (already queued at its first placement) through
+ *		the workers' trackers and put their rows into job->tupstore.  Throws
+ *		on failure; the caller's PG_CATCH runs job->cleanup.
+ */
+void
+tt_task_tracker_execute(TTJob *job)
+{
+	pgsocket   *socks;
+	uint32	   *events;
+	int			i;
+
+	job->cleanup = tracker_cleanup;
+	for (i = 0; i < job->nnodes; i++)
+	{
+		TTTrackerNode *tn = MemoryContextAllocZero(job->cxt, sizeof(TTTrackerNode));
+
+		tn->batch = MemoryContextAlloc(job->cxt, sizeof(TTTask *) * max_assign_task_batch_size);
+		job->nodes[i].tn = tn;
+	}
+	socks = MemoryContextAlloc(job->cxt, sizeof(pgsocket) * Max(job->nnodes, 1));
+	events = MemoryContextAlloc(job->cxt, sizeof(uint32) * Max(job->nnodes, 1));
+	tt_job_progress(job, TT_JOB_RUNNING);
+
+	for (;;)
+	{
+		long		timeout = -1;
+		int			n = 0;
+
+		for (i = 0; i < job->nnodes; i++)
+			tn_advance(job, &job->nodes[i]);
+		if (job->tasks_done >= job->ntasks)
+			break;
+
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTNode	   *node = &job->nodes[i];
+			TTTrackerNode *tn = node->tn;
+			pgsocket	sock;
+			long		left;
+
+			switch (tn->phase)
+			{
+				case TN_NOCONN:
+				case TN_READY:
+					continue;
+				case TN_RETRY:
+					left = tt_ms_until(tn->retry_at);
+					if (timeout < 0 || left < timeout)
+						timeout = left;
+					continue;
+				case TN_CONNECTING:
+					left = tt_ms_until(tn->c->connect_deadline);
+					if (timeout < 0 || left < timeout)
+						timeout = left;
+					events[n] = tt_poll_wait_events(tn->c->poll);
+					break;
+				default:
+					events[n] = WL_SOCKET_READABLE | (tn->flushing ? WL_SOCKET_WRITEABLE : 0);
+					break;
+			}
+			sock = PQsocket(tn->c->conn);
+			if (sock == PGINVALID_SOCKET)
+			{
+				timeout = 0;
+				continue;
+			}
+			socks[n++] = sock;
+		}
+		if (n == 0 && timeout < 0)
+			elog(ERROR, "task-tracker executor has %d unfinished tasks but nothing to wait for",
+				 job->ntasks - job->tasks_done);
+		tt_wait_sockets(n, socks, events, timeout);
+	}
+}
+
+/*
+ * tracker_cleanup
+ *		Drop the job on every node that got tasks (cleanup_job cancels the
+ *		running ones and removes tasks and result files), all nodes at once,
+ *		with a bounded wait.  After a failure, queries still in flight are
+ *		canceled and drained first.  A node that cannot be cleaned up gets a
+ *		WARNING.  Runs with interrupts held; never throws but on
+ *		out-of-memory.
+ */
+static void
+tracker_cleanup(TTJob *job, bool failed)
+{
+	TimestampTz deadline;
+	pgsocket   *socks;
+	uint32	   *events;
+	int			i;
+	char	   *sql;
+	MemoryContext old;
+
+	job->cleaned = true;
+	old = MemoryContextSwitchTo(job->cxt);
+	tt_job_progress(job, failed ? TT_JOB_FAILING : TT_JOB_CLEANING_UP);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   node_connection_timeout + TT_CLEANUP_EXTRA_TIME);
+	socks = palloc(sizeof(pgsocket) * Max(job->nnodes, 1));
+	events = palloc(sizeof(uint32) * Max(job->nnodes, 1));
+	sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", job->job_id);
+
+	for (i = 0; i < job->nnodes; i++)
+	{
+		TTTrackerNode *tn = job->nodes[i].tn;
+
+		if (tn == NULL)
+			continue;
+		tn_clear_result(tn);
+		if (!tn->used)
+		{
+			tn->cleanup_done = tn->cleanup_ok = true;
+			if (tn->c)
+			{
+				bool		busy = tn->phase != TN_READY;
+
+				if (busy)
+					tt_conncache_cancel(tn->c);
+				tt_conncache_release(tn->c, !busy);
+				tn->c = NULL;
+			}
+			continue;
+		}
+		if (tn->c && tn->phase != TN_READY && tn->phase != TN_CONNECTING)
+		{
+			/* a query in flight: cancel it, then drain it below */
+			tt_conncache_cancel(tn->c);
+			memset(&tn->err, 0, sizeof(tn->err));
+		}
+		else if (tn->c == NULL)
+		{
+			char	   *error;
+
+			tn->c = tt_conncache_claim(job->nodes[i].host, job->nodes[i].port, &error);
+			if (tn->c == NULL)
+			{
+				tn->cleanup_done = true;
+				tn->cleanup_error = error;
+			}
+		}
+	}
+
+	for (;;)
+	{
+		int			n = 0;
+		long		timeout;
+
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTTrackerNode *tn = job->nodes[i].tn;
+			PGconn	   *conn;
+
+			if (tn == NULL || tn->cleanup_done)
+				continue;
+			conn = tn->c->conn;
+			if (tn->c->connecting)
+			{
+				int			r = tt_conncache_connect_poll(tn->c);
+
+				if (r < 0)
+				{
+					tn->cleanup_done = true;
+					tn->cleanup_error = PQstatus(conn) == CONNECTION_BAD ?
+						tt_conn_error_message(conn) : pstrdup("timeout expired");
+					continue;
+				}
+				if (r > 0)
+				{
+					events[n] = tt_poll_wait_events(tn->c->poll);
+					socks[n++] = PQsocket(conn);
+					continue;
+				}
+			}
+			if (!tn->cleanup_sent && PQtransactionStatus(conn) == PQTRANS_ACTIVE)
+			{
+				/* drain the canceled query */
+				if (!PQconsumeInput(conn))
+				{
+					tn->cleanup_done = true;
+					tn->cleanup_error = tt_conn_error_message(conn);
+					continue;
+				}
+				while (!PQisBusy(conn))
+				{
+					PGresult   *res = PQgetResult(conn);
+
+					if (res == NULL)
+						break;
+					PQclear(res);
+				}
+				if (PQisBusy(conn))
+				{
+					events[n] = WL_SOCKET_READABLE;
+					socks[n++] = PQsocket(conn);
+					continue;
+				}
+			}
+			if (!tn->cleanup_sent)
+			{
+				memset(&tn->err, 0, sizeof(tn->err));
+				tn->cleanup_sent = true;
+				if (tt_send_query(conn, sql, false) < 0)
+				{
+					tn->cleanup_done = true;
+					tn->cleanup_error = tt_conn_error_message(conn);
+					continue;
+				}
+				tn->flushing = PQflush(conn) == 1;
+			}
+			if (tn->flushing && tt_flush(conn) == 0)
+				tn->flushing = false;
+			if (!PQconsumeInput(conn))
+			{
+				tn->cleanup_done = true;
+				tn->cleanup_error = tt_conn_error_message(conn);
+				continue;
+			}
+			while (!PQisBusy(conn))
+			{
+				PGresult   *res = PQgetResult(conn);
+
+				if (res == NULL)
+				{
+					tn->cleanup_done = true;
+					tn->cleanup_ok = (tn->err.message == NULL);
+					if (!tn->cleanup_ok)
+						tn->cleanup_error = tn->err.message;
+					break;
+				}
+				if (PQresultStatus(res) != PGRES_TUPLES_OK &&
+					PQresultStatus(res) != PGRES_COMMAND_OK && tn->err.message == NULL)
+					tt_remote_error_from_result(conn, res, &tn->err);
+				PQclear(res);
+			}
+			if (!tn->cleanup_done)
+			{
+				if (PQstatus(conn) == CONNECTION_BAD)
+				{
+					tn->cleanup_done = true;
+					tn->cleanup_error = tt_conn_error_message(conn);
+					continue;
+				}
+				events[n] = WL_SOCKET_READABLE | (tn->flushing ? WL_SOCKET_WRITEABLE : 0);
+				socks[n++] = PQsocket(conn);
+			}
+		}
+		if (n == 0)
+			break;
+		timeout = tt_ms_until(deadline);
+		if (timeout <= 0)
+			break;
+		tt_wait_sockets(n, socks, events, timeout);
+	}
+
+	for (i = 0; i < job->nnodes; i++)
+	{
+		TTNode	   *node = &job->nodes[i];
+		TTTrackerNode *tn = node->tn;
+
+		if (tn == NULL)
+			continue;
+		if (tn->used && !tn->cleanup_ok)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not clean up job " INT64_FORMAT " on node %s: %s",
+							job->job_id, node->name,
+							tn->cleanup_error ? tn->cleanup_error : "timeout expired"),
+					 errhint("Run SELECT task_tracker.cleanup_job(" INT64_FORMAT ") on node %s as user %s.",
+							 job->job_id, node->name, job->user_name)));
+		if (tn->c)
+		{
+			bool		reusable = tn->cleanup_ok && !tn->c->connecting &&
+				PQtransactionStatus(tn->c->conn) == PQTRANS_IDLE;
+
+			if (!reusable)
+				tt_conncache_cancel(tn->c);
+			tt_conncache_release(tn->c, reusable);
+			tn->c = NULL;
+		}
+	}
+	MemoryContextSwitchTo(old);
+}

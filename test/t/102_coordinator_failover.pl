@@ -1,0 +1,117 @@
+# Copyright: task_tracker authors.
+#
+# Coordinator + two workers: tasks fail over to their next placement when a
+# worker is down before a job or stops during it; a worker restarted in the
+# middle of a task-tracker job is reconnected and the job completes with no
+# duplicated or missing rows; a node that cannot be cleaned up gets a
+# WARNING naming it and the command to run.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use TaskTrackerTest;
+
+my $coord = tt_node('coordinator', quiet => 1);
+my @workers = map { tt_node("worker$_", quiet => 1) } (1, 2);
+my @place = map { $_->host . ':' . $_->port } @workers;
+for my $w (@workers)
+{
+	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
+			tt_quote_literal($w->host), $w->port));
+}
+
+# 16 tasks, preferring worker 1, falling back to worker 2
+sub job_sql
+{
+	my ($executor, $ntasks, $sleep, $placements) = @_;
+	return qq{SET citus.task_executor = '$executor';
+SET citus.node_reconnect_timeout = '3s';
+SELECT count(*), sum(n), count(DISTINCT n) FROM task_tracker.run_job(
+	\$\$SELECT format('SELECT %s FROM pg_sleep($sleep)', s) AS query,
+	         ARRAY[$placements] AS placements
+	  FROM generate_series(1, $ntasks) s\$\$) AS t(n int);
+};
+}
+my $both = "'$place[0]', '$place[1]'";
+my $expect16 = '16|136|16';
+
+# a worker that is down before the job starts
+$workers[0]->stop('fast');
+for my $executor ('real-time', 'task-tracker')
+{
+	is(tt_sql($coord, job_sql($executor, 16, 0, $both)), $expect16,
+		"$executor: worker down before the job: tasks fail over");
+}
+my ($rc, $out, $err) = tt_psql($coord, job_sql('real-time', 1, 0, "'$place[0]'"), verbose => 1);
+like($err, qr/08001|08006/, 'no placement left: the connection error fails the job');
+$workers[0]->start;
+
+# a worker that stops during the job
+for my $executor ('real-time', 'task-tracker')
+{
+	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/go/, "\\echo go\n" . job_sql($executor, 16, 0.4, $both));
+	ok($workers[0]->poll_query_until('postgres',
+			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.4)%' AND pid <> pg_backend_pid()"),
+		"$executor: tasks running on worker 1");
+	$workers[0]->stop('fast');
+	my $res = $bg->query("\\echo done");
+	is($res, "$expect16\ndone", "$executor: worker stopped during the job: tasks fail over");
+	if ($executor eq 'task-tracker')
+	{
+		like($bg->{stderr}, qr/WARNING:  could not clean up job (\d+) on node \Q$place[0]\E.*HINT:  Run SELECT task_tracker.cleanup_job\(\d+\) on node/s,
+			'task-tracker: WARNING names the node that could not be cleaned up and the command');
+		my ($job) = $bg->{stderr} =~ /could not clean up job (\d+)/;
+		$workers[0]->start;
+		# the worker restored the job's tasks; clean up as the warning says
+		tt_sql($workers[0], "SELECT task_tracker.cleanup_job($job)") if $job;
+	}
+	else
+	{
+		$workers[0]->start;
+	}
+	$bg->quit;
+}
+
+# a worker restarted in the middle of a task-tracker job: reconnect, carry on
+for my $executor ('task-tracker')
+{
+	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/go/, "\\echo go\n" . job_sql($executor, 40, 0.2, "'$place[0]'"));
+	ok($workers[0]->poll_query_until('postgres',
+			"SELECT count(*) >= 8 FROM task_tracker.tasks WHERE status = 'succeeded'"),
+		"$executor: job under way on worker 1");
+	$workers[0]->restart;
+	my $res = $bg->query("\\echo done");
+	is($res, "40|820|40\ndone", "$executor: worker restarted mid-job: all rows, once each");
+	is($bg->{stderr}, '', "$executor: no error or warning after the restart");
+	$bg->quit;
+}
+
+# the real-time executor fails over when a worker restarts mid-job
+{
+	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/go/, "\\echo go\n" . job_sql('real-time', 16, 0.4, $both));
+	ok($workers[0]->poll_query_until('postgres',
+			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.4)%' AND pid <> pg_backend_pid()"),
+		"real-time: tasks running on worker 1");
+	$workers[0]->restart;
+	is($bg->query("\\echo done"), "$expect16\ndone", 'real-time: worker restarted mid-job: tasks fail over');
+	$bg->quit;
+}
+
+# connections left in the cache by those jobs still work
+for my $executor ('real-time', 'task-tracker')
+{
+	is(tt_sql($coord, job_sql($executor, 16, 0, $both)), $expect16,
+		"$executor: later job after the restarts");
+}
+
+is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no jobs left');
+for my $i (0, 1)
+{
+	tt_check_no_leftovers($workers[$i], "worker " . ($i + 1));
+}
+$_->stop for ($coord, @workers);
+done_testing();
