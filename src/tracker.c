@@ -198,6 +198,9 @@ tracker_exit(int code, Datum arg)
 {
 	dlist_mutable_iter iter;
 
+	/* exiting on an error may leave the table lock held: let it go first */
+	LWLockReleaseAll();
+
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 
