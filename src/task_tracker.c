@@ -45,7 +45,7 @@ int			max_task_query_size = 1024 * 1024;
 int			task_max_attempts = 3;
 int			task_tracker_job_expiry = 3600;
 bool		task_tracker_reuse_connections = true;
-int			task_tracker_idle_connection_timeout = 10000;
+int			task_tracker_idle_connection_timeout = 2000;
 char	   *task_tracker_host = NULL;
 
 bool		tt_preloaded = false;
@@ -152,9 +152,9 @@ define_settings(void)
 
 	DefineCustomIntVariable("citus.task_tracker_idle_connection_timeout",
 							"How long the tracker keeps an idle reusable session open.",
-							NULL,
+							"Keep it under 5 s so that DROP DATABASE, which waits 5 s for other sessions, is not blocked by idle task sessions.",
 							&task_tracker_idle_connection_timeout,
-							10000, 0, 3600 * 1000,
+							2000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

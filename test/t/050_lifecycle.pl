@@ -50,7 +50,12 @@ $node->poll_query_until('postgres',
 tt_sql($node, q{SELECT task_tracker.assign_task(4, 1, 'SELECT 1')}, user => 'doomed');
 is(tt_sql($node, 'SELECT status FROM task_tracker.tasks WHERE job_id = 4'),
 	'assigned', 'task of the doomed role is queued');
+tt_sql($node, 'CREATE DATABASE gone_db');
+$node->safe_psql('gone_db', q{CREATE EXTENSION task_tracker; SELECT task_tracker.assign_task(7, 1, 'SELECT 1')});
+is(tt_sql($node, 'SELECT status, database_name FROM task_tracker.tasks WHERE job_id = 7'),
+	'assigned|gone_db', 'task in the doomed database is queued');
 tt_sql($node, 'DROP ROLE doomed');
+tt_sql($node, 'DROP DATABASE gone_db');
 $locker->query_safe('SELECT pg_advisory_unlock(4242)');
 $locker->quit;
 ok(tt_wait_job($node, 3), 'blocking task finished');
@@ -58,6 +63,10 @@ ok(tt_wait_job($node, 4), 'task of the dropped role finished');
 $row = tt_sql($node,
 	"SELECT status, error LIKE '%role \"doomed\" does not exist%' FROM task_tracker.tasks WHERE job_id = 4");
 is($row, 'permanently_failed|t', 'dropped role: permanently_failed, role named in the error');
+ok(tt_wait_job($node, 7), 'task of the dropped database finished');
+$row = tt_sql($node,
+	"SELECT status, error LIKE '%database \"gone_db\" does not exist%' FROM task_tracker.tasks WHERE job_id = 7");
+is($row, 'permanently_failed|t', 'dropped database: permanently_failed, database named in the error');
 tt_sql($node, q{ALTER SYSTEM RESET citus.max_running_tasks_per_node; SELECT pg_reload_conf();});
 
 # the tracker keeps working after all that
@@ -66,7 +75,7 @@ ok(tt_wait_job($node, 5), 'later task finished');
 is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(5, 1) AS t(x int)'), '42',
 	'tracker still runs tasks');
 
-for my $job (1, 3, 4, 5)
+for my $job (1, 3, 4, 5, 7)
 {
 	tt_sql($node, "SELECT task_tracker.cleanup_job($job)");
 }
