@@ -95,6 +95,25 @@ check_task_id(int32 task_id)
 }
 
 /*
+ * task_parse_error_callback
+ *		Report a syntax error's position inside the task's text (as an
+ *		internal query), not inside the statement that called us.
+ */
+static void
+task_parse_error_callback(void *arg)
+{
+	const char *query = (const char *) arg;
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery(query);
+	}
+}
+
+/*
  * check_query
  *		A task is exactly one statement that parses and does not control
  *		the transaction; its text is within citus.max_task_query_size.
@@ -104,6 +123,7 @@ check_query(const char *query, int len)
 {
 	List	   *stmts;
 	RawStmt    *raw;
+	ErrorContextCallback errcallback;
 
 	if (len > max_task_query_size)
 		ereport(ERROR,
@@ -112,7 +132,12 @@ check_query(const char *query, int len)
 						len, max_task_query_size),
 				 errhint("Increase citus.max_task_query_size.")));
 
+	errcallback.callback = task_parse_error_callback;
+	errcallback.arg = (void *) query;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 	stmts = raw_parser(query, RAW_PARSE_DEFAULT);
+	error_context_stack = errcallback.previous;
 	if (stmts == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYNTAX_ERROR),
