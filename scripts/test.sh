@@ -30,7 +30,9 @@
 #   TT_TESTS   suites to run, any of "regress isolation tap" (default: all)
 #   TT_TAP     glob of TAP files relative to the repository (default test/t/*.pl)
 #   TT_KEEP    1 = keep the temporary directory (its path is printed)
-#   TT_SUITE_TIMEOUT  seconds one suite / one TAP file may take (default 300)
+#   TT_SUITE_TIMEOUT  seconds one suite / one TAP file may take (default 240)
+#   TT_BUDGET  seconds the whole run may take (default 780); TAP files not
+#              started within it are counted as failed ("not run")
 #
 set -uo pipefail
 
@@ -38,7 +40,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TT_TESTS=${TT_TESTS:-regress isolation tap}
 TT_TAP=${TT_TAP:-test/t/*.pl}
 TT_KEEP=${TT_KEEP:-0}
-TT_SUITE_TIMEOUT=${TT_SUITE_TIMEOUT:-300}
+TT_SUITE_TIMEOUT=${TT_SUITE_TIMEOUT:-240}
+TT_BUDGET=${TT_BUDGET:-780}
 WERROR="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare"
 
 passed=0
@@ -241,7 +244,15 @@ case " $TT_TESTS " in *" tap "*)
 	taps=($(cd "$WORK" && eval "ls -1 $TT_TAP" 2>/dev/null | sort))
 	shopt -u nullglob
 	for t in "${taps[@]}"; do
-		as_pg timeout "$TT_SUITE_TIMEOUT" make -s "${MAKEVARS[@]}" installcheck \
+		if [ "$SECONDS" -ge "$TT_BUDGET" ]; then
+			echo "$t: not run, the time budget of ${TT_BUDGET}s is spent"
+			failed=$((failed + 1))
+			failed_names+=("tap/$t (not run: time budget)")
+			continue
+		fi
+		left=$((TT_BUDGET - SECONDS))
+		[ "$left" -gt "$TT_SUITE_TIMEOUT" ] && left=$TT_SUITE_TIMEOUT
+		as_pg timeout "$left" make -s "${MAKEVARS[@]}" installcheck \
 			REGRESS= ISOLATION= PROVE_TESTS="$t" 2>&1 | tee "$LOGS/tap.out"
 		rc=${PIPESTATUS[0]}
 		if [ "$rc" -eq 0 ] && grep -q '^Result: PASS' "$LOGS/tap.out"; then
@@ -249,16 +260,17 @@ case " $TT_TESTS " in *" tap "*)
 		else
 			failed=$((failed + 1))
 			failed_names+=("tap/$t")
-			[ "$rc" -eq 124 ] && echo "$t: timed out after ${TT_SUITE_TIMEOUT}s"
+			[ "$rc" -eq 124 ] && echo "$t: timed out after ${left}s"
 			for f in "$WORK"/tmp_check/log/*; do
 				[ -f "$f" ] || continue
 				say "$t: $(basename "$f")"
-				# regress_log_* holds the whole story; server logs can be long
+				# regress_log_* holds the story (failed assertions first);
+				# both it and the server logs can be long
 				if [[ $(basename "$f") == regress_log_* ]]; then
-					cat "$f"
-				else
-					tail -n 200 "$f"
+					grep -E -A6 'not ok|Failed test|timed out|died|BAIL' "$f" | head -n 150
+					echo "--- last lines of $(basename "$f"):"
 				fi
+				tail -n 300 "$f"
 			done
 		fi
 		stop_leftover_servers
