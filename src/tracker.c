@@ -493,6 +493,23 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 		return;
 	}
 
+	/* keep at most two sessions per running slot: drop an idle one first */
+	if (nsessions >= 2 * max_running_tasks_per_node)
+	{
+		dlist_iter	iter;
+
+		dlist_foreach(iter, &sessions)
+		{
+			Session    *idle = dlist_container(Session, node, iter.cur);
+
+			if (idle->state == SESSION_IDLE)
+			{
+				close_session(idle);
+				break;
+			}
+		}
+	}
+
 	memset(&target, 0, sizeof(target));
 	target.host = connect_host;
 	target.port = PostPortNumber;
