@@ -730,6 +730,11 @@ finish_task(RunningTask *rt)
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL && task->status == TT_CANCEL_REQUESTED && rt->opened && ok)
+	{
+		/* finished before we could stop it: the result is not wanted */
+		tt_result_discard(&rt->writer);
+	}
 	if (task != NULL)
 	{
 		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
@@ -737,9 +742,13 @@ finish_task(RunningTask *rt)
 		task->backend_pid = 0;
 		if (task->status == TT_CANCEL_REQUESTED)
 		{
-			/* finished anyway; handle_cancels() removes or marks it */
-			if (rt->opened && ok)
-				task->has_file = true;
+			/*
+			 * Canceled while it completed: it ends canceled whatever its
+			 * outcome, so a job being dropped sees its last active task go
+			 * and handle_cancels() can finish the job.
+			 */
+			task->has_file = false;
+			tt_task_set_status(job, task, TT_CANCELED);
 		}
 		else if (ok)
 		{
