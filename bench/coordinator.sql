@@ -7,7 +7,7 @@
 --   connections, per_node per worker, each task to the slot that frees up.
 -- * PL/Proxy: cluster "bench" with partition 0 = worker 1, partition 1 =
 --   worker 2 (SQL/MED server), bench.px_on(k) = RUN ON k (k & 1 picks the
---   partition), bench.px_all() = RUN ON ALL; both run SELECT 1 remotely.
+--   partition), bench.px_all(k) = RUN ON ALL; both run SELECT 1 remotely.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
@@ -124,8 +124,9 @@ LANGUAGE plproxy AS $$
     SELECT 1;
 $$;
 
--- one remote SELECT 1 on every partition, in parallel
-CREATE FUNCTION bench.px_all() RETURNS SETOF int
+-- one remote SELECT 1 on every partition, in parallel (k is not used; it
+-- only makes the planner call the function once per row of the caller)
+CREATE FUNCTION bench.px_all(k int) RETURNS SETOF int
 LANGUAGE plproxy AS $$
     CLUSTER 'bench';
     RUN ON ALL;

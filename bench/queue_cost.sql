@@ -21,7 +21,7 @@ SELECT running_limit AS nblock, tasks_capacity AS cap, shared_memory_bytes AS sh
 FROM task_tracker.tracker \gset
 SELECT set_config('bench.nblock', :'nblock', false) \gset
 SELECT task_tracker.assign_tasks(:job, array_agg(g),
-       array_agg('SELECT pg_advisory_xact_lock_shared(4242)'))
+       array_agg('SELECT pg_advisory_xact_lock_shared(4242)'::text))
 FROM generate_series(1, :nblock) g \gset
 DO $$
 DECLARE
@@ -34,6 +34,8 @@ BEGIN
             RAISE EXCEPTION 'blocker tasks did not start';
         END IF;
         PERFORM pg_sleep(0.005);
+        -- pg_stat_activity is a snapshot per transaction: take a new one
+        PERFORM pg_stat_clear_snapshot();
     END LOOP;
 END $$;
 SELECT query_text_bytes AS text0 FROM task_tracker.tracker \gset

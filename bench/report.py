@@ -98,6 +98,7 @@ lat_row("2d", "  task-tracker, end to end from the client", "r2_task_tracker_cli
         yard_ms=client_yard, yard_name="client->coord + row 1")
 lat_row("2e", "  peer: persistent dblink call (in coordinator)", "r2_dblink")
 lat_row("2f", "  peer: PL/Proxy RUN ON 0 (in coordinator)", "r2_plproxy")
+lat_row("2g", "  the in-server loop alone: EXECUTE of a local SELECT 1", "r2_loop")
 
 # ---------------------------------------------------------------- row 3
 lat_row("3", "tracker alone: assign_task -> wait_for_tasks succeeded (in worker)", "r3_tracker",

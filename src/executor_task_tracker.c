@@ -71,6 +71,7 @@ typedef enum TNPhase
 	TN_RECOVER,					/* reading task_tracker.tasks after reconnecting */
 	TN_READY,					/* connected, nothing in flight */
 	TN_ASSIGN,					/* assign_tasks in flight */
+	TN_ASSIGN_WAIT,				/* assign_tasks + wait_for_tasks in flight */
 	TN_WAIT,					/* wait_for_tasks in flight */
 	TN_FETCH,					/* task_result in flight */
 	TN_PURGE					/* cleanup_job in flight to free the table */
@@ -83,11 +84,13 @@ typedef struct TTTrackerNode
 	bool		flushing;		/* query not completely sent yet */
 	bool		needs_recover;	/* reconnected after a loss: check tasks */
 	bool		used;			/* tasks were assigned: clean up at the end */
+	bool		no_pipeline;	/* do not send assign and wait together */
 	int			capacity;		/* our tasks its table may hold at once */
 	int			tracked;		/* our tasks in its table now */
 	int			outstanding;	/* assigned, not final yet */
 	TTTask	  **batch;			/* tasks of the assign in flight */
 	int			nbatch;			/* length of batch */
+	int			batch_size;		/* allocated length of batch */
 	TTTaskQueue fetchq;			/* succeeded tasks whose rows are to fetch */
 	TTTask	   *fetching;		/* task whose rows are being fetched */
 	PGresult   *res;			/* last result of a protocol query */
@@ -315,9 +318,15 @@ append_array_element(StringInfo buf, const char *s)
 	appendStringInfoChar(buf, '"');
 }
 
-/* send assign_tasks for up to n queued tasks of node */
+/*
+ * send_assign
+ *		Send assign_tasks for the next n queued tasks of node.  When pipelined,
+ *		wait_for_tasks goes in the same round trip (one simple-protocol query
+ *		of two statements): used for the last batch a node gets, it saves a
+ *		round trip per job.  Returns false if the connection failed.
+ */
 static bool
-send_assign(TTJob *job, TTNode *node, int n)
+send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 {
 	TTTrackerNode *tn = node->tn;
 	StringInfoData ids;
@@ -361,12 +370,33 @@ send_assign(TTJob *job, TTNode *node, int n)
 	tn_clear_result(tn);
 	memset(&tn->err, 0, sizeof(tn->err));
 	tn->phase = TN_ASSIGN;
-	if (!PQsendQueryParams(tn->c->conn,
-						   "SELECT task_tracker.assign_tasks($1::bigint, $2::integer[], $3::text[])",
-						   3, NULL, values, NULL, NULL, 0))
-		r = -1;
-	else
-		r = tt_flush(tn->c->conn);
+	if (pipelined)
+	{
+		char	   *lit = PQescapeLiteral(tn->c->conn, queries.data, queries.len);
+
+		if (lit == NULL)
+			pipelined = false;	/* e.g. bad encoding: let assign_tasks say so */
+		else
+		{
+			char	   *sql = psprintf("SELECT task_tracker.assign_tasks(%s, '%s'::integer[], %s::text[]);"
+									   "SELECT * FROM task_tracker.wait_for_tasks(%s, %d)",
+									   jobstr, ids.data, lit, jobstr, TT_WAIT_FOR_TASKS_TIMEOUT);
+
+			PQfreemem(lit);
+			tn->phase = TN_ASSIGN_WAIT;
+			r = tt_send_query(tn->c->conn, sql, false);
+			pfree(sql);
+		}
+	}
+	if (!pipelined)
+	{
+		if (!PQsendQueryParams(tn->c->conn,
+							   "SELECT task_tracker.assign_tasks($1::bigint, $2::integer[], $3::text[])",
+							   3, NULL, values, NULL, NULL, 0))
+			r = -1;
+		else
+			r = tt_flush(tn->c->conn);
+	}
 	pfree(ids.data);
 	pfree(queries.data);
 	tn->flushing = (r == 1);
@@ -543,8 +573,15 @@ tn_ready(TTJob *job, TTNode *node)
 	{
 		int			n = Min(node->pending.len, tn->capacity - tn->tracked);
 
-		n = Min(n, max_assign_task_batch_size);
-		return send_assign(job, node, n) ? true : (node_lost(job, node, &tn->err), true);
+		n = Min(n, tn->batch_size);
+		if (!send_assign(job, node, n, n == node->pending.len && !tn->no_pipeline))
+		{
+			TTRemoteError err;
+
+			tt_remote_error_from_conn(tn->c->conn, "08006", &err);
+			node_lost(job, node, &err);
+		}
+		return true;
 	}
 	else if (tn->fetchq.len > 0)
 	{
@@ -699,6 +736,7 @@ tn_advance(TTJob *job, TTNode *node)
 			case TN_SHOW:
 			case TN_RECOVER:
 			case TN_ASSIGN:
+			case TN_ASSIGN_WAIT:
 			case TN_WAIT:
 			case TN_PURGE:
 				d = tn_collect(tn);
@@ -726,6 +764,17 @@ tn_advance(TTJob *job, TTNode *node)
 							break;
 						case TN_ASSIGN:
 							assign_failed(job, node);
+							break;
+						case TN_ASSIGN_WAIT:
+
+							/*
+							 * Either statement may have failed: find out
+							 * from the tracker which tasks it has, and send
+							 * the others again, one statement at a time.
+							 */
+							tn->nbatch = 0;
+							tn->no_pipeline = true;
+							tn->needs_recover = true;
 							break;
 						case TN_RECOVER:
 						case TN_WAIT:
@@ -757,6 +806,9 @@ tn_advance(TTJob *job, TTNode *node)
 					case TN_ASSIGN:
 						tn->nbatch = 0;
 						break;
+					case TN_ASSIGN_WAIT:
+						tn->nbatch = 0;
+						/* FALLTHROUGH */
 					case TN_WAIT:
 						if (tn->res)
 						{
@@ -799,7 +851,8 @@ tt_task_tracker_execute(TTJob *job)
 	{
 		TTTrackerNode *tn = MemoryContextAllocZero(job->cxt, sizeof(TTTrackerNode));
 
-		tn->batch = MemoryContextAlloc(job->cxt, sizeof(TTTask *) * max_assign_task_batch_size);
+		tn->batch_size = max_assign_task_batch_size;
+		tn->batch = MemoryContextAlloc(job->cxt, sizeof(TTTask *) * tn->batch_size);
 		job->nodes[i].tn = tn;
 	}
 	socks = MemoryContextAlloc(job->cxt, sizeof(pgsocket) * Max(job->nnodes, 1));
@@ -827,6 +880,9 @@ tt_task_tracker_execute(TTJob *job)
 			{
 				case TN_NOCONN:
 				case TN_READY:
+					/* work that failed over to it after its turn: go again */
+					if (!node->down && node_has_work(node))
+						timeout = 0;
 					continue;
 				case TN_RETRY:
 					left = tt_ms_until(tn->retry_at);

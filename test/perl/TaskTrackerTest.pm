@@ -347,4 +347,81 @@ sub tt_cleanup_and_check
 
 =cut
 
+=pod
+
+=head1 MORE FUNCTIONS (reliability tests, test/t/2*.pl)
+
+=over
+
+=item tt_expect_error($node, $sql, $code, $message_re, $name, %opts)
+
+Run C<$sql> with C<tt_psql> (VERBOSITY verbose; C<user>, C<dbname> as there)
+and check that it fails with C<ERROR:  $code: > followed by a message
+matching C<$message_re>.  C<$code> may be a regexp (C<qr/22003|42704/>).
+Returns the stderr text.
+
+=cut
+
+sub tt_expect_error
+{
+	my ($node, $sql, $code, $message_re, $name, %opts) = @_;
+	my ($rc, $out, $err) = tt_psql($node, $sql, %opts, verbose => 1);
+	my $c = ref($code) ? $code : quotemeta($code);
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	isnt($rc, 0, "$name: fails");
+	like($err, qr/ERROR:  (?:$c): (?:$message_re)/, "$name: $code")
+	  or diag("sql: $sql");
+	return $err;
+}
+
+=pod
+
+=item tt_postmaster_pid($node)
+
+The pid in the first line of C<$PGDATA/postmaster.pid> (undef when missing).
+
+=cut
+
+sub tt_postmaster_pid
+{
+	my ($node) = @_;
+	my $f = $node->data_dir . '/postmaster.pid';
+	open(my $fh, '<', $f) or return undef;
+	my $pid = <$fh>;
+	close($fh);
+	chomp $pid if defined $pid;
+	return $pid;
+}
+
+=pod
+
+=item tt_no_crash_in_log($node, $what)
+
+Test that the server log holds no sign of a crashed process
+("terminated by signal", "server process ... was terminated",
+"terminating any other active server processes").
+
+=cut
+
+sub tt_no_crash_in_log
+{
+	my ($node, $what) = @_;
+	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile);
+	my @bad = grep { /terminated by signal|server process .* was terminated|terminating any other active server processes|PANIC/ }
+	  split /\n/, $log;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	is(scalar(@bad), 0, 'no crash in the server log' . (defined $what ? " ($what)" : ''))
+	  or diag(join("\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]));
+	return;
+}
+
+push @EXPORT, qw(tt_expect_error tt_postmaster_pid tt_no_crash_in_log);
+
+=pod
+
+=back
+
+=cut
+
+
 1;

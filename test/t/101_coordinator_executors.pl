@@ -144,6 +144,30 @@ SELECT count(*), sum(n) FROM task_tracker.run_job(
 	$s2->quit;
 }
 
+# a user whose name has quotes, spaces, a backslash, '=' and a non-ASCII letter
+{
+	my $odd = q{o'dd "us\er =é};
+	tt_create_role($_, $odd) for ($coord, @workers);
+	for my $executor ('real-time', 'task-tracker')
+	{
+		is(tt_sql($coord, qq{
+SET citus.task_executor = '$executor';
+SELECT string_agg(u, ',') FROM task_tracker.run_job(
+	\$\$SELECT 'SELECT current_user::text' AS query, ARRAY[p] AS placements
+	  FROM unnest(ARRAY['$place[0]', '$place[1]']) p\$\$) AS t(u text);}, user => $odd),
+			"$odd,$odd", "$executor: tasks run as a user with an odd name");
+	}
+}
+
+# one command on every worker
+is(tt_sql($coord, 'SELECT node_port, success, result FROM task_tracker.run_on_workers($$VACUUM ANALYZE typed$$) ORDER BY node_port'),
+	join("\n", map { $_->port . '|t|VACUUM' } @workers), 'run_on_workers: VACUUM on every node');
+is(tt_sql($coord, 'SELECT string_agg(result, \',\' ORDER BY node_port) FROM task_tracker.run_on_workers($$SELECT count(*) FROM typed$$)',
+		user => 'alice'),
+	'1000,1000', 'run_on_workers: one value per node, as a non-superuser');
+is(tt_sql($coord, 'SELECT bool_or(success), min(result) FROM task_tracker.run_on_workers($$SELECT * FROM no_such_table$$)'),
+	'f|relation "no_such_table" does not exist', 'run_on_workers: errors are rows');
+
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no jobs left');
 for my $i (0, 1)
 {

@@ -45,6 +45,9 @@ for my $executor ('real-time', 'task-tracker')
 }
 my ($rc, $out, $err) = tt_psql($coord, job_sql('real-time', 1, 0, "'$place[0]'"), verbose => 1);
 like($err, qr/08001|08006/, 'no placement left: the connection error fails the job');
+is(tt_sql($coord, 'SELECT node_port, success, result IS NOT NULL FROM task_tracker.run_on_workers($$SELECT 1$$) ORDER BY node_port'),
+	$workers[0]->port . "|f|t\n" . $workers[1]->port . "|t|t",
+	'run_on_workers: a node that is down is a failed row, the others run');
 $workers[0]->start;
 
 # a worker that stops during the job
@@ -86,6 +89,40 @@ for my $executor ('task-tracker')
 	my $res = $bg->query("\\echo done");
 	is($res, "40|820|40\ndone", "$executor: worker restarted mid-job: all rows, once each");
 	is($bg->{stderr}, '', "$executor: no error or warning after the restart");
+	$bg->quit;
+}
+
+# a worker that crashes mid-job (its task table starts empty): tasks are
+# assigned again
+{
+	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/go/, "\\echo go\n" . job_sql('task-tracker', 40, 0.2, "'$place[0]'"));
+	ok($workers[0]->poll_query_until('postgres',
+			"SELECT count(*) >= 8 FROM task_tracker.tasks WHERE status = 'succeeded'"),
+		"task-tracker: job under way on worker 1 before the crash");
+	$workers[0]->stop('immediate');
+	$workers[0]->start;
+	my $res = $bg->query("\\echo done");
+	is($res, "40|820|40\ndone", "task-tracker: worker crashed mid-job: all rows, once each");
+	$bg->quit;
+}
+
+# a worker restarted while a big result is being fetched: the fetch goes on
+# where it stopped (no row twice, none missing)
+{
+	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
+	$bg->query_until(qr/go/, qq{\\echo go
+SET citus.task_executor = 'task-tracker';
+SET work_mem = '1MB';
+SELECT count(*), sum(g), count(DISTINCT g) FROM task_tracker.run_job(
+	\$\$SELECT 'SELECT g FROM generate_series(1, 3000000) g' AS query, ARRAY['$place[0]'] AS placements\$\$) AS t(g bigint);
+});
+	ok($workers[0]->poll_query_until('postgres',
+			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%task_result%' AND pid <> pg_backend_pid()"),
+		'task-tracker: big result being fetched');
+	$workers[0]->restart;
+	is($bg->query("\\echo done"), "3000000|4500001500000|3000000\ndone",
+		'task-tracker: worker restarted during a fetch: the fetch resumes');
 	$bg->quit;
 }
 

@@ -26,8 +26,8 @@ my $long_job = qq{SELECT count(*) FROM task_tracker.run_job(
 	  FROM generate_series(1, 4) s, unnest(ARRAY['$place[0]', '$place[1]']) p\$\$) AS t(n int);
 };
 
-my $sleeping = "SELECT count(*) FROM pg_stat_activity "
-  . "WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid()";
+my $sleeping = "SELECT (SELECT count(*) FROM pg_stat_activity "
+  . "WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid())";
 
 sub workers_busy
 {

@@ -1,0 +1,374 @@
+
+# Bad input, table driven (SPEC §7, README "Errors you can get"): every
+# worker SQL function with NULLs, empty strings, out-of-range and extreme
+# ids, a 100 MB query text, invalid UTF-8, SQL failing at parse, plan and run
+# time, transaction control, statements that try to leak session state
+# (SET ROLE, SET SESSION AUTHORIZATION, settings) into the next task of the
+# same user, COPY to the client, a task killing its own session, duplicate
+# assignment, unknown tasks and wrong column definition lists.
+#
+# Each case must fail with its documented SQLSTATE; throughout, a job of
+# another user that was queued before (one task running, one finished)
+# survives, the tracker and the postmaster keep their pids, and nothing
+# crashes.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use TaskTrackerTest;
+
+# Two slots: the sentinel holds one for the whole test, so alice's tasks run
+# one at a time in the other (which makes session reuse observable).  Idle
+# sessions stay long enough for the reuse checks below.
+my $node = tt_node('badtable', conf => qq{
+citus.max_running_tasks_per_node = 2
+citus.task_tracker_idle_connection_timeout = '3s'
+});
+tt_create_role($node, 'alice');
+tt_create_role($node, 'bob');
+tt_sql($node, q{
+CREATE ROLE alice_grp NOLOGIN;
+GRANT alice_grp TO alice;
+CREATE TABLE public.leak (v int);
+GRANT SELECT, INSERT ON public.leak TO alice;
+});
+
+my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
+my $postmaster = tt_postmaster_pid($node);
+
+# --- the sentinel: bob's job 900, queued before everything else.  Task 0
+# blocks on an advisory lock held by the test until the end; task 1 finishes
+# at once and its result must still be there at the end.
+my $gate = $node->background_psql('postgres');
+$gate->query_safe('SELECT pg_advisory_lock(900)');
+tt_sql($node, q{SELECT task_tracker.assign_tasks(900, '{0,1}', ARRAY[
+	'SELECT pg_advisory_xact_lock_shared(900), ''sentinel-0''::text',
+	'SELECT ''sentinel-1''::text'])}, user => 'bob');
+ok( $node->poll_query_until('postgres',
+		q{SELECT string_agg(status, ',' ORDER BY task_id) FROM task_tracker.tasks WHERE job_id = 900},
+		'running,succeeded'),
+	'sentinel: task 0 running, task 1 succeeded');
+
+sub still_alive
+{
+	my ($what) = @_;
+	is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker,
+		"$what: tracker pid unchanged");
+	is(tt_postmaster_pid($node), $postmaster, "$what: postmaster pid unchanged");
+	is( tt_sql($node,
+			q{SELECT string_agg(status, ',' ORDER BY task_id) FROM task_tracker.tasks WHERE job_id = 900}),
+		'running,succeeded', "$what: bob's sentinel job untouched");
+	return;
+}
+
+# --- 1. errors at call time: [sql, sqlstate, message regexp]
+my $big = 9223372036854775807;
+my @cases = (
+	# NULL arguments (the functions are not STRICT: NULL is an error)
+	[ q{SELECT task_tracker.assign_task(NULL, 1, 'SELECT 1')}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT task_tracker.assign_task(1, NULL, 'SELECT 1')}, '22004', 'task_id must not be NULL' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, NULL)}, '22004', 'query must not be NULL' ],
+	[ q{SELECT task_tracker.assign_tasks(NULL, '{1}', '{"SELECT 1"}')}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT task_tracker.assign_tasks(1, NULL, '{"SELECT 1"}')}, '22004', 'task_ids must not be NULL' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{1}', NULL)}, '22004', 'queries must not be NULL' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{1,NULL}', '{"SELECT 1","SELECT 2"}')}, '22004', 'task_ids and queries must not contain NULLs' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', ARRAY['SELECT 1', NULL])}, '22004', 'task_ids and queries must not contain NULLs' ],
+	[ q{SELECT task_tracker.task_status(NULL, 1)}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT task_tracker.task_status(1, NULL)}, '22004', 'task_id must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(NULL, 0)}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(1, NULL)}, '22004', 'timeout_ms must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.task_result(NULL, 1) AS t(x int)}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.task_result(1, NULL) AS t(x int)}, '22004', 'task_id must not be NULL' ],
+	[ q{SELECT task_tracker.cleanup_job(NULL)}, '22004', 'job_id must not be NULL' ],
+
+	# empty query texts
+	[ q{SELECT task_tracker.assign_task(1, 1, '')}, '42601', 'task query must not be empty' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, E'  \n\t ')}, '42601', 'task query must not be empty' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, ';')}, '42601', 'task query must not be empty' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, '-- only a comment')}, '42601', 'task query must not be empty' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1",""}')}, '42601', 'task query must not be empty' ],
+
+	# ids out of range
+	[ q{SELECT task_tracker.assign_task(0, 1, 'SELECT 1')}, '22003', 'job id 0 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(-1, 1, 'SELECT 1')}, '22003', 'job id -1 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(-9223372036854775808, 1, 'SELECT 1')}, '22003', 'job id -9223372036854775808 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(9223372036854775808::bigint, 1, 'SELECT 1')}, '22003', 'bigint out of range' ],
+	[ q{SELECT task_tracker.assign_task(1, -1, 'SELECT 1')}, '22003', 'task id -1 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(1, -2147483648, 'SELECT 1')}, '22003', 'task id -2147483648 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(1, 2147483648::int, 'SELECT 1')}, '22003', 'integer out of range' ],
+	[ q{SELECT task_tracker.assign_tasks(0, '{1}', '{"SELECT 1"}')}, '22003', 'job id 0 is out of range' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,-1}', '{"SELECT 1","SELECT 2"}')}, '22003', 'task id -1 is out of range' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(0, 0)}, '22003', 'job id 0 is out of range' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(-1, 0)}, '22003', 'job id -1 is out of range' ],
+	[ q{SELECT task_tracker.cleanup_job(0)}, '22003', 'job id 0 is out of range' ],
+	[ q{SELECT task_tracker.cleanup_job(-1)}, '22003', 'job id -1 is out of range' ],
+	# an id that can never exist is either out of range or not found
+	[ q{SELECT task_tracker.task_status(0, 0)}, qr/22003|42704/, 'job id 0 is out of range|task \(job 0, task 0\) not found' ],
+	[ q{SELECT task_tracker.task_status(-1, 0)}, qr/22003|42704/, 'job id -1 is out of range|task \(job -1, task 0\) not found' ],
+	[ q{SELECT task_tracker.task_status(1, -1)}, qr/22003|42704/, 'task id -1 is out of range|task \(job 1, task -1\) not found' ],
+	[ q{SELECT * FROM task_tracker.task_result(-1, 0) AS t(x int)}, qr/22003|42704/, 'job id -1 is out of range|task \(job -1, task 0\) not found' ],
+	[ q{SELECT * FROM task_tracker.task_result(1, -1) AS t(x int)}, qr/22003|42704/, 'task id -1 is out of range|task \(job 1, task -1\) not found' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(1, -1)}, '22023', 'timeout_ms must not be negative' ],
+
+	# unknown tasks and jobs, extreme ids
+	[ qq{SELECT task_tracker.task_status($big, 2147483647)}, '42704', "task \\(job $big, task 2147483647\\) not found" ],
+	[ qq{SELECT * FROM task_tracker.task_result($big, 0) AS t(x int)}, '42704', "task \\(job $big, task 0\\) not found" ],
+	[ q{SELECT * FROM task_tracker.task_result(1, 2147483647) AS t(x int)}, '42704', 'task \(job 1, task 2147483647\) not found' ],
+	[ qq{SELECT * FROM task_tracker.wait_for_tasks($big, 0)}, '42704', "job $big not found" ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(777, 2147483647)}, '42704', 'job 777 not found' ],
+
+	# batches: shapes and duplicates
+	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1","SELECT 2","SELECT 3"}')}, '2202E', 'task_ids has 2 elements but queries has 3' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{{1,2},{3,4}}', '{{"SELECT 1","SELECT 2"},{"SELECT 3","SELECT 4"}}')}, '2202E', 'task_ids and queries must be one-dimensional arrays' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{3,1,3}', '{"SELECT 1","SELECT 2","SELECT 3"}')}, '42710', 'task id 3 appears more than once in the batch' ],
+
+	# parse errors, several statements, transaction control
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELEC 1')}, '42601', 'syntax error at or near "SELEC"' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT (1')}, '42601', 'syntax error at end of input' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT ''unterminated')}, '42601', 'unterminated quoted string' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1; SELECT 2')}, '0A000', 'a task must be a single statement' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1;;SELECT 2;')}, '0A000', 'a task must be a single statement' ],
+	(map { [ "SELECT task_tracker.assign_task(1, 1, '$_')", '0A000', 'transaction control statements cannot be run as tasks' ] }
+	  ('BEGIN', 'START TRANSACTION', 'COMMIT', 'END', 'ROLLBACK', 'ABORT', 'SAVEPOINT s',
+		'RELEASE SAVEPOINT s', 'ROLLBACK TO SAVEPOINT s', "PREPARE TRANSACTION ''x''",
+		"COMMIT PREPARED ''x''", "ROLLBACK PREPARED ''x''", 'begin; ')),
+	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1","COMMIT"}')}, '0A000', 'transaction control statements cannot be run as tasks' ],
+
+	# invalid UTF-8 never reaches the function: PostgreSQL's own validation
+	[ q{SELECT task_tracker.assign_task(1, 1, convert_from('\x53454c45435420c328'::bytea, 'UTF8'))}, '22021', 'invalid byte sequence for encoding "UTF8": 0xc3 0x28' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{1}', ARRAY[convert_from('\x27ff27'::bytea, 'UTF8')])}, '22021', 'invalid byte sequence for encoding "UTF8": 0xff' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT ' || chr(0))}, '54000', 'null character not permitted' ],
+
+	# task_result without a column definition list: PostgreSQL's own error
+	[ q{SELECT * FROM task_tracker.task_result(1, 1)}, '42601', 'a column definition list is required for functions returning "record"' ],
+);
+
+for my $c (@cases)
+{
+	my ($sql, $code, $msg) = @$c;
+	tt_expect_error($node, $sql, $code, $msg, $sql, user => 'alice');
+}
+is(tt_sql($node, "SELECT count(*) FROM task_tracker.tasks WHERE user_name = 'alice'"),
+	'0', 'none of the refused calls queued anything');
+still_alive('after the refused calls');
+
+# an empty batch is nothing to do
+tt_sql($node, q{SELECT task_tracker.assign_tasks(2, '{}', '{}')}, user => 'alice');
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 2'), '0',
+	'an empty batch adds nothing');
+# cleanup of a job that does not exist is nothing to do
+is(tt_sql($node, "SELECT task_tracker.cleanup_job($big)", user => 'alice'), '',
+	'cleanup_job of an unknown job: nothing to do');
+
+# --- 2. extreme but valid ids work, and cleanup removes them
+tt_sql($node, qq{SELECT task_tracker.assign_task($big, 2147483647, 'SELECT ''edge''::text')},
+	user => 'alice');
+tt_sql($node, qq{SELECT task_tracker.assign_task(1, 0, 'SELECT 0')}, user => 'alice');
+tt_wait_job($node, $big, user => 'alice', tasks => 1);
+tt_wait_job($node, 1, user => 'alice', tasks => 1);
+is(tt_sql($node, qq{SELECT * FROM task_tracker.task_result($big, 2147483647) AS t(x text)}, user => 'alice'),
+	'edge', 'job 9223372036854775807 / task 2147483647 runs and returns its row');
+ok(scalar(grep { $_ eq "job_$big" } tt_job_dirs($node)), '... with a job directory named by the number');
+tt_sql($node, qq{SELECT task_tracker.cleanup_job($big)}, user => 'alice');
+ok(!grep({ $_ eq "job_$big" } tt_job_dirs($node)), '... which cleanup_job removes');
+
+# duplicate assignment of a finished (succeeded) task
+tt_expect_error($node, q{SELECT task_tracker.assign_task(1, 0, 'SELECT 0')},
+	'42710', 'task \(job 1, task 0\) is already assigned', 'duplicate assignment', user => 'alice');
+tt_expect_error($node, q{SELECT task_tracker.assign_tasks(1, '{5,0}', '{"SELECT 5","SELECT 0"}')},
+	'42710', 'task \(job 1, task 0\) is already assigned', 'duplicate assignment in a batch', user => 'alice');
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 1'), '1',
+	'... and nothing of that batch was added');
+# task 0 of job 1 has one column
+tt_expect_error($node, q{SELECT * FROM task_tracker.task_result(1, 0) AS t(a int, b int)},
+	'42804', 'task result has 1 columns? but the column definition list has 2', 'column definition list too wide',
+	user => 'alice');
+
+# --- 3. a 100 MB query text: refused with 54000, nothing stored, no crash
+my $mem_before = tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker');
+tt_expect_error($node,
+	q{SELECT task_tracker.assign_task(3, 0, 'SELECT ' || repeat('x', 100 * 1024 * 1024))},
+	'54000', 'task query is 104857607 bytes, more than citus\.max_task_query_size \(1048576 bytes\)',
+	'100 MB query', user => 'alice');
+tt_expect_error($node,
+	q{SELECT task_tracker.assign_tasks(3, '{0,1}', ARRAY['SELECT 1', 'SELECT ' || repeat('x', 100 * 1024 * 1024)])},
+	'54000', 'task query is 104857607 bytes, more than citus\.max_task_query_size', '100 MB query in a batch', user => 'alice');
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 3'), '0',
+	'100 MB: nothing of the batch was added');
+is(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker'), $mem_before,
+	'100 MB: no query text was stored in shared memory');
+still_alive('after 100 MB queries');
+
+# the limit is inclusive: exactly citus.max_task_query_size bytes is a task
+tt_sql($node, q{SELECT task_tracker.assign_task(3, 0, 'SELECT 1' || repeat(' ', 1048576 - 8))},
+	user => 'alice');
+tt_expect_error($node, q{SELECT task_tracker.assign_task(3, 1, 'SELECT 1' || repeat(' ', 1048576 - 7))},
+	'54000', 'task query is 1048577 bytes', 'one byte over the limit', user => 'alice');
+tt_wait_job($node, 3, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(3, 0) AS t(x int)', user => 'alice'),
+	'1', 'a query of exactly the limit runs');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(3)', user => 'alice');
+is(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker'), $mem_before,
+	'its text is freed after cleanup');
+
+# --- 4. errors of the task itself: [job, query, sqlstate, error regexp]
+my @task_errors = (
+	[ 10, 'SELECT * FROM no_such_table', '42P01', 'relation "no_such_table" does not exist' ],
+	[ 11, 'SELECT 1/0', '22012', 'division by zero' ],
+	[ 12, 'SELECT 1/(3 - g) FROM generate_series(1, 5) g', '22012', 'division by zero' ],
+	[ 13, 'COPY (SELECT 1) TO STDOUT', '0A000', 'COPY to or from the client is not supported' ],
+	[ 14, 'COPY public.leak FROM STDIN', '0A000|42501', 'COPY to or from the client is not supported|permission denied' ],
+	[ 15, 'SELECT pg_terminate_backend(pg_backend_pid())', '57P01|08006|08000|08003', '.' ],
+	[ 16, 'SET SESSION AUTHORIZATION bob', '42501', 'permission denied to set session authorization' ],
+	[ 17, 'SELECT no_such_function(1)', '42883', 'function no_such_function\(integer\) does not exist' ],
+	[ 18, q{SELECT 'x'::int}, '22P02', 'invalid input syntax for type integer' ],
+);
+for my $t (@task_errors)
+{
+	my ($job, $q) = @$t;
+	tt_sql($node, 'SELECT task_tracker.assign_task(' . $job . ', 0, ' . tt_quote_literal($q) . ')',
+		user => 'alice');
+}
+for my $t (@task_errors)
+{
+	my ($job, $q, $code, $msg) = @$t;
+	tt_wait_job($node, $job, user => 'alice', tasks => 1);
+	my ($status, $state, $error, $attempts) = split /\|/, tt_sql($node,
+		"SELECT status, error_sqlstate, error, attempts FROM task_tracker.tasks WHERE job_id = $job",
+		user => 'alice');
+	is($status, 'permanently_failed', "task '$q': permanently_failed");
+	like($state // '', qr/^(?:$code)$/, "task '$q': error_sqlstate $code");
+	like($error // '', qr/$msg/, "task '$q': error kept");
+	is($attempts, '3', "task '$q': tried citus.task_max_attempts times");
+	tt_expect_error($node, "SELECT * FROM task_tracker.task_result($job, 0) AS t(x int)",
+		'55000', "task \\(job $job, task 0\\) has no result", "task '$q': no result", user => 'alice');
+}
+# wait_for_tasks reports the error and its SQLSTATE once
+tt_sql($node, q{SELECT task_tracker.assign_task(19, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
+is( tt_sql($node, q{
+		DO $$ BEGIN
+		  WHILE task_tracker.task_status(19, 0) <> 'permanently_failed' LOOP
+		    PERFORM pg_sleep(0) FROM task_tracker.wait_for_tasks(19, 0) LIMIT 0;
+		  END LOOP; END $$;
+		SELECT 1}, user => 'alice') ne '' ? 'x' : '', 'x', 'job 19 failed');
+tt_sql($node, q{SELECT task_tracker.cleanup_job(19)}, user => 'alice');
+tt_sql($node, q{SELECT task_tracker.assign_task(19, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
+is( tt_sql($node, q{SELECT task_id, status, sqlstate, error ~ 'no_such_table' FROM task_tracker.wait_for_tasks(19, 60000)},
+		user => 'alice'),
+	'0|permanently_failed|42P01|t', 'wait_for_tasks returns the plan-time error with 42P01');
+is(tt_sql($node, q{SELECT count(*) FROM task_tracker.wait_for_tasks(19, 0)}, user => 'alice'),
+	'0', '... once');
+my @partial = grep { $_ eq 'job_12' } tt_job_dirs($node);
+if (@partial)
+{
+	my $dir = $node->data_dir . '/pg_task_tracker/job_12';
+	opendir(my $dh, $dir) or die;
+	my @f = grep { !/^\./ } readdir($dh);
+	closedir($dh);
+	is(scalar(@f), 0, 'a task failing after some rows leaves no result file') or diag("@f");
+}
+else
+{
+	pass('a task failing after some rows leaves no result file');
+}
+# re-assigning a failed task of your own restarts it
+tt_sql($node, 'CREATE TABLE public.no_such_table (x int); INSERT INTO public.no_such_table VALUES (7); GRANT SELECT ON public.no_such_table TO alice');
+tt_sql($node, q{SELECT task_tracker.assign_task(10, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
+tt_wait_job($node, 10, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(10, 0) AS t(x int)', user => 'alice'),
+	'7', 'a permanently failed task assigned again runs afresh');
+still_alive('after failing tasks');
+
+# --- 5. session state must not leak into the next task of the same user.
+# A task changes its session (role, session authorization, settings, temp
+# tables); later tasks of the same user run until one lands on that same
+# session (kept and reset with DISCARD ALL), or the tracker closed it; every
+# one of them must see a clean session.
+my $probe = q{SELECT pg_backend_pid(), concat_ws('/', current_user, session_user,
+	current_setting('default_transaction_read_only'), current_setting('statement_timeout'),
+	current_setting('search_path'), (SELECT count(*) FROM pg_class WHERE relname = 'leak_tmp' AND relnamespace = pg_my_temp_schema()))};
+
+sub leak_check
+{
+	my ($job, $leak, %opts) = @_;
+	# a role of its own, so that the session of the leaking task is the
+	# only task session of that role
+	my $user = "leak$job";
+	tt_sql($node, "CREATE ROLE $user LOGIN" . ($opts{superuser} ? ' SUPERUSER' : '')
+		  . "; GRANT alice_grp TO $user; ALTER ROLE $user SET search_path = public;"
+		  . "GRANT SELECT, INSERT ON public.leak TO $user");
+	my $clean = "$user/$user/off/0/public/0";
+	my $who = $opts{superuser} ? "superuser $user" : $user;
+	tt_sql($node, "SELECT task_tracker.assign_task($job, 0, " . tt_quote_literal($leak) . ')', user => $user);
+	tt_wait_job($node, $job, user => $user, tasks => 1);
+	is(tt_sql($node, "SELECT status FROM task_tracker.tasks WHERE job_id = $job AND task_id = 0"),
+		'succeeded', "$who: task '$leak' succeeded");
+	my $pid = tt_sql($node,
+		"SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE usename = '$user' AND application_name = 'task_tracker'");
+	my ($reused, $closed, @states) = (0, $pid eq '' ? 1 : 0);
+	for my $t (1 .. 10)
+	{
+		last if $closed;
+		tt_sql($node, "SELECT task_tracker.assign_task($job, $t, " . tt_quote_literal($probe) . ')', user => $user);
+		tt_wait_job($node, $job, user => $user, tasks => $t + 1);
+		my ($p, $state) = split /\|/, tt_sql($node,
+			"SELECT * FROM task_tracker.task_result($job, $t) AS t(p int, s text)", user => $user);
+		push @states, $state // 'no result';
+		if (defined $p && $p eq $pid) { $reused = 1; last; }
+		$closed = 1 if tt_sql($node, "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid") eq '0';
+	}
+	is_deeply(\@states, [ ($clean) x scalar(@states) ],
+		"$who: after '$leak', later tasks see a clean session ($clean)");
+	ok($reused || $closed,
+		"$who: after '$leak' its session was " . ($reused ? 'reused after a reset' : 'closed'));
+	tt_sql($node, "SELECT task_tracker.cleanup_job($job)", user => $user);
+	return;
+}
+
+leak_check(30, 'SET ROLE alice_grp');
+leak_check(31, q{SELECT set_config('role', 'alice_grp', false)});
+leak_check(32, 'SET SESSION AUTHORIZATION leak32');
+leak_check(33, 'SET default_transaction_read_only = on');
+leak_check(34, q{SET statement_timeout = '1ms'});
+leak_check(35, 'SET search_path = pg_catalog');
+leak_check(36, 'CREATE TEMP TABLE leak_tmp AS SELECT 1 AS x');
+leak_check(37, 'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY');
+# superusers: SET SESSION AUTHORIZATION really switches, and must be undone
+# before the next task of the same superuser
+leak_check(40, 'SET SESSION AUTHORIZATION alice', superuser => 1);
+leak_check(41, 'SET ROLE alice', superuser => 1);
+leak_check(42, q{SELECT set_config('session_authorization', 'alice', false)}, superuser => 1);
+leak_check(43, 'SET ROLE alice_grp', superuser => 1);
+# a session-level advisory lock taken by a task is released by the reset
+tt_sql($node, q{SELECT task_tracker.assign_task(44, 0, 'SELECT pg_advisory_lock(4711)')}, user => 'alice');
+tt_wait_job($node, 44, user => 'alice', tasks => 1);
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4711}, '0'),
+	'a session advisory lock taken by a task does not outlive the task');
+# and another user's task never gets the superuser's session
+tt_sql($node, q{SELECT task_tracker.assign_task(38, 0, 'SELECT current_user, session_user')}, user => 'alice');
+tt_wait_job($node, 38, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(38, 0) AS t(c name, s name)', user => 'alice'),
+	'alice|alice', "alice's task runs as alice");
+still_alive('after session-state tasks');
+
+# --- 6. the sentinel finishes: nothing of bob's was lost
+$gate->query_safe('SELECT pg_advisory_unlock(900)');
+$gate->quit;
+tt_wait_job($node, 900, user => 'bob', tasks => 2);
+is( tt_sql($node,
+		q{SELECT string_agg(x, ',' ORDER BY x) FROM (
+			SELECT x FROM task_tracker.task_result(900, 0) AS t(l text, x text)
+			UNION ALL SELECT x FROM task_tracker.task_result(900, 1) AS t(x text)) s},
+		user => 'bob'),
+	'sentinel-0,sentinel-1', "bob's sentinel job: both tasks succeeded with their rows");
+is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker, 'tracker pid unchanged at the end');
+tt_no_crash_in_log($node);
+
+tt_sql($node, q{SELECT task_tracker.cleanup_job(job_id) FROM (SELECT DISTINCT job_id FROM task_tracker.tasks) j});
+tt_check_no_leftovers($node);
+$node->stop;
+done_testing();
