@@ -142,6 +142,7 @@ static void shutdown_and_exit(void) pg_attribute_noreturn();
 static void recover_orphans(void);
 static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
 static void send_query(RunningTask *rt);
+static void connect_failed(RunningTask *rt, const char *message);
 static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *message);
 static void finish_task(RunningTask *rt);
 static void close_session(Session *s);
@@ -529,8 +530,7 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 		char	   *msg = tt_conn_error_message(conn);
 
 		tt_conn_finish(conn);
-		fail_attempt(rt, "08001", msg);
-		finish_task(rt);
+		connect_failed(rt, msg);
 		return;
 	}
 
@@ -546,6 +546,29 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 	dlist_push_tail(&sessions, &s->node);
 	nsessions++;
 	tt_shared->nconnections = nsessions;
+}
+
+/*
+ * connect_failed
+ *		The task's session could not be established.  During a shutdown that
+ *		is not the task's fault: its attempt is given back and it is
+ *		requeued; otherwise the attempt failed.
+ */
+static void
+connect_failed(RunningTask *rt, const char *message)
+{
+	fail_attempt(rt, "08001", message);
+	if (stopping)
+	{
+		TTTask	   *task;
+
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		if (task && task->attempts > 0)
+			task->attempts--;
+		LWLockRelease(tt_shared->lock);
+	}
+	finish_task(rt);
 }
 
 /*
@@ -605,6 +628,16 @@ fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
 	if (rt->failed)
 		return;					/* keep the first error of the attempt */
 	rt->failed = true;
+
+	/*
+	 * A session terminated by the administrator or refused during a
+	 * shutdown: if the server is stopping, start nothing more (finish_task
+	 * then requeues instead of failing).
+	 */
+	if (!stopping && (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0) &&
+		postmaster_is_stopping())
+		stopping = true;
+
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 	if (task != NULL)
@@ -856,21 +889,7 @@ progress_connecting(Session *s, TimestampTz now)
 				char	   *msg = tt_conn_error_message(s->conn);
 
 				rt->unusable = true;
-				if (postmaster_is_stopping())
-				{
-					/* not the task's fault: give the attempt back */
-					stopping = true;
-					LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-					{
-						TTTask	   *task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
-
-						if (task && task->attempts > 0)
-							task->attempts--;
-					}
-					LWLockRelease(tt_shared->lock);
-				}
-				fail_attempt(rt, "08001", msg);
-				finish_task(rt);
+				connect_failed(rt, msg);
 			}
 			break;
 		default:
