@@ -28,6 +28,8 @@ extern int	task_tracker_job_expiry;	/* s a job may go unasked for */
 extern bool task_tracker_reuse_connections; /* keep sessions per user+db */
 extern int	task_tracker_idle_connection_timeout;	/* ms an idle session lives */
 extern char *task_tracker_host;		/* where the tracker connects */
+extern int	task_result_inline_size;	/* bytes: results kept in memory */
+extern int	task_result_memory;		/* kB: all in-memory results together */
 
 /* true when loaded through shared_preload_libraries */
 extern bool tt_preloaded;

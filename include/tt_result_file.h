@@ -14,18 +14,23 @@
 
 typedef struct TTResultWriter
 {
-	int			fd;				/* open file, or -1 */
+	int			fd;				/* open file, or -1 (none created yet) */
+	int64		job_id;			/* task whose result this is */
+	int32		task_id;
+	Oid			owner;
 	char		path[MAXPGPATH];	/* its path under $PGDATA */
 	char	   *buf;			/* write buffer */
 	int			used;			/* bytes used in buf */
 	int			ncols;			/* columns, -1 until the header is written */
 	int64		rows;			/* rows written */
 	int			saved_errno;	/* errno of the first failed write */
+	bool		created;		/* the file exists on disk */
 } TTResultWriter;
 
 extern void tt_result_writer_init(TTResultWriter *w);
-extern bool tt_result_open(TTResultWriter *w, int64 job_id, int32 task_id, Oid owner);
+extern void tt_result_start(TTResultWriter *w, int64 job_id, int32 task_id, Oid owner);
 extern bool tt_result_add(TTResultWriter *w, const PGresult *res);
+extern bool tt_result_in_memory(TTResultWriter *w);
 extern bool tt_result_finish(TTResultWriter *w);
 extern void tt_result_discard(TTResultWriter *w);
 extern char *tt_result_error(TTResultWriter *w, const char **sqlstate);

@@ -64,6 +64,8 @@ typedef struct TTTask
 	NameData	database_name;	/* database's name, to connect to */
 	dsa_pointer query;			/* query text (NUL-terminated) */
 	dsa_pointer error;			/* last error text, or InvalidDsaPointer */
+	dsa_pointer result;			/* small result kept in memory, or invalid */
+	uint32		result_size;	/* bytes at result */
 	char		sqlstate[6];	/* last error's SQLSTATE, or "" */
 	int32		attempts;		/* attempts started so far */
 	int32		backend_pid;	/* pid of the session running it, or 0 */
@@ -113,6 +115,7 @@ typedef struct TTShared
 	uint64		wakeups;		/* tracker wake-ups since start */
 	TimestampTz last_wakeup;	/* tracker's last wake-up */
 	int64		text_bytes;		/* bytes of texts in the area */
+	int64		result_bytes;	/* bytes of in-memory results in the area */
 	dlist_head	pending;		/* TTTasks waiting to run, oldest first */
 } TTShared;
 
@@ -129,6 +132,12 @@ extern void tt_shmem_check(void);
 extern dsa_pointer tt_text_store(const char *text, int len, bool no_oom);
 extern void tt_text_free(dsa_pointer *ptr);
 extern char *tt_text_get(dsa_pointer ptr);
+
+/* in-memory results: store without the lock, attach/free with it */
+extern dsa_pointer tt_blob_store(const char *data, Size len);
+extern void tt_blob_free(dsa_pointer ptr);
+extern void tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size);
+extern void tt_task_free_result(TTTask *task);
 
 /* table manipulation (caller holds tt_shared->lock exclusively) */
 extern TTJob *tt_job_lookup(int64 job_id, bool create, Oid owner);

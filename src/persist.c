@@ -41,7 +41,7 @@
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"
-#define TT_STATE_MAGIC		"TTS1"
+#define TT_STATE_MAGIC		"TTS2"
 
 /* The fixed part of one saved task. */
 typedef struct SavedTask
@@ -65,6 +65,7 @@ typedef struct SavedTask
 	bool		unreported;
 	int32		query_len;
 	int32		error_len;		/* -1: no error */
+	int32		result_len;		/* -1: no in-memory result */
 } SavedTask;
 
 static int
@@ -134,12 +135,15 @@ tt_persist_save(void)
 		error = tt_text_get(task->error);
 		s.query_len = query ? strlen(query) : 0;
 		s.error_len = error ? strlen(error) : -1;
+		s.result_len = DsaPointerIsValid(task->result) ? (int32) task->result_size : -1;
 		appendBinaryStringInfo(&buf, &more, 1);
 		appendBinaryStringInfo(&buf, (char *) &s, sizeof(s));
 		if (s.query_len > 0)
 			appendBinaryStringInfo(&buf, query, s.query_len);
 		if (s.error_len > 0)
 			appendBinaryStringInfo(&buf, error, s.error_len);
+		if (s.result_len > 0)
+			appendBinaryStringInfo(&buf, tt_text_get(task->result), s.result_len);
 	}
 	LWLockRelease(tt_shared->lock);
 	appendBinaryStringInfo(&buf, &end, 1);
@@ -166,7 +170,8 @@ tt_persist_save(void)
  *		Insert one saved task.  Caller holds the lock exclusively.
  */
 static void
-restore_one(const SavedTask *s, const char *query, const char *error)
+restore_one(const SavedTask *s, const char *query, const char *error,
+			const char *result)
 {
 	TTJob	   *job;
 	TTTask	   *task;
@@ -196,6 +201,13 @@ restore_one(const SavedTask *s, const char *query, const char *error)
 	task->query = tt_text_store(query, s->query_len, false);
 	if (error)
 		tt_task_set_error(task, s->sqlstate, error);
+	if (result)
+	{
+		dsa_pointer blob = tt_blob_store(result, s->result_len);
+
+		if (DsaPointerIsValid(blob))
+			tt_task_set_result(task, blob, s->result_len);
+	}
 	if (s->seq >= tt_shared->next_seq)
 		tt_shared->next_seq = s->seq + 1;
 
@@ -257,6 +269,7 @@ tt_persist_restore(void)
 		SavedTask	s;
 		char	   *query;
 		char	   *error = NULL;
+		char	   *result = NULL;
 		char		marker;
 
 		if (fread(&marker, 1, 1, f) != 1)
@@ -288,7 +301,16 @@ tt_persist_restore(void)
 			}
 			error[s.error_len] = '\0';
 		}
-		restore_one(&s, query, error);
+		if (s.result_len >= 0)
+		{
+			result = palloc(Max(s.result_len, 1));
+			if (fread(result, 1, s.result_len, f) != (size_t) s.result_len)
+			{
+				ok = false;
+				break;
+			}
+		}
+		restore_one(&s, query, error, result);
 		n++;
 	}
 	LWLockRelease(tt_shared->lock);

@@ -5,16 +5,21 @@
  *	  as typed tuples, and removing the files of a job.
  *
  * Design
- *	  The tracker streams each row of a task (libpq single-row mode) into
- *	  $PGDATA/pg_task_tracker/job_<job>/task_<task>.<owner oid>, created
- *	  with owner-only permissions.  The path is built from numbers only, so
- *	  no SQL input ever reaches the file system.  The format is:
+ *	  The tracker streams each row of a task (libpq single-row mode) into a
+ *	  64 kB buffer.  A result that stays within
+ *	  citus.task_result_inline_size is kept in shared memory (the task's
+ *	  "inline" result, see tracker.c): most tasks never touch the disk.
+ *	  A larger one goes to $PGDATA/pg_task_tracker/job_<job>/task_<task>.
+ *	  <owner oid>, created with owner-only permissions when the buffer first
+ *	  overflows.  The path is built from numbers only, so no SQL input ever
+ *	  reaches the file system.  Both forms use one format:
  *
  *		"TTR1" uint32 ncols, ncols x uint32 type oid,
  *		then per row, per column: int32 length (-1 = NULL) and the bytes of
  *		the value in text format, exactly as the remote produced it.
  *
- *	  task_result() reads the file and turns each value into a Datum with
+ *	  task_result() reads the file (or the in-memory copy through
+ *	  fmemopen) and turns each value into a Datum with
  *	  the input function of the caller's column type, into a tuplestore
  *	  (which spills to disk beyond work_mem), so results of any size and
  *	  any type round-trip.
@@ -54,12 +59,16 @@ void
 tt_result_writer_init(TTResultWriter *w)
 {
 	w->fd = -1;
+	w->job_id = 0;
+	w->task_id = 0;
+	w->owner = InvalidOid;
 	w->path[0] = '\0';
 	w->buf = NULL;
 	w->used = 0;
 	w->ncols = -1;
 	w->rows = 0;
 	w->saved_errno = 0;
+	w->created = false;
 }
 
 /*
@@ -76,25 +85,36 @@ tt_result_ensure_dir(void)
 }
 
 /*
- * tt_result_open
- *		Create the result file of a task (replacing a leftover of an earlier
- *		attempt).  Returns false, with w->saved_errno set, on failure.
+ * tt_result_start
+ *		Begin collecting the result of a task.  Nothing touches the disk yet:
+ *		rows accumulate in the buffer, and the file is created only when the
+ *		buffer overflows or tt_result_finish() is told not to keep the result
+ *		in memory.
  */
-bool
-tt_result_open(TTResultWriter *w, int64 job_id, int32 task_id, Oid owner)
+void
+tt_result_start(TTResultWriter *w, int64 job_id, int32 task_id, Oid owner)
+{
+	tt_result_writer_init(w);
+	w->job_id = job_id;
+	w->task_id = task_id;
+	w->owner = owner;
+	tt_task_file_path(w->path, sizeof(w->path), job_id, task_id, owner);
+	w->buf = MemoryContextAlloc(TopMemoryContext, TT_WRITE_BUFSIZE);
+}
+
+/*
+ * writer_open
+ *		Create the result file (replacing a leftover of an earlier attempt),
+ *		with owner-only permissions.  Returns false with saved_errno set.
+ */
+static bool
+writer_open(TTResultWriter *w)
 {
 	char		dir[MAXPGPATH];
 
-	tt_result_writer_init(w);
-	tt_job_dir_path(dir, sizeof(dir), job_id);
-	tt_task_file_path(w->path, sizeof(w->path), job_id, task_id, owner);
-
-	if (MakePGDirectory(TT_DATA_DIR) < 0 && errno != EEXIST)
-	{
-		w->saved_errno = errno;
-		return false;
-	}
-	if (MakePGDirectory(dir) < 0 && errno != EEXIST)
+	tt_job_dir_path(dir, sizeof(dir), w->job_id);
+	if ((MakePGDirectory(TT_DATA_DIR) < 0 && errno != EEXIST) ||
+		(MakePGDirectory(dir) < 0 && errno != EEXIST))
 	{
 		w->saved_errno = errno;
 		return false;
@@ -106,7 +126,7 @@ tt_result_open(TTResultWriter *w, int64 job_id, int32 task_id, Oid owner)
 		w->saved_errno = errno;
 		return false;
 	}
-	w->buf = MemoryContextAlloc(TopMemoryContext, TT_WRITE_BUFSIZE);
+	w->created = true;
 	return true;
 }
 
@@ -116,6 +136,8 @@ writer_flush(TTResultWriter *w)
 	char	   *p = w->buf;
 	int			left = w->used;
 
+	if (w->fd < 0 && !writer_open(w))
+		return false;
 	while (left > 0)
 	{
 		ssize_t		n;
@@ -159,8 +181,8 @@ writer_put(TTResultWriter *w, const void *data, int len)
 /*
  * tt_result_add
  *		Append the rows of res (a PGRES_SINGLE_TUPLE or PGRES_TUPLES_OK
- *		result) to the file, writing the header first if not yet done.
- *		Returns false on a write failure.
+ *		result), writing the header first if not yet done.  Returns false
+ *		on a write failure.
  */
 bool
 tt_result_add(TTResultWriter *w, const PGresult *res)
@@ -214,8 +236,20 @@ tt_result_add(TTResultWriter *w, const PGresult *res)
 }
 
 /*
+ * tt_result_in_memory
+ *		True when the whole result is still in the buffer (no file yet):
+ *		w->buf holds w->used bytes in the result format.
+ */
+bool
+tt_result_in_memory(TTResultWriter *w)
+{
+	return w->fd < 0;
+}
+
+/*
  * tt_result_finish
- *		Flush and close the file.  Returns false on a write failure (the
+ *		Write out whatever the buffer holds (creating the file if it does
+ *		not exist yet) and close the file.  Returns false on a failure (the
  *		caller then discards the file).
  */
 bool
@@ -223,11 +257,9 @@ tt_result_finish(TTResultWriter *w)
 {
 	bool		ok = true;
 
-	if (w->fd < 0)
-		return true;
-	if (w->used > 0)
+	if (w->used > 0 || w->fd < 0)
 		ok = writer_flush(w);
-	if (CloseTransientFile(w->fd) != 0 && ok)
+	if (w->fd >= 0 && CloseTransientFile(w->fd) != 0 && ok)
 	{
 		w->saved_errno = errno;
 		ok = false;
@@ -241,7 +273,8 @@ tt_result_finish(TTResultWriter *w)
 
 /*
  * tt_result_discard
- *		Close (if open) and remove the file.
+ *		Forget the result: free the buffer, close and remove the file if
+ *		one was created (even if already closed by tt_result_finish).
  */
 void
 tt_result_discard(TTResultWriter *w)
@@ -252,9 +285,9 @@ tt_result_discard(TTResultWriter *w)
 	if (w->buf)
 		pfree(w->buf);
 	w->buf = NULL;
-	if (w->path[0] != '\0')
+	if (w->created)
 		(void) unlink(w->path);
-	w->path[0] = '\0';
+	w->created = false;
 }
 
 /*

@@ -216,6 +216,55 @@ tt_text_get(dsa_pointer ptr)
 }
 
 /*
+ * tt_blob_store
+ *		Copy a task's small result into the area.  Needs no table lock (the
+ *		area has its own); returns InvalidDsaPointer when out of memory.
+ */
+dsa_pointer
+tt_blob_store(const char *data, Size len)
+{
+	dsa_area   *area = get_area();
+	dsa_pointer ptr = dsa_allocate_extended(area, Max(len, 1), DSA_ALLOC_NO_OOM);
+
+	if (DsaPointerIsValid(ptr))
+		memcpy(dsa_get_address(area, ptr), data, len);
+	return ptr;
+}
+
+void
+tt_blob_free(dsa_pointer ptr)
+{
+	if (DsaPointerIsValid(ptr))
+		dsa_free(get_area(), ptr);
+}
+
+/*
+ * tt_task_set_result / tt_task_free_result
+ *		Attach a stored blob as the task's in-memory result, or free it.
+ *		Caller holds the lock exclusively.
+ */
+void
+tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size)
+{
+	tt_task_free_result(task);
+	task->result = blob;
+	task->result_size = size;
+	tt_shared->result_bytes += size;
+}
+
+void
+tt_task_free_result(TTTask *task)
+{
+	if (DsaPointerIsValid(task->result))
+	{
+		tt_shared->result_bytes -= task->result_size;
+		dsa_free(get_area(), task->result);
+	}
+	task->result = InvalidDsaPointer;
+	task->result_size = 0;
+}
+
+/*
  * tt_job_lookup
  *		Find a job, creating it (owned by owner) when create is true.
  *		Returns NULL when it does not exist and create is false.
@@ -287,6 +336,7 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id)
 	task->status = TT_ASSIGNED;
 	task->query = InvalidDsaPointer;
 	task->error = InvalidDsaPointer;
+	task->result = InvalidDsaPointer;
 	task->result_rows = -1;
 	dlist_push_tail(&job->tasks, &task->job_node);
 	job->ntasks++;
@@ -319,6 +369,7 @@ tt_task_remove(TTJob *job, TTTask *task)
 	job->ntasks--;
 	tt_text_free(&task->query);
 	tt_text_free(&task->error);
+	tt_task_free_result(task);
 	hash_search(tt_task_hash, &task->key, HASH_REMOVE, NULL);
 	tt_shared->ntasks--;
 }

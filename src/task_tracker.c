@@ -47,6 +47,8 @@ int			task_tracker_job_expiry = 3600;
 bool		task_tracker_reuse_connections = true;
 int			task_tracker_idle_connection_timeout = 2000;
 char	   *task_tracker_host = NULL;
+int			task_result_inline_size = 16 * 1024;
+int			task_result_memory = 64 * 1024;
 
 bool		tt_preloaded = false;
 
@@ -156,6 +158,22 @@ define_settings(void)
 							&task_tracker_idle_connection_timeout,
 							2000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("citus.task_result_inline_size",
+							"Largest task result the tracker keeps in shared memory instead of a file.",
+							"Results up to this size never touch the disk; larger ones go to a result file.",
+							&task_result_inline_size,
+							16 * 1024, 0, 64 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("citus.task_result_memory",
+							"Shared memory all in-memory task results may take together.",
+							"Beyond it, results go to files whatever their size.",
+							&task_result_memory,
+							64 * 1024, 0, INT_MAX / 2,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("citus.task_tracker_host",

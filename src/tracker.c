@@ -689,14 +689,7 @@ drain_results(RunningTask *rt)
 					break;
 				if (!rt->opened)
 				{
-					if (!tt_result_open(&rt->writer, rt->key.job_id, rt->key.task_id, rt->owner))
-					{
-						const char *code;
-						char	   *msg = tt_result_error(&rt->writer, &code);
-
-						fail_attempt(rt, code, msg);
-						break;
-					}
+					tt_result_start(&rt->writer, rt->key.job_id, rt->key.task_id, rt->owner);
 					rt->opened = true;
 				}
 				if (!tt_result_add(&rt->writer, res))
@@ -746,27 +739,50 @@ finish_task(RunningTask *rt)
 	Session    *s = rt->session;
 	TTTask	   *task;
 	bool		ok = !rt->failed;
+	dsa_pointer blob = InvalidDsaPointer;
+	uint32		blob_size = 0;
+	bool		file = false;
 
-	if (rt->opened)
+	if (rt->opened && ok)
 	{
-		if (ok && !tt_result_finish(&rt->writer))
-		{
-			const char *code;
-			char	   *msg = tt_result_error(&rt->writer, &code);
+		TTResultWriter *w = &rt->writer;
 
-			fail_attempt(rt, code, msg);
-			ok = false;
+		/* a small result stays in shared memory; a larger one is a file */
+		if (tt_result_in_memory(w) && w->used <= task_result_inline_size &&
+			tt_shared->result_bytes + w->used <= (int64) task_result_memory * 1024)
+		{
+			blob = tt_blob_store(w->buf, w->used);
+			if (DsaPointerIsValid(blob))
+			{
+				blob_size = w->used;
+				tt_result_discard(w);
+			}
 		}
-		if (!ok)
-			tt_result_discard(&rt->writer);
+		if (!DsaPointerIsValid(blob))
+		{
+			if (tt_result_finish(w))
+				file = true;
+			else
+			{
+				const char *code;
+				char	   *msg = tt_result_error(w, &code);
+
+				fail_attempt(rt, code, msg);
+				ok = false;
+			}
+		}
 	}
+	if (rt->opened && !ok)
+		tt_result_discard(&rt->writer);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
-	if (task != NULL && task->status == TT_CANCEL_REQUESTED && rt->opened && ok)
+	if (task == NULL || task->status == TT_CANCEL_REQUESTED)
 	{
 		/* finished before we could stop it: the result is not wanted */
-		tt_result_discard(&rt->writer);
+		if (file)
+			tt_result_discard(&rt->writer);
+		tt_blob_free(blob);
 	}
 	if (task != NULL)
 	{
@@ -785,7 +801,9 @@ finish_task(RunningTask *rt)
 		}
 		else if (ok)
 		{
-			task->has_file = rt->opened;
+			task->has_file = file;
+			if (DsaPointerIsValid(blob))
+				tt_task_set_result(task, blob, blob_size);
 			task->result_rows = rt->opened ? rt->writer.rows : rt->rows;
 			tt_task_set_error(task, NULL, NULL);
 			tt_task_set_status(job, task, TT_SUCCEEDED);

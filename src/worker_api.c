@@ -319,6 +319,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 				(void) unlink(path);
 				task->has_file = false;
 			}
+			tt_task_free_result(task);
 			tt_task_set_status(job, task, TT_ASSIGNED);
 			tt_text_free(&task->query);
 			tt_task_set_error(task, NULL, NULL);
@@ -597,6 +598,8 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 	char		path[MAXPGPATH];
 	FILE	   *file = NULL;
 	TTTaskStatus status;
+	char	   *copy = NULL;
+	Size		copy_size = 0;
 
 	check_arg_not_null(fcinfo, 0, "job_id");
 	check_arg_not_null(fcinfo, 1, "task_id");
@@ -606,11 +609,20 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	/* open the file under the lock: cleanup cannot remove it before */
+	/*
+	 * Copy an in-memory result, or open the file, under the lock: cleanup
+	 * cannot free or remove it before.
+	 */
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = lookup_own_task(job_id, task_id, NULL);
 	status = task->status;
-	if (status == TT_SUCCEEDED && task->has_file)
+	if (status == TT_SUCCEEDED && DsaPointerIsValid(task->result))
+	{
+		copy_size = task->result_size;
+		copy = palloc(Max(copy_size, 1));
+		memcpy(copy, tt_text_get(task->result), copy_size);
+	}
+	else if (status == TT_SUCCEEDED && task->has_file)
 	{
 		tt_task_file_path(path, sizeof(path), job_id, task_id, task->owner);
 		file = AllocateFile(path, PG_BINARY_R);
@@ -627,7 +639,26 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 				 errmsg("task (job " INT64_FORMAT ", task %d) has no result", job_id, task_id),
 				 errdetail("Its status is %s; only succeeded tasks have results.",
 						   tt_status_name(status))));
-	if (file != NULL)
+	if (copy != NULL)
+	{
+		snprintf(path, sizeof(path), "in-memory result of task (job " INT64_FORMAT ", task %d)",
+				 job_id, task_id);
+		file = fmemopen(copy, copy_size, "rb");
+		if (file == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("could not read %s: %m", path)));
+		PG_TRY();
+		{
+			tt_result_read(file, path, rsinfo->setDesc, rsinfo->setResult);
+		}
+		PG_FINALLY();
+		{
+			fclose(file);
+		}
+		PG_END_TRY();
+	}
+	else if (file != NULL)
 	{
 		tt_result_read(file, path, rsinfo->setDesc, rsinfo->setResult);
 		FreeFile(file);

@@ -12,7 +12,7 @@ use Test::More;
 use TaskTrackerTest;
 
 my $node = tt_node('crash', restart_after_crash => 1,
-	conf => "citus.max_running_tasks_per_node = 2\n");
+	conf => "citus.task_result_inline_size = 0\ncitus.max_running_tasks_per_node = 2\n");
 tt_create_role($node, 'alice');
 
 my $crash_line = qr/task table starts empty after a crash/;

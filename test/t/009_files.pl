@@ -11,7 +11,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TaskTrackerTest;
 
-my $node = tt_node('files');
+# results go to files whatever their size (in-memory results: 050_lifecycle.pl)
+my $node = tt_node('files', conf => "citus.task_result_inline_size = 0\n");
 tt_create_role($node, 'alice');
 my $area = $node->data_dir . '/pg_task_tracker';
 

@@ -81,9 +81,29 @@ for my $job (1, 3, 4, 5, 7)
 }
 $node->safe_psql('closed_db', 'SELECT task_tracker.cleanup_job(2)');
 
+# ---- small results stay in shared memory, larger ones go to a file
+tt_sql($node, q{SELECT task_tracker.assign_tasks(8, '{1,2}', ARRAY['SELECT g, md5(g::text) FROM generate_series(1, 10) g', 'SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 1000) g'])});
+ok(tt_wait_job($node, 8), 'job 8 finished');
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 1) AS t(g int, h text)"),
+	'10|55', 'small result reads back');
+is(tt_sql($node, "SELECT count(*), sum(g), min(length(h)) FROM task_tracker.task_result(8, 2) AS t(g int, h text)"),
+	'1000|500500|640', 'large result reads back');
+my @files = glob($node->data_dir . '/pg_task_tracker/job_8/*');
+is(scalar(@files), 1, 'only the large result has a file')
+  or diag("files: @files");
+like($files[0] // '', qr{/task_2\.\d+$}, 'the file is the large task\'s');
+ok(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker') > 0, 'tracker view still reports texts');
+# a restart keeps both kinds of result
+$node->restart;
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 1) AS t(g int, h text)"),
+	'10|55', 'small in-memory result survives pg_ctl restart');
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 2) AS t(g int, h text)"),
+	'1000|500500', 'file result survives pg_ctl restart');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(8)');
+
 # ---- job expiry: a job nobody asks about is reaped with its files
 tt_sql($node, q{ALTER SYSTEM SET citus.task_tracker_job_expiry = '1s'; SELECT pg_reload_conf();});
-tt_sql($node, q{SELECT task_tracker.assign_task(6, 1, 'SELECT generate_series(1, 10)')});
+tt_sql($node, q{SELECT task_tracker.assign_task(6, 1, 'SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 1000) g')});
 ok(tt_wait_job($node, 6), 'job 6 finished');
 ok(scalar(grep { $_ eq 'job_6' } tt_job_dirs($node)) == 1, 'job 6 has a result directory');
 my $pos = tt_log_position($node);
