@@ -45,6 +45,9 @@ typedef enum TTTaskStatus
 #define TT_STATUS_IS_ACTIVE(s) \
 	((s) == TT_SCHEDULED || (s) == TT_RUNNING || (s) == TT_CANCEL_REQUESTED)
 
+/* longest error text kept per task (bytes), longer ones are truncated */
+#define TT_MAX_ERROR_LEN		(64 * 1024)
+
 typedef struct TTTaskKey
 {
 	int64		job_id;

@@ -25,6 +25,7 @@
  */
 #include "postgres.h"
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -454,9 +455,10 @@ tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
 
 /*
  * tt_task_set_error
- *		Replace the task's kept error (text may be NULL to clear it).  When
- *		the area is out of memory the error is kept truncated to nothing
- *		rather than failing the caller.
+ *		Replace the task's kept error (text may be NULL to clear it).  At
+ *		most TT_MAX_ERROR_LEN bytes are kept, so no remote error can fill
+ *		shared memory.  When the area is out of memory the text is dropped
+ *		(the SQLSTATE stays) rather than failing the caller.
  */
 void
 tt_task_set_error(TTTask *task, const char *sqlstate, const char *text)
@@ -465,7 +467,23 @@ tt_task_set_error(TTTask *task, const char *sqlstate, const char *text)
 	task->sqlstate[0] = '\0';
 	if (text)
 	{
-		task->error = tt_text_store(text, strlen(text), true);
+		int			len = strlen(text);
+
+		if (len > TT_MAX_ERROR_LEN)
+		{
+			static const char suffix[] = "... (truncated)";
+			char	   *cut;
+			int			keep = pg_encoding_mbcliplen(task->encoding, text, len,
+												   TT_MAX_ERROR_LEN - (int) sizeof(suffix));
+
+			cut = palloc(keep + sizeof(suffix));
+			memcpy(cut, text, keep);
+			memcpy(cut + keep, suffix, sizeof(suffix));
+			task->error = tt_text_store(cut, strlen(cut), true);
+			pfree(cut);
+		}
+		else
+			task->error = tt_text_store(text, len, true);
 		strlcpy(task->sqlstate, sqlstate ? sqlstate : "XX000", sizeof(task->sqlstate));
 	}
 }
