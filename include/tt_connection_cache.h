@@ -28,10 +28,32 @@ typedef struct TTConn
 									 * if not known yet */
 } TTConn;
 
+/*
+ * A query run over a spare connection of a node (same user and database)
+ * while the job's own connection to it is busy: see tt_side_query_start().
+ */
+typedef struct TTSideQuery
+{
+	TTConn	   *c;				/* the spare connection, or NULL */
+	char	   *sql;			/* the query (in the cache's context) */
+	bool		sent;			/* sql handed to libpq */
+	bool		flushing;		/* not all of it sent yet */
+	bool		failed;			/* an error result arrived */
+	bool		done;			/* finished, well or not */
+	bool		ok;				/* every statement succeeded */
+	pgsocket	sock;			/* socket to wait on while not done */
+	uint32		events;			/* WL_SOCKET_* to wait for while not done */
+} TTSideQuery;
+
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
 extern int	tt_conncache_connect_poll(TTConn *c);
 extern void tt_conncache_release(TTConn *c, bool reusable);
 extern void tt_conncache_cancel(TTConn *c);
 extern void tt_conncache_abort_cleanup(void);
+extern void tt_conncache_cancel_many(TTConn **conns, int n);
+extern void tt_conncache_cancel_release(TTConn **conns, int n, bool keep);
+extern void tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql);
+extern void tt_side_query_advance(TTSideQuery *q);
+extern void tt_side_query_finish(TTSideQuery *q);
 
 #endif							/* TT_CONNECTION_CACHE_H */

@@ -40,6 +40,11 @@ typedef struct TTTask
 	int64		rows;			/* rows of this task already in the result */
 	bool		retried_fresh;	/* retried once after a stale cached connection */
 	bool		queued_fetch;	/* task-tracker: in its node's fetch queue */
+	bool		fetch_tail;		/* task-tracker: its fetch query carries a
+								 * second statement, whose rows are not the
+								 * task's (see tt_job_drain) */
+	bool		rows_ended;		/* ... and the task's own rows have ended */
+	bool		tail_failed;	/* ... and that second statement failed */
 	bool		has_error;		/* error below is set */
 	TTRemoteError error;		/* last failure at a placement */
 	int			error_node;		/* node of that failure */

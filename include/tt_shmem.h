@@ -78,7 +78,8 @@ typedef struct TTTask
 	TimestampTz started_at;		/* when the last attempt started, or 0 */
 	TimestampTz finished_at;	/* when it reached a final state, or 0 */
 	bool		queued;			/* linked into TTShared->pending */
-	bool		unreported;		/* linked into its job's done list */
+	bool		in_done;		/* final, linked into its job's done list */
+	uint64		final_seq;		/* its place in the job's done list */
 	bool		has_file;		/* a result file exists for it */
 	dlist_node	queue_node;		/* link in TTShared->pending */
 	dlist_node	job_node;		/* link in TTJob->tasks */
@@ -95,7 +96,9 @@ typedef struct TTJob
 	bool		dropping;		/* cleanup requested; tracker finishes it */
 	TimestampTz last_access;	/* last time its owner asked about it */
 	dlist_head	tasks;			/* all its TTTasks (job_node) */
-	dlist_head	done;			/* final, not yet reported (done_node) */
+	dlist_head	done;			/* final tasks, in the order they finished */
+	uint64		final_seq;		/* last final_seq handed out */
+	uint64		incarnation;	/* unique per creation of this job id */
 } TTJob;
 
 /* The fixed part of the shared state. */

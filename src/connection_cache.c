@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "commands/dbcommands.h"
+#include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
@@ -44,8 +45,15 @@
 #include "tt_connection_cache.h"
 #include "tt_coordinator.h"
 #include "tt_remote.h"
+#include "tt_waits.h"
 
 #define TT_MAX_HOST_LEN 256
+
+/* longest wait for the side connections that cancel busy ones, ms */
+#define TT_SIDE_CANCEL_TIMEOUT 2000
+/* cancel rounds for queries that go on, and the first wait for their end, ms */
+#define TT_CANCEL_ROUNDS 3
+#define TT_CANCEL_DRAIN_MIN 50
 
 typedef struct TTConnKey
 {
@@ -59,6 +67,8 @@ typedef struct TTConnEntry
 {
 	TTConnKey	key;			/* hash key; must be first */
 	List	   *conns;			/* TTConn *, claimed or idle */
+	char	   *user_name;		/* name of key.userid, looked up once */
+	char	   *dbname;			/* name of key.dbid, looked up once */
 } TTConnEntry;
 
 static HTAB *conn_cache = NULL;
@@ -91,86 +101,27 @@ drop_conn(TTConn *c)
 	pfree(c);
 }
 
-/* is an idle cached connection still good to lend? */
-static bool
-conn_is_healthy(TTConn *c)
-{
-	if (c->conn == NULL || c->connecting)
-		return false;
-	if (PQstatus(c->conn) != CONNECTION_OK)
-		return false;
-	/* notice a server that went away (terminate message or EOF) */
-	if (!PQconsumeInput(c->conn))
-		return false;
-	if (PQstatus(c->conn) != CONNECTION_OK ||
-		PQtransactionStatus(c->conn) != PQTRANS_IDLE || PQisBusy(c->conn))
-		return false;
-	return true;
-}
-
 /*
- * tt_conncache_claim
- *		Lend a connection to (host, port) as the current user to the current
- *		database: an idle healthy cached one, or a new one being set up (then
- *		c->connecting is true and the caller drives tt_conncache_connect_poll).
- *
- * Returns NULL with *error set when no connection could even be started (no
- * file descriptor left).  Throws only on out-of-memory.
+ * start_conn
+ *		Start a new connection for entry (whose names are known) and lend it:
+ *		c->connecting is true.  Does no catalog access, so that it also works
+ *		in the cleanup of an aborted transaction.  Returns NULL with *error
+ *		set when no connection could be started.
  */
-TTConn *
-tt_conncache_claim(const char *host, int port, char **error)
+static TTConn *
+start_conn(TTConnEntry *entry, char **error)
 {
-	TTConnKey	key;
-	TTConnEntry *entry;
-	bool		found;
-	ListCell   *lc;
 	TTConnTarget target;
 	TTConn	   *c;
 	PGconn	   *conn;
 	MemoryContext old;
 
-	*error = NULL;
-	if (conn_cache == NULL)
-		init_cache();
-
-	memset(&key, 0, sizeof(key));
-	strlcpy(key.host, host, sizeof(key.host));
-	key.port = port;
-	key.userid = GetUserId();
-	key.dbid = MyDatabaseId;
-
-	entry = hash_search(conn_cache, &key, HASH_ENTER, &found);
-	if (!found)
-		entry->conns = NIL;
-
-	/* an idle cached connection? */
-retry:
-	foreach(lc, entry->conns)
-	{
-		c = (TTConn *) lfirst(lc);
-		if (c->claimed)
-			continue;
-		if (!conn_is_healthy(c))
-		{
-			drop_conn(c);
-			goto retry;			/* the list changed under foreach */
-		}
-		c->claimed = true;
-		c->reused = true;
-		return c;
-	}
-
-	/* no: start a new one */
 	memset(&target, 0, sizeof(target));
-	target.host = host;
-	target.port = port;
-	target.user = GetUserNameFromId(key.userid, false);
-	target.dbname = get_database_name(MyDatabaseId);
+	target.host = entry->key.host;
+	target.port = entry->key.port;
+	target.user = entry->user_name;
+	target.dbname = entry->dbname;
 	target.application_name = "task_tracker coordinator";
-	if (target.dbname == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_DATABASE),
-				 errmsg("current database no longer exists")));
 
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
@@ -190,6 +141,104 @@ retry:
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
 	return c;
+}
+
+/* is an idle cached connection still good to lend? */
+static bool
+conn_is_healthy(TTConn *c)
+{
+	if (c->conn == NULL || c->connecting)
+		return false;
+	if (PQstatus(c->conn) != CONNECTION_OK)
+		return false;
+	/* notice a server that went away (terminate message or EOF) */
+	if (!PQconsumeInput(c->conn))
+		return false;
+	if (PQstatus(c->conn) != CONNECTION_OK ||
+		PQtransactionStatus(c->conn) != PQTRANS_IDLE || PQisBusy(c->conn))
+		return false;
+	return true;
+}
+
+/* lend an idle healthy connection of entry, or return NULL; never throws */
+static TTConn *
+claim_idle(TTConnEntry *entry)
+{
+	ListCell   *lc;
+
+retry:
+	foreach(lc, entry->conns)
+	{
+		TTConn	   *c = (TTConn *) lfirst(lc);
+
+		if (c->claimed)
+			continue;
+		if (!conn_is_healthy(c))
+		{
+			drop_conn(c);
+			goto retry;			/* the list changed under foreach */
+		}
+		c->claimed = true;
+		c->reused = true;
+		return c;
+	}
+	return NULL;
+}
+
+/*
+ * tt_conncache_claim
+ *		Lend a connection to (host, port) as the current user to the current
+ *		database: an idle healthy cached one, or a new one being set up (then
+ *		c->connecting is true and the caller drives tt_conncache_connect_poll).
+ *
+ * Returns NULL with *error set when no connection could even be started (no
+ * file descriptor left).  Throws only on out-of-memory.
+ */
+TTConn *
+tt_conncache_claim(const char *host, int port, char **error)
+{
+	TTConnKey	key;
+	TTConnEntry *entry;
+	bool		found;
+	TTConn	   *c;
+
+	*error = NULL;
+	if (conn_cache == NULL)
+		init_cache();
+
+	memset(&key, 0, sizeof(key));
+	strlcpy(key.host, host, sizeof(key.host));
+	key.port = port;
+	key.userid = GetUserId();
+	key.dbid = MyDatabaseId;
+
+	entry = hash_search(conn_cache, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->conns = NIL;
+		entry->user_name = NULL;
+		entry->dbname = NULL;
+	}
+
+	/* an idle cached connection? */
+	c = claim_idle(entry);
+	if (c != NULL)
+		return c;
+
+	/* no: start a new one */
+	if (entry->user_name == NULL)
+	{
+		char	   *user_name = GetUserNameFromId(key.userid, false);
+		char	   *dbname = get_database_name(MyDatabaseId);
+
+		if (dbname == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_DATABASE),
+					 errmsg("current database no longer exists")));
+		entry->user_name = MemoryContextStrdup(conn_cache_cxt, user_name);
+		entry->dbname = MemoryContextStrdup(conn_cache_cxt, dbname);
+	}
+	return start_conn(entry, error);
 }
 
 /*
@@ -299,25 +348,462 @@ tt_conncache_abort_cleanup(void)
 {
 	HASH_SEQ_STATUS seq;
 	TTConnEntry *entry;
+	TTConn	  **claimed;
+	int			n = 0;
+	int			cap = 16;
 
 	if (conn_cache == NULL)
 		return;
+	claimed = palloc(sizeof(TTConn *) * cap);
 	hash_seq_init(&seq, conn_cache);
 	while ((entry = hash_seq_search(&seq)) != NULL)
 	{
 		ListCell   *lc;
 
-	again:
 		foreach(lc, entry->conns)
 		{
 			TTConn	   *c = (TTConn *) lfirst(lc);
 
-			if (c->claimed)
+			if (!c->claimed)
+				continue;
+			if (n == cap)
 			{
-				tt_conncache_cancel(c);
-				drop_conn(c);
-				goto again;
+				cap *= 2;
+				claimed = repalloc(claimed, sizeof(TTConn *) * cap);
 			}
+			claimed[n++] = c;
 		}
+	}
+	/* cancel what they run, all nodes at once, then close them */
+	tt_conncache_cancel_release(claimed, n, false);
+	pfree(claimed);
+}
+
+/*
+ * tt_side_query_start
+ *		Start running sql (simple protocol, may hold several statements) over
+ *		a connection of the same key as like that is not like itself: an
+ *		idle cached one or a new one.  Used to act on a node while like is
+ *		busy, e.g. to pg_cancel_backend() its remote backend, which avoids
+ *		libpq 15's blocking PQcancel.  The caller drives it with
+ *		tt_side_query_advance() and ends it with tt_side_query_finish().
+ *		No catalog access (works in the abort path); never throws but on
+ *		out-of-memory.  When no connection can be had, q->done is set and
+ *		q->ok is false at once.
+ */
+void
+tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
+{
+	char	   *error = NULL;
+
+	memset(q, 0, sizeof(*q));
+	q->sql = MemoryContextStrdup(conn_cache_cxt, sql);
+	if (like == NULL || like->entry == NULL || like->entry->user_name == NULL)
+	{
+		q->done = true;
+		return;
+	}
+	q->c = claim_idle(like->entry);
+	if (q->c == NULL)
+		q->c = start_conn(like->entry, &error);
+	if (q->c == NULL)
+	{
+		elog(DEBUG1, "task_tracker: no side connection to %s:%d: %s",
+			 like->entry->key.host, like->entry->key.port, error ? error : "");
+		q->done = true;
+	}
+}
+
+/*
+ * tt_side_query_advance
+ *		Move a side query forward without waiting: finish connecting, send,
+ *		read the results.  When it is not done afterwards, q->events and
+ *		q->sock tell what to wait for.  Never throws.
+ */
+void
+tt_side_query_advance(TTSideQuery *q)
+{
+	PGconn	   *conn;
+
+	if (q->done)
+		return;
+	conn = q->c->conn;
+	q->sock = PQsocket(conn);
+	if (q->c->connecting)
+	{
+		int			r = tt_conncache_connect_poll(q->c);
+
+		if (r < 0)
+		{
+			q->done = true;
+			return;
+		}
+		if (r > 0)
+		{
+			q->events = r;
+			q->sock = PQsocket(conn);
+			return;
+		}
+		q->sock = PQsocket(conn);
+	}
+	if (!q->sent)
+	{
+		q->sent = true;
+		if (!PQsendQuery(conn, q->sql))
+		{
+			q->done = true;
+			return;
+		}
+		q->flushing = true;
+	}
+	if (q->flushing)
+	{
+		int			r = PQflush(conn);
+
+		if (r < 0)
+		{
+			q->done = true;
+			return;
+		}
+		q->flushing = (r == 1);
+	}
+	if (!PQconsumeInput(conn))
+	{
+		q->done = true;
+		return;
+	}
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+		{
+			q->done = true;
+			q->ok = !q->failed && PQstatus(conn) == CONNECTION_OK;
+			return;
+		}
+		if (PQresultStatus(res) != PGRES_TUPLES_OK &&
+			PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			if (!q->failed)
+				elog(DEBUG1, "task_tracker: side query on %s:%d failed: %s",
+					 q->c->entry->key.host, q->c->entry->key.port,
+					 PQresultErrorMessage(res));
+			q->failed = true;
+		}
+		PQclear(res);
+	}
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		q->done = true;
+		return;
+	}
+	q->events = WL_SOCKET_READABLE | (q->flushing ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * tt_side_query_finish
+ *		Give the side query's connection back: cached when the query ran to
+ *		its end and the connection is idle, closed otherwise.  Never throws.
+ */
+void
+tt_side_query_finish(TTSideQuery *q)
+{
+	if (q->c != NULL)
+		tt_conncache_release(q->c, q->done && q->sent && !q->flushing);
+	q->c = NULL;
+	if (q->sql)
+		pfree(q->sql);
+	q->sql = NULL;
+	q->done = true;
+}
+
+/*
+ * wait_side
+ *		Wait on the latch, postmaster death and the n sockets for at most
+ *		timeout_ms.  Interrupts are the caller's business (the cleanup paths
+ *		hold them); the latch is reset.
+ */
+static void
+wait_side(int n, pgsocket *socks, uint32 *events, long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent	occurred[1];
+	int			i;
+
+	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
+	PG_TRY();
+	{
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (i = 0; i < n; i++)
+			AddWaitEventToSet(set, events[i], socks[i], NULL, NULL);
+		(void) WaitEventSetWait(set, timeout_ms, occurred, 1, TT_WAIT_EXECUTOR);
+	}
+	PG_FINALLY();
+	{
+		FreeWaitEventSet(set);
+	}
+	PG_END_TRY();
+	ResetLatch(MyLatch);
+}
+
+/* is c running a query whose backend we can name? */
+static bool
+conn_is_busy(TTConn *c)
+{
+	return c != NULL && c->conn != NULL && !c->connecting &&
+		PQstatus(c->conn) == CONNECTION_OK &&
+		PQtransactionStatus(c->conn) == PQTRANS_ACTIVE &&
+		PQbackendPID(c->conn) > 0;
+}
+
+/*
+ * tt_conncache_cancel_many
+ *		Ask the servers to cancel what the n connections conns[] are running
+ *		(NULL entries and connections that run nothing are skipped), all at
+ *		once: per node (cache key), one
+ *		SELECT pg_cancel_backend(pid) FROM unnest('{...}'::int[]) AS pid
+ *		with the backend pids of that node's busy connections, sent over an
+ *		idle cached connection or a new one, every node in parallel in one
+ *		wait bounded by TT_SIDE_CANCEL_TIMEOUT (a role may cancel its own
+ *		backends).  A node where that cannot be done gets a blocking
+ *		PQcancel per connection instead.  When this returns, every cancel
+ *		has been delivered (or could not be); the connections stay claimed
+ *		and their state is unknown until drained.  Never throws but on
+ *		out-of-memory; the wait is safe with interrupts held.
+ */
+void
+tt_conncache_cancel_many(TTConn **conns, int n)
+{
+	TTConnEntry **entries;
+	TTSideQuery *side;
+	pgsocket   *socks;
+	uint32	   *events;
+	int			nentries = 0;
+	int			i,
+				k;
+	TimestampTz deadline;
+
+	if (n <= 0 || conn_cache == NULL)
+		return;
+	entries = palloc0(sizeof(TTConnEntry *) * n);
+	side = palloc0(sizeof(TTSideQuery) * n);
+	socks = palloc(sizeof(pgsocket) * n);
+	events = palloc(sizeof(uint32) * n);
+
+	/* one side query per node, naming all of its busy backends */
+	for (i = 0; i < n; i++)
+	{
+		StringInfoData sql;
+		bool		seen = false;
+
+		if (!conn_is_busy(conns[i]))
+			continue;
+		for (k = 0; k < nentries; k++)
+			if (entries[k] == conns[i]->entry)
+				seen = true;
+		if (seen)
+			continue;
+
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.unnest('{");
+		for (k = i; k < n; k++)
+		{
+			if (conn_is_busy(conns[k]) && conns[k]->entry == conns[i]->entry)
+				appendStringInfo(&sql, "%s%d", k > i ? "," : "",
+								 PQbackendPID(conns[k]->conn));
+		}
+		appendStringInfoString(&sql, "}'::pg_catalog.int4[]) AS pid");
+		tt_side_query_start(&side[nentries], conns[i], sql.data);
+		pfree(sql.data);
+		entries[nentries++] = conns[i]->entry;
+	}
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   Min(node_connection_timeout,
+											   TT_SIDE_CANCEL_TIMEOUT));
+	for (;;)
+	{
+		int			nsocks = 0;
+		long		timeout;
+
+		for (k = 0; k < nentries; k++)
+		{
+			tt_side_query_advance(&side[k]);
+			if (side[k].done)
+				continue;
+			if (side[k].sock == PGINVALID_SOCKET)
+				continue;
+			socks[nsocks] = side[k].sock;
+			events[nsocks++] = side[k].events;
+		}
+		if (nsocks == 0)
+			break;
+		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (timeout <= 0)
+			break;
+		wait_side(nsocks, socks, events, timeout);
+	}
+
+	/* where it did not work: PQcancel each busy connection */
+	for (k = 0; k < nentries; k++)
+	{
+		if (!side[k].ok)
+		{
+			for (i = 0; i < n; i++)
+				if (conn_is_busy(conns[i]) && conns[i]->entry == entries[k])
+					tt_conncache_cancel(conns[i]);
+		}
+		tt_side_query_finish(&side[k]);
+	}
+	pfree(entries);
+	pfree(side);
+	pfree(socks);
+	pfree(events);
+}
+
+/*
+ * drain_canceled
+ *		Read what the n claimed connections conns[] send until their
+ *		(canceled) query has ended, all of them at once for at most
+ *		timeout_ms.  A connection whose query ended is given back: when
+ *		keep is true and it is connected, idle and outside a transaction, it
+ *		is in a known state (the cancel's error was read), so it is reset
+ *		with DISCARD ALL (the canceled query may have left session state
+ *		behind) and kept; otherwise it is closed.  Closing a connection only
+ *		once its query has ended lets the remote backend stop that query
+ *		before it notices the lost client.  Given-back entries become NULL;
+ *		returns how many connections are still running their query (left
+ *		in conns[]).  Never throws but on out-of-memory.
+ */
+static int
+drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
+{
+	pgsocket   *socks;
+	uint32	   *events;
+	bool	   *resetting;
+	TimestampTz deadline;
+	int			left = 0;
+	int			i;
+
+	socks = palloc(sizeof(pgsocket) * Max(n, 1));
+	events = palloc(sizeof(uint32) * Max(n, 1));
+	resetting = palloc0(sizeof(bool) * Max(n, 1));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	for (;;)
+	{
+		int			nsocks = 0;
+		long		timeout;
+
+		for (i = 0; i < n; i++)
+		{
+			TTConn	   *c = conns[i];
+			bool		ended = false;
+			bool		failed = false;
+
+			if (c == NULL)
+				continue;
+			if (c->connecting || c->conn == NULL ||
+				PQstatus(c->conn) != CONNECTION_OK || !PQconsumeInput(c->conn))
+			{
+				tt_conncache_release(c, false);
+				conns[i] = NULL;
+				continue;
+			}
+			while (!PQisBusy(c->conn))
+			{
+				PGresult   *res = PQgetResult(c->conn);
+
+				if (res == NULL)
+				{
+					ended = true;
+					break;
+				}
+				if (resetting[i] && PQresultStatus(res) != PGRES_COMMAND_OK)
+					failed = true;
+				PQclear(res);
+			}
+			if (ended && keep && !resetting[i] && !failed &&
+				PQstatus(c->conn) == CONNECTION_OK &&
+				PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+			{
+				/* the canceled query is over: reset the session */
+				resetting[i] = true;
+				if (PQsendQuery(c->conn, "DISCARD ALL") && PQflush(c->conn) == 0)
+				{
+					socks[nsocks] = PQsocket(c->conn);
+					events[nsocks++] = WL_SOCKET_READABLE;
+					continue;
+				}
+				failed = true;
+			}
+			if (ended || failed || PQstatus(c->conn) != CONNECTION_OK)
+			{
+				tt_conncache_release(c, ended && keep && resetting[i] && !failed);
+				conns[i] = NULL;
+				continue;
+			}
+			socks[nsocks] = PQsocket(c->conn);
+			events[nsocks++] = WL_SOCKET_READABLE;
+		}
+		if (nsocks == 0)
+			break;
+		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (timeout <= 0)
+			break;
+		wait_side(nsocks, socks, events, timeout);
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (conns[i] == NULL)
+			continue;
+		if (resetting[i])
+		{
+			/* its query is over, but not the reset: close it */
+			tt_conncache_release(conns[i], false);
+			conns[i] = NULL;
+			continue;
+		}
+		left++;
+	}
+	pfree(socks);
+	pfree(events);
+	pfree(resetting);
+	return left;
+}
+
+/*
+ * tt_conncache_cancel_release
+ *		Cancel the queries the n claimed connections conns[] run (NULL
+ *		entries are skipped), all nodes at once (tt_conncache_cancel_many),
+ *		and give the connections back once their query has ended: kept
+ *		(after DISCARD ALL) when keep is true and they are idle again,
+ *		closed otherwise.  A cancel that reaches a backend before it has
+ *		started the query is ignored by the server, so connections whose
+ *		query goes on get the cancel again, up to TT_CANCEL_ROUNDS times
+ *		with a growing wait; after that they are closed as they are.
+ *		conns[] is left with NULLs.  Never throws but on out-of-memory;
+ *		bounded, and safe with interrupts held.
+ */
+void
+tt_conncache_cancel_release(TTConn **conns, int n, bool keep)
+{
+	long		wait_ms = TT_CANCEL_DRAIN_MIN;
+	int			round;
+	int			i;
+
+	for (round = 0; round < TT_CANCEL_ROUNDS; round++)
+	{
+		tt_conncache_cancel_many(conns, n);
+		if (drain_canceled(conns, n, wait_ms, keep) == 0)
+			return;
+		wait_ms *= 2;
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (conns[i] != NULL)
+			tt_conncache_release(conns[i], false);
+		conns[i] = NULL;
 	}
 }

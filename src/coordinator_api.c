@@ -525,16 +525,17 @@ task_tracker_run_on_workers(PG_FUNCTION_ARGS)
 	}
 	PG_CATCH();
 	{
+		TTConn	  **busy;
+		int			nbusy = 0;
+
 		HOLD_INTERRUPTS();
+		busy = palloc(sizeof(TTConn *) * Max(nruns, 1));
 		for (i = 0; i < nruns; i++)
-		{
 			if (runs[i].c)
-			{
-				tt_conncache_cancel(runs[i].c);
-				tt_conncache_release(runs[i].c, false);
-				runs[i].c = NULL;
-			}
-		}
+				busy[nbusy++] = runs[i].c;
+		tt_conncache_cancel_release(busy, nbusy, false);
+		for (i = 0; i < nruns; i++)
+			runs[i].c = NULL;
 		RESUME_INTERRUPTS();
 		PG_RE_THROW();
 	}

@@ -318,6 +318,10 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
  * still fine, TT_DRAIN_CONN_ERROR when the connection broke (or is in a
  * state we cannot use again).  Throws only when the rows do not fit the
  * column definition list.
+ *
+ * When task->fetch_tail is set, the query has a second statement after the
+ * one returning the task's rows (the task-tracker executor's cleanup_job):
+ * its results are not stored and its failure only sets task->tail_failed.
  */
 TTDrainResult
 tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *err)
@@ -348,12 +352,26 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 		if (res == NULL)
 			break;
 		job->cur_res = res;
+		if (task != NULL && task->fetch_tail && task->rows_ended)
+		{
+			/* a statement after the task's rows: only its failure counts */
+			if (PQresultStatus(res) != PGRES_SINGLE_TUPLE &&
+				PQresultStatus(res) != PGRES_TUPLES_OK &&
+				PQresultStatus(res) != PGRES_COMMAND_OK)
+				task->tail_failed = true;
+			job->cur_res = NULL;
+			PQclear(res);
+			continue;
+		}
 		switch (PQresultStatus(res))
 		{
 			case PGRES_SINGLE_TUPLE:
 			case PGRES_TUPLES_OK:
 				if (store && err->message == NULL)
 					store_rows(job, task, res);
+				if (task != NULL && task->fetch_tail &&
+					PQresultStatus(res) == PGRES_TUPLES_OK)
+					task->rows_ended = true;
 				break;
 			case PGRES_COMMAND_OK:
 			case PGRES_EMPTY_QUERY:

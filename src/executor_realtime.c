@@ -303,17 +303,34 @@ tt_realtime_execute(TTJob *job)
 
 /*
  * realtime_cleanup
- *		Give the job's connections back.  After a failure, connections that
- *		still run a query get a cancel request and are closed; idle clean
- *		ones go back to the cache.  Never throws.
+ *		Give the job's connections back.  After a failure, the queries still
+ *		running are canceled, all nodes at once (tt_conncache_cancel_many);
+ *		their connections are kept only once the canceled query is seen to
+ *		end and the session is reset (tt_conncache_cancel_release), closed
+ *		otherwise.  Idle clean connections go back to the cache.  Runs with interrupts held; never
+ *		throws but on out-of-memory.
  */
 static void
 realtime_cleanup(TTJob *job, bool failed)
 {
+	TTConn	  **busy;
+	int			nbusy = 0;
 	int			i,
 				j;
 
 	job->cleaned = true;
+	for (i = 0; i < job->nnodes; i++)
+		nbusy += job->nodes[i].nrt;
+	busy = palloc(sizeof(TTConn *) * Max(nbusy, 1));
+	nbusy = 0;
+
+	/*
+	 * Give every connection back: idle clean ones to the cache; those still
+	 * running a task are canceled, all nodes at once, and kept once the
+	 * canceled query has ended and the session is reset (a known state
+	 * again), closed otherwise; those with a query not even sent whole or
+	 * still being set up are closed at once.
+	 */
 	for (i = 0; i < job->nnodes; i++)
 	{
 		TTNode	   *node = &job->nodes[i];
@@ -326,13 +343,18 @@ realtime_cleanup(TTJob *job, bool failed)
 
 			if (slot->c == NULL)
 				continue;
-			if (slot->task != NULL || slot->c->connecting)
+			if (slot->task != NULL && !slot->flushing && !slot->c->connecting)
 			{
-				tt_conncache_cancel(slot->c);
-				slot_close(slot, false);
+				busy[nbusy++] = slot->c;
+				slot->c = NULL;
+				slot->task = NULL;
+				continue;
 			}
-			else
-				slot_close(slot, true);
+			if (slot->task != NULL)
+				tt_conncache_cancel(slot->c);
+			slot_close(slot, slot->task == NULL && !slot->c->connecting);
 		}
 	}
+	tt_conncache_cancel_release(busy, nbusy, true);
+	pfree(busy);
 }

@@ -98,7 +98,16 @@ typedef struct TTTrackerNode
 	TimestampTz lost_at;		/* start of the current outage, or 0 */
 	TimestampTz retry_at;		/* next connection attempt */
 	int			retry_delay;	/* ms before the attempt after that */
+	int			nresults;		/* results of the query in flight read so far */
+	bool		inline_cleaned; /* a fetch's cleanup_job dropped all of ours */
 	/* cleanup */
+	TTSideQuery side;			/* cancel (+ cleanup_job) over a spare connection */
+	bool		side_active;	/* side is running */
+	bool		side_cleanup;	/* side also runs cleanup_job */
+	bool		recleanup;		/* ... but an assign may have raced it */
+	bool		drain_only;		/* cleanup done; only drain c, until drain_until */
+	TimestampTz drain_until;	/* give up draining c then (it gets closed) */
+	bool		canceled;		/* a cancel was sent for c's query */
 	bool		cleanup_sent;	/* cleanup_job sent */
 	bool		cleanup_done;	/* cleanup finished (ok or not) */
 	bool		cleanup_ok;		/* cleanup_job succeeded */
@@ -132,6 +141,7 @@ tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
 
 	tn_clear_result(tn);
 	memset(&tn->err, 0, sizeof(tn->err));
+	tn->nresults = 0;
 	r = tt_send_query(tn->c->conn, sql, single_row);
 	tn->phase = phase;
 	tn->flushing = (r == 1);
@@ -184,6 +194,7 @@ tn_collect(TTTrackerNode *tn)
 				return TT_DRAIN_CONN_ERROR;
 			return TT_DRAIN_SQL_ERROR;
 		}
+		tn->nresults++;
 		switch (PQresultStatus(res))
 		{
 			case PGRES_TUPLES_OK:
@@ -366,9 +377,11 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 	tn->outstanding += n;
 	tn->tracked += n;
 	tn->used = true;
+	tn->inline_cleaned = false;
 
 	tn_clear_result(tn);
 	memset(&tn->err, 0, sizeof(tn->err));
+	tn->nresults = 0;
 	tn->phase = TN_ASSIGN;
 	if (pipelined)
 	{
@@ -587,14 +600,31 @@ tn_ready(TTJob *job, TTNode *node)
 	{
 		TTTask	   *task = tt_queue_pop(&tn->fetchq);
 
+		StringInfoData buf;
+
 		tn->fetching = task;
 		task->state = TT_TASK_FETCHING;
+
+		/*
+		 * The node's last fetch also drops the job there, in the same round
+		 * trip: cleanup_job runs only when task_result succeeded, and its
+		 * rows are not the task's (tt_job_drain).  Tasks that fail over to
+		 * the node later are assigned anew, and the job's cleanup drops
+		 * them.
+		 */
+		task->fetch_tail = (node->pending.len == 0 && tn->outstanding == 0 &&
+							tn->fetchq.len == 0 && !tn->needs_recover);
+		task->rows_ended = false;
+		task->tail_failed = false;
+		initStringInfo(&buf);
+		appendStringInfo(&buf, "SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
+						 job->job_id, task->task_id, job->coldefs);
 		if (task->rows > 0)
-			sql = psprintf("SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s) OFFSET " INT64_FORMAT,
-						   job->job_id, task->task_id, job->coldefs, task->rows);
-		else
-			sql = psprintf("SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
-						   job->job_id, task->task_id, job->coldefs);
+			appendStringInfo(&buf, " OFFSET " INT64_FORMAT, task->rows);
+		if (task->fetch_tail)
+			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
+							 job->job_id);
+		sql = buf.data;
 		ok = tn_send(tn, sql, TN_FETCH, true);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
@@ -719,6 +749,15 @@ tn_advance(TTJob *job, TTNode *node)
 					return;
 				if (d == TT_DRAIN_CONN_ERROR)
 				{
+					TTTask	   *task = tn->fetching;
+
+					if (task->fetch_tail && task->rows_ended)
+					{
+						/* all its rows arrived; only the cleanup is unknown */
+						tn->fetching = NULL;
+						task->fetch_tail = false;
+						tt_task_done(job, task);
+					}
 					node_lost(job, node, &tn->err);
 					continue;
 				}
@@ -727,6 +766,14 @@ tn_advance(TTJob *job, TTNode *node)
 					TTTask	   *task = tn->fetching;
 
 					tn->fetching = NULL;
+					if (d == TT_DRAIN_DONE && task->fetch_tail && !task->tail_failed)
+					{
+						/* the job is dropped on this node */
+						tn->inline_cleaned = true;
+						tn->tracked = 0;
+						tn->capacity = tn->c->tracker_capacity;
+					}
+					task->fetch_tail = false;
 					if (d == TT_DRAIN_DONE)
 						tt_task_done(job, task);
 					else
@@ -915,13 +962,64 @@ tt_task_tracker_execute(TTJob *job)
 }
 
 /*
+ * may_clean_concurrently
+ *		Is a cleanup_job that runs on another connection while tn's query is
+ *		still in flight enough?  Not while an assign_tasks may still be
+ *		running: it could add tasks after that cleanup (then cleanup_job is
+ *		sent again once the query is drained).  wait_for_tasks, task_result,
+ *		SHOW, the recovery read and cleanup_job itself add nothing.  Note
+ *		that the server flushes the results of a multi-statement query only
+ *		at its end, so an assign_tasks that travels with wait_for_tasks is
+ *		never known to be over.
+ */
+static bool
+may_clean_concurrently(TTTrackerNode *tn)
+{
+	switch (tn->phase)
+	{
+		case TN_ASSIGN:
+			return false;
+		case TN_ASSIGN_WAIT:
+			/* the assign_tasks statement has completed */
+			return tn->nresults >= 1;
+		default:
+			return true;
+	}
+}
+
+/* read what arrived on a connection whose result we no longer want */
+static bool
+drain_input(PGconn *conn)
+{
+	if (!PQconsumeInput(conn))
+		return false;
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+			break;
+		PQclear(res);
+	}
+	return true;
+}
+
+/*
  * tracker_cleanup
  *		Drop the job on every node that got tasks (cleanup_job cancels the
  *		running ones and removes tasks and result files), all nodes at once,
- *		with a bounded wait.  After a failure, queries still in flight are
- *		canceled and drained first.  A node that cannot be cleaned up gets a
- *		WARNING.  Runs with interrupts held; never throws but on
+ *		with a bounded wait.  Runs with interrupts held; never throws but on
  *		out-of-memory.
+ *
+ *		A node whose connection still has a query in flight (after a failure
+ *		or a cancel) gets, over a spare connection (an idle cached one or a
+ *		new one, all nodes in parallel), pg_cancel_backend() of that query's
+ *		backend and cleanup_job() in the same round trip, so the tracker
+ *		stops the job's tasks at once; the canceled query is then drained
+ *		and its connection, idle again, is kept.  When the query in flight
+ *		may have been an assign_tasks (may_clean_concurrently), cleanup_job
+ *		is sent again over the job's connection once that is drained.  Without a spare connection, PQcancel is the fallback.  A
+ *		node that cannot be cleaned up gets a WARNING.
  */
 static void
 tracker_cleanup(TTJob *job, bool failed)
@@ -929,6 +1027,8 @@ tracker_cleanup(TTJob *job, bool failed)
 	TimestampTz deadline;
 	pgsocket   *socks;
 	uint32	   *events;
+	TTConn	  **unused_busy;
+	int			nunused_busy = 0;
 	int			i;
 	char	   *sql;
 	MemoryContext old;
@@ -938,8 +1038,9 @@ tracker_cleanup(TTJob *job, bool failed)
 	tt_job_progress(job, failed ? TT_JOB_FAILING : TT_JOB_CLEANING_UP);
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										   node_connection_timeout + TT_CLEANUP_EXTRA_TIME);
-	socks = palloc(sizeof(pgsocket) * Max(job->nnodes, 1));
-	events = palloc(sizeof(uint32) * Max(job->nnodes, 1));
+	socks = palloc(sizeof(pgsocket) * Max(2 * job->nnodes, 1));
+	events = palloc(sizeof(uint32) * Max(2 * job->nnodes, 1));
+	unused_busy = palloc(sizeof(TTConn *) * Max(job->nnodes, 1));
 	sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", job->job_id);
 
 	for (i = 0; i < job->nnodes; i++)
@@ -949,24 +1050,33 @@ tracker_cleanup(TTJob *job, bool failed)
 		if (tn == NULL)
 			continue;
 		tn_clear_result(tn);
+		if (tn->inline_cleaned)
+			tn->used = false;	/* its last fetch dropped the job already */
 		if (!tn->used)
 		{
 			tn->cleanup_done = tn->cleanup_ok = true;
-			if (tn->c)
+			if (tn->c && tn->phase != TN_READY)
+				unused_busy[nunused_busy++] = tn->c;
+			else if (tn->c)
 			{
-				bool		busy = tn->phase != TN_READY;
-
-				if (busy)
-					tt_conncache_cancel(tn->c);
-				tt_conncache_release(tn->c, !busy);
+				tt_conncache_release(tn->c, true);
 				tn->c = NULL;
 			}
 			continue;
 		}
 		if (tn->c && tn->phase != TN_READY && tn->phase != TN_CONNECTING)
 		{
-			/* a query in flight: cancel it, then drain it below */
-			tt_conncache_cancel(tn->c);
+			/* a query in flight: cancel it over a spare connection */
+			char	   *side_sql;
+
+			tn->side_cleanup = true;
+			tn->recleanup = !may_clean_concurrently(tn);
+			side_sql = psprintf("SELECT pg_catalog.pg_cancel_backend(%d); %s",
+								PQbackendPID(tn->c->conn), sql);
+			tt_side_query_start(&tn->side, tn->c, side_sql);
+			pfree(side_sql);
+			tn->side_active = true;
+			tn->canceled = true;
 			memset(&tn->err, 0, sizeof(tn->err));
 		}
 		else if (tn->c == NULL)
@@ -978,6 +1088,22 @@ tracker_cleanup(TTJob *job, bool failed)
 			{
 				tn->cleanup_done = true;
 				tn->cleanup_error = error;
+			}
+		}
+	}
+
+	/* nodes that got nothing: just stop what runs there */
+	if (nunused_busy > 0)
+	{
+		tt_conncache_cancel_many(unused_busy, nunused_busy);
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTTrackerNode *tn = job->nodes[i].tn;
+
+			if (tn != NULL && !tn->used && tn->c != NULL)
+			{
+				tt_conncache_release(tn->c, false);
+				tn->c = NULL;
 			}
 		}
 	}
@@ -995,6 +1121,49 @@ tracker_cleanup(TTJob *job, bool failed)
 			if (tn == NULL || tn->cleanup_done)
 				continue;
 			conn = tn->c->conn;
+
+			if (tn->side_active)
+			{
+				tt_side_query_advance(&tn->side);
+				if (!tn->side.done)
+				{
+					if (tn->side.sock != PGINVALID_SOCKET)
+					{
+						events[n] = tn->side.events;
+						socks[n++] = tn->side.sock;
+					}
+					else
+						tn->side.done = true;	/* cannot wait for it */
+					if (!tn->side.done)
+						continue;
+				}
+				tn->side_active = false;
+				if (tn->side.ok && tn->side_cleanup && !tn->recleanup)
+				{
+					/* cleaned up; drain the canceled query, briefly */
+					tn->cleanup_ok = true;
+					tn->cleanup_sent = true;
+					tn->drain_only = true;
+					tn->drain_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+				}
+				else if (!tn->side.ok)
+					tt_conncache_cancel(tn->c);
+				tt_side_query_finish(&tn->side);
+			}
+
+			if (tn->drain_only)
+			{
+				if (!drain_input(conn) || !PQisBusy(conn) ||
+					GetCurrentTimestamp() >= tn->drain_until)
+				{
+					tn->cleanup_done = true;
+					continue;
+				}
+				events[n] = WL_SOCKET_READABLE;
+				socks[n++] = PQsocket(conn);
+				continue;
+			}
+
 			if (tn->c->connecting)
 			{
 				int			r = tt_conncache_connect_poll(tn->c);
@@ -1016,19 +1185,11 @@ tracker_cleanup(TTJob *job, bool failed)
 			if (!tn->cleanup_sent && PQtransactionStatus(conn) == PQTRANS_ACTIVE)
 			{
 				/* drain the canceled query */
-				if (!PQconsumeInput(conn))
+				if (!drain_input(conn))
 				{
 					tn->cleanup_done = true;
 					tn->cleanup_error = tt_conn_error_message(conn);
 					continue;
-				}
-				while (!PQisBusy(conn))
-				{
-					PGresult   *res = PQgetResult(conn);
-
-					if (res == NULL)
-						break;
-					PQclear(res);
 				}
 				if (PQisBusy(conn))
 				{
@@ -1101,6 +1262,14 @@ tracker_cleanup(TTJob *job, bool failed)
 
 		if (tn == NULL)
 			continue;
+		if (tn->side_active)
+		{
+			/* out of time: its query state is unknown */
+			if (!tn->side.ok)
+				tn->canceled = false;
+			tt_side_query_finish(&tn->side);
+			tn->side_active = false;
+		}
 		if (tn->used && !tn->cleanup_ok)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
@@ -1112,9 +1281,10 @@ tracker_cleanup(TTJob *job, bool failed)
 		if (tn->c)
 		{
 			bool		reusable = tn->cleanup_ok && !tn->c->connecting &&
-				PQtransactionStatus(tn->c->conn) == PQTRANS_IDLE;
+				PQtransactionStatus(tn->c->conn) == PQTRANS_IDLE &&
+				!PQisBusy(tn->c->conn);
 
-			if (!reusable)
+			if (!reusable && !tn->canceled)
 				tt_conncache_cancel(tn->c);
 			tt_conncache_release(tn->c, reusable);
 			tn->c = NULL;

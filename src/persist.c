@@ -41,7 +41,7 @@
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"
-#define TT_STATE_MAGIC		"TTS2"
+#define TT_STATE_MAGIC		"TTS3"
 
 /* The fixed part of one saved task. */
 typedef struct SavedTask
@@ -62,7 +62,6 @@ typedef struct SavedTask
 	NameData	database_name;
 	char		sqlstate[6];
 	bool		has_file;
-	bool		unreported;
 	int32		query_len;
 	int32		error_len;		/* -1: no error */
 	int32		result_len;		/* -1: no in-memory result */
@@ -130,7 +129,6 @@ tt_persist_save(void)
 		s.database_name = task->database_name;
 		memcpy(s.sqlstate, task->sqlstate, sizeof(s.sqlstate));
 		s.has_file = task->has_file && s.status == TT_SUCCEEDED;
-		s.unreported = task->unreported;
 		query = tt_text_get(task->query);
 		error = tt_text_get(task->error);
 		s.query_len = query ? strlen(query) : 0;
@@ -221,11 +219,6 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 	{
 		tt_task_set_status(job, task, status);
 		task->finished_at = s->finished_at;
-		if (!s->unreported && task->unreported)
-		{
-			dlist_delete(&task->done_node);
-			task->unreported = false;
-		}
 	}
 }
 

@@ -295,6 +295,8 @@ tt_job_lookup(int64 job_id, bool create, Oid owner)
 		job->last_access = GetCurrentTimestamp();
 		dlist_init(&job->tasks);
 		dlist_init(&job->done);
+		job->final_seq = 0;
+		job->incarnation = tt_shared->next_seq++;
 		tt_shared->njobs++;
 	}
 	return job;
@@ -354,10 +356,10 @@ void
 tt_task_remove(TTJob *job, TTTask *task)
 {
 	tt_task_dequeue(task);
-	if (task->unreported)
+	if (task->in_done)
 	{
 		dlist_delete(&task->done_node);
-		task->unreported = false;
+		task->in_done = false;
 	}
 	if (TT_STATUS_IS_ACTIVE(task->status))
 	{
@@ -413,7 +415,7 @@ tt_task_dequeue(TTTask *task)
  * tt_task_set_status
  *		Move a task to a new status, keeping every count and list in step:
  *		active counts, the cancel count, and the job's list of final tasks
- *		not yet reported.
+ *		in the order they finished (what wait_for_tasks reports from).
  */
 void
 tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
@@ -435,15 +437,17 @@ tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
 	if (status == TT_CANCEL_REQUESTED)
 		tt_shared->ncancel++;
 
-	if (task->unreported)
+	if (task->in_done)
 	{
 		dlist_delete(&task->done_node);
-		task->unreported = false;
+		task->in_done = false;
 	}
 	if (TT_STATUS_IS_FINAL(status))
 	{
+		/* a new final state: every waiter of the job will be told */
 		dlist_push_tail(&job->done, &task->done_node);
-		task->unreported = true;
+		task->in_done = true;
+		task->final_seq = ++job->final_seq;
 		task->finished_at = GetCurrentTimestamp();
 		task->backend_pid = 0;
 	}

@@ -29,16 +29,19 @@
  *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
  *
  *	  cleanup_job() marks running tasks cancel_requested; the tracker then
- *	  sends SIGINT to the task's backend (what pg_cancel_backend does),
- *	  closes the session, removes partial files and, for a job being
- *	  dropped, the entries and the job's directory.
+ *	  sends SIGTERM to the task's backend (what pg_terminate_backend does;
+ *	  a query cancel can be lost if it arrives before the backend read the
+ *	  statement), closes the session, removes partial files and, for a job
+ *	  being dropped, the entries and the job's directory.
  *
- *	  pg_ctl stop: on SIGTERM the tracker stops running tasks, puts them
- *	  back in the queue (their attempt stays counted) and saves the table
- *	  (persist.c).  A smart shutdown waits for client sessions, including
- *	  the tracker's own, before SIGTERM comes; the housekeeping pass
- *	  notices the postmaster's "stopping" status in postmaster.pid and
- *	  stops running tasks and closes the sessions so the stop can proceed.
+ *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
+ *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
+ *	  completed ones are succeeded, stopped ones go back to the queue
+ *	  (their attempt stays counted); then it saves the table (persist.c).
+ *	  A smart shutdown waits for client sessions, including the tracker's
+ *	  own, before SIGTERM comes; the housekeeping pass notices the
+ *	  postmaster's "stopping" status in postmaster.pid and does the same,
+ *	  so the stop can proceed.
  *
  * Locking
  *	  TTShared->lock is taken briefly to pick tasks, to record progress and
@@ -78,6 +81,9 @@
 #include "tt_waits.h"
 
 PGDLLEXPORT void tt_tracker_main(Datum main_arg);
+
+/* how long a stopping tracker waits for its stopped tasks' outcome */
+#define TT_STOP_GRACE_MS	2000
 
 typedef enum SessionState
 {
@@ -127,18 +133,21 @@ static bool stopping = false;	/* postmaster stopping: start nothing */
 static bool completed = false;	/* tasks finished this pass: broadcast */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_expiry_check = 0;
+static TimestampTz stop_deadline = 0;	/* while stopping: give up waiting */
 static MemoryContext tracker_cxt = NULL;
 static MemoryContext pass_cxt = NULL;
 static char *connect_host = NULL;
 
 static void tracker_exit(int code, Datum arg);
 static void main_loop(void) pg_attribute_noreturn();
-static void wait_for_events(void);
+static void wait_for_events(long max_timeout);
 static void process_sessions(TimestampTz now);
 static void schedule_tasks(TimestampTz now);
 static void handle_cancels(void);
 static void housekeeping(TimestampTz now);
 static void shutdown_and_exit(void) pg_attribute_noreturn();
+static void begin_stopping(TimestampTz now);
+static void terminate_backend(Session *s);
 static void recover_orphans(void);
 static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
 static void send_query(RunningTask *rt);
@@ -259,7 +268,7 @@ main_loop(void)
 		MemoryContextReset(pass_cxt);
 		MemoryContextSwitchTo(pass_cxt);
 
-		wait_for_events();
+		wait_for_events(-1);
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -324,16 +333,20 @@ nearest_deadline(void)
 /*
  * wait_for_events
  *		The tracker's one wait: latch, postmaster death, every session's
- *		socket; marks the sessions whose socket is ready.
+ *		socket; marks the sessions whose socket is ready.  Waits at most
+ *		max_timeout ms when that is not -1.
  */
 static void
-wait_for_events(void)
+wait_for_events(long max_timeout)
 {
 	WaitEventSet *set;
 	WaitEvent  *events;
 	dlist_iter	iter;
 	int			n;
 	long		timeout = nearest_deadline();
+
+	if (max_timeout >= 0 && (timeout < 0 || timeout > max_timeout))
+		timeout = max_timeout;
 
 	set = CreateWaitEventSet(pass_cxt, nsessions + 2);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -1024,10 +1037,26 @@ process_sessions(TimestampTz now)
 }
 
 /*
+ * terminate_backend
+ *		Stop the statement a busy session runs: SIGTERM to its backend, as
+ *		pg_terminate_backend does.  (A query cancel, SIGINT, is ignored by a
+ *		backend that has not yet read the statement, so it could be lost; the
+ *		session is not reused afterwards anyway.)
+ */
+static void
+terminate_backend(Session *s)
+{
+	int			pid = PQbackendPID(s->conn);
+
+	if (s->state == SESSION_BUSY && pid > 0)
+		(void) kill(pid, SIGTERM);
+}
+
+/*
  * stop_running_task
- *		Stop a running task at once: cancel its remote statement (SIGINT to
- *		its backend, as pg_cancel_backend does), close the session and drop
- *		any partial result file.  The caller updates the shared entry.
+ *		Stop a running task at once: terminate its remote statement
+ *		(terminate_backend), close the session and drop any partial result
+ *		file.  The caller updates the shared entry.
  */
 static void
 stop_running_task(RunningTask *rt, bool cancel_backend)
@@ -1036,10 +1065,8 @@ stop_running_task(RunningTask *rt, bool cancel_backend)
 
 	if (s != NULL)
 	{
-		int			pid = PQbackendPID(s->conn);
-
-		if (cancel_backend && s->state == SESSION_BUSY && pid > 0)
-			(void) kill(pid, SIGINT);
+		if (cancel_backend)
+			terminate_backend(s);
 		s->task = NULL;
 		close_session(s);
 	}
@@ -1226,25 +1253,51 @@ expire_jobs(TimestampTz now)
 }
 
 /*
+ * begin_stopping
+ *		The server is stopping: start nothing more, close idle sessions and
+ *		terminate the statements of running tasks, but keep their sessions
+ *		for up to TT_STOP_GRACE_MS so that each task's real outcome is read:
+ *		a statement that completed before it was stopped is succeeded, one
+ *		that was stopped goes back to the queue.  Only what is still
+ *		unknown at the deadline is requeued blind (requeue_all_running).
+ */
+static void
+begin_stopping(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	if (stopping)
+		return;
+	stopping = true;
+	stop_deadline = TimestampTzPlusMilliseconds(now, TT_STOP_GRACE_MS);
+	dlist_foreach_modify(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		if (s->task == NULL)
+			close_session(s);
+		else
+			terminate_backend(s);
+	}
+}
+
+/*
  * housekeeping
- *		Periodic work while there is work: notice a smart shutdown, expire
- *		jobs, and schedule the next pass.
+ *		Periodic work while there is work: notice a smart shutdown, finish
+ *		stopping, expire jobs, and schedule the next pass.
  */
 static void
 housekeeping(TimestampTz now)
 {
 	if (!stopping && (nrunning > 0 || nsessions > 0) && postmaster_is_stopping())
 	{
-		dlist_mutable_iter iter;
-
 		ereport(LOG,
 				(errmsg("task tracker: server is shutting down; stopping %d running tasks",
 						nrunning)));
-		stopping = true;
-		requeue_all_running(true);
-		dlist_foreach_modify(iter, &sessions)
-			close_session(dlist_container(Session, node, iter.cur));
+		begin_stopping(now);
 	}
+	if (stopping && nrunning > 0 && now >= stop_deadline)
+		requeue_all_running(false);
 
 	if (next_expiry_check == 0 || now >= next_expiry_check)
 		expire_jobs(now);
@@ -1252,6 +1305,8 @@ housekeeping(TimestampTz now)
 		next_expiry_check = TimestampTzPlusMilliseconds(now, (int64) task_tracker_job_expiry * 1000);
 
 	next_housekeeping = TimestampTzPlusMilliseconds(now, task_tracker_delay);
+	if (stopping && nrunning > 0 && stop_deadline < next_housekeeping)
+		next_housekeeping = stop_deadline;
 }
 
 /*
@@ -1292,7 +1347,8 @@ requeue_all_running(bool cancel_backends)
 
 /*
  * shutdown_and_exit
- *		SIGTERM: stop running tasks, save the table, exit.  Exit code 1 so
+ *		SIGTERM: stop running tasks (reading their outcome for a short
+ *		while, see begin_stopping), save the table, exit.  Exit code 1 so
  *		that the postmaster restarts us if this was not a server shutdown
  *		(pg_terminate_backend); at shutdown it restarts nothing.
  */
@@ -1300,9 +1356,16 @@ static void
 shutdown_and_exit(void)
 {
 	dlist_mutable_iter iter;
+	TimestampTz now = GetCurrentTimestamp();
 
-	stopping = true;
-	requeue_all_running(true);
+	begin_stopping(now);
+	while (nrunning > 0 && now < stop_deadline)
+	{
+		wait_for_events(TimestampDifferenceMilliseconds(now, stop_deadline));
+		now = GetCurrentTimestamp();
+		process_sessions(now);
+	}
+	requeue_all_running(false);
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 	handle_cancels();

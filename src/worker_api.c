@@ -462,7 +462,7 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
-/* A final task popped from a job's done list. */
+/* A final task reported by wait_for_tasks. */
 typedef struct Reported
 {
 	int32		task_id;
@@ -473,37 +473,83 @@ typedef struct Reported
 } Reported;
 
 /*
- * pop_reported
- *		Take the job's final, unreported tasks.  Returns how many, -1 if the
- *		job does not exist for this user.  Caller holds the lock.
+ * What this backend has been told about each job: the job's incarnation
+ * (a job id may be reused after cleanup) and the last final_seq reported.
+ */
+typedef struct SeenJob
+{
+	int64		job_id;			/* hash key */
+	uint64		incarnation;	/* TTJob->incarnation when last seen */
+	uint64		last_seq;		/* final tasks up to this one were reported */
+} SeenJob;
+
+static HTAB *seen_jobs = NULL;
+
+/*
+ * take_reported
+ *		The job's tasks that reached a final state since this backend last
+ *		asked (each caller is told of every final state once).  Returns how
+ *		many, -1 if the job does not exist for this user.  Caller holds the
+ *		lock; the work is O(tasks reported).
  */
 static int
-pop_reported(int64 job_id, Reported **out)
+take_reported(int64 job_id, Reported **out)
 {
 	TTJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
-	dlist_mutable_iter iter;
+	SeenJob    *seen;
+	bool		found;
+	dlist_iter	iter;
 	int			n = 0;
 
 	if (job == NULL || !may_act_for(job->owner))
 		return -1;
 	job->last_access = GetCurrentTimestamp();
-	if (dlist_is_empty(&job->done))
+
+	if (seen_jobs == NULL)
+	{
+		HASHCTL		info;
+
+		info.keysize = sizeof(int64);
+		info.entrysize = sizeof(SeenJob);
+		info.hcxt = TopMemoryContext;
+		seen_jobs = hash_create("task_tracker reported jobs", 64, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	seen = hash_search(seen_jobs, &job_id, HASH_ENTER, &found);
+	if (!found || seen->incarnation != job->incarnation)
+	{
+		seen->incarnation = job->incarnation;
+		seen->last_seq = 0;
+	}
+	if (job->final_seq <= seen->last_seq)
 		return 0;
 
-	*out = palloc(sizeof(Reported) * job->ntasks);
-	dlist_foreach_modify(iter, &job->done)
+	*out = palloc(sizeof(Reported) * (job->final_seq - seen->last_seq));
+	dlist_reverse_foreach(iter, &job->done)
 	{
 		TTTask	   *task = dlist_container(TTTask, done_node, iter.cur);
-		Reported   *r = &(*out)[n++];
-		char	   *error = tt_text_get(task->error);
+		Reported   *r;
+		char	   *error;
 
+		if (task->final_seq <= seen->last_seq)
+			break;
+		r = &(*out)[n++];
+		error = tt_text_get(task->error);
 		r->task_id = task->key.task_id;
 		r->status = task->status;
 		r->error = (error && task->status != TT_SUCCEEDED) ? pstrdup(error) : NULL;
 		memcpy(r->sqlstate, task->sqlstate, sizeof(r->sqlstate));
 		r->result_rows = task->result_rows;
-		dlist_delete(&task->done_node);
-		task->unreported = false;
+	}
+	seen->last_seq = job->final_seq;
+
+	/* oldest first */
+	for (int i = 0; i < n / 2; i++)
+	{
+		Reported	tmp = (*out)[i];
+
+		(*out)[i] = (*out)[n - 1 - i];
+		(*out)[n - 1 - i] = tmp;
 	}
 	return n;
 }
@@ -538,7 +584,7 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 		long		left;
 
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		n = pop_reported(job_id, &reported);
+		n = take_reported(job_id, &reported);
 		LWLockRelease(tt_shared->lock);
 
 		if (n < 0)
@@ -678,6 +724,10 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 	tt_shmem_check();
 	job_id = PG_GETARG_INT64(0);
 	check_job_id(job_id);
+
+	/* forget what this backend was told about the job */
+	if (seen_jobs != NULL)
+		hash_search(seen_jobs, &job_id, HASH_REMOVE, NULL);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	job = tt_job_lookup(job_id, false, InvalidOid);
