@@ -742,6 +742,20 @@ drain_results(RunningTask *rt)
 }
 
 /*
+ * free_running_task
+ *		Give up a running task's slot and its private memory.
+ */
+static void
+free_running_task(RunningTask *rt)
+{
+	dlist_delete(&rt->node);
+	nrunning--;
+	if (rt->query)
+		pfree(rt->query);
+	pfree(rt);
+}
+
+/*
  * finish_task
  *		The attempt is over (rt->failed says how): record the outcome, free
  *		the slot, and give the session back (or close it).
@@ -846,11 +860,7 @@ finish_task(RunningTask *rt)
 		s->task = NULL;
 		release_session(s, !rt->unusable);
 	}
-	dlist_delete(&rt->node);
-	nrunning--;
-	if (rt->query)
-		pfree(rt->query);
-	pfree(rt);
+	free_running_task(rt);
 }
 
 /*
@@ -1072,11 +1082,7 @@ stop_running_task(RunningTask *rt, bool cancel_backend)
 	}
 	if (rt->opened)
 		tt_result_discard(&rt->writer);
-	dlist_delete(&rt->node);
-	nrunning--;
-	if (rt->query)
-		pfree(rt->query);
-	pfree(rt);
+	free_running_task(rt);
 }
 
 /*

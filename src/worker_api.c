@@ -65,13 +65,32 @@ typedef struct NewTask
 	dsa_pointer text;
 } NewTask;
 
+/*
+ * require_args
+ *		Every SQL function's first step: the first n arguments, named in
+ *		order, must not be NULL (a NULL is an error, never a silent no-op),
+ *		and the library must be preloaded.
+ */
 static void
-check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+require_args(FunctionCallInfo fcinfo, int n,...)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", name)));
+	va_list		names;
+
+	va_start(names, n);
+	for (int i = 0; i < n; i++)
+	{
+		const char *name = va_arg(names, const char *);
+
+		if (PG_ARGISNULL(i))
+		{
+			va_end(names);
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be NULL", name)));
+		}
+	}
+	va_end(names);
+	tt_shmem_check();
 }
 
 static void
@@ -349,10 +368,7 @@ task_tracker_assign_task(PG_FUNCTION_ARGS)
 	NewTask		task;
 	text	   *query;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	check_arg_not_null(fcinfo, 1, "task_id");
-	check_arg_not_null(fcinfo, 2, "query");
-	tt_shmem_check();
+	require_args(fcinfo, 3, "job_id", "task_id", "query");
 
 	query = PG_GETARG_TEXT_PP(2);
 	task.task_id = PG_GETARG_INT32(1);
@@ -375,10 +391,7 @@ task_tracker_assign_tasks(PG_FUNCTION_ARGS)
 	int			nqueries;
 	NewTask    *tasks;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	check_arg_not_null(fcinfo, 1, "task_ids");
-	check_arg_not_null(fcinfo, 2, "queries");
-	tt_shmem_check();
+	require_args(fcinfo, 3, "job_id", "task_ids", "queries");
 
 	ids = PG_GETARG_ARRAYTYPE_P(1);
 	queries = PG_GETARG_ARRAYTYPE_P(2);
@@ -449,9 +462,7 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 	TTTask	   *task;
 	const char *status;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	check_arg_not_null(fcinfo, 1, "task_id");
-	tt_shmem_check();
+	require_args(fcinfo, 2, "job_id", "task_id");
 	job_id = PG_GETARG_INT64(0);
 	task_id = PG_GETARG_INT32(1);
 
@@ -565,9 +576,7 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 	int			n;
 	bool		sleeping = false;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	check_arg_not_null(fcinfo, 1, "timeout_ms");
-	tt_shmem_check();
+	require_args(fcinfo, 2, "job_id", "timeout_ms");
 	job_id = PG_GETARG_INT64(0);
 	timeout_ms = PG_GETARG_INT32(1);
 	check_job_id(job_id);
@@ -647,9 +656,7 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 	char	   *copy = NULL;
 	Size		copy_size = 0;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	check_arg_not_null(fcinfo, 1, "task_id");
-	tt_shmem_check();
+	require_args(fcinfo, 2, "job_id", "task_id");
 	job_id = PG_GETARG_INT64(0);
 	task_id = PG_GETARG_INT32(1);
 
@@ -720,8 +727,7 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 	dlist_mutable_iter iter;
 	bool		wait = false;
 
-	check_arg_not_null(fcinfo, 0, "job_id");
-	tt_shmem_check();
+	require_args(fcinfo, 1, "job_id");
 	job_id = PG_GETARG_INT64(0);
 	check_job_id(job_id);
 
