@@ -129,7 +129,9 @@ static dlist_head sessions = DLIST_STATIC_INIT(sessions);
 static dlist_head running = DLIST_STATIC_INIT(running);
 static int	nsessions = 0;
 static int	nrunning = 0;
-static bool stopping = false;	/* postmaster stopping: start nothing */
+static bool stopping = false;	/* stopping (begin_stopping ran) */
+static bool stop_pending = false;	/* a session saw the server stop */
+#define SERVER_STOPPING()	(stopping || stop_pending)
 static bool completed = false;	/* tasks finished this pass: broadcast */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_expiry_check = 0;
@@ -289,7 +291,9 @@ main_loop(void)
 		process_sessions(now);
 		if (tt_shared->ncancel > 0 || tt_shared->ndropping > 0)
 			handle_cancels();
-		if (!stopping)
+		if (stop_pending)
+			begin_stopping(now);
+		if (!SERVER_STOPPING())
 			schedule_tasks(now);
 		if (now >= next_housekeeping || (next_expiry_check != 0 && now >= next_expiry_check))
 			housekeeping(now);
@@ -571,7 +575,7 @@ static void
 connect_failed(RunningTask *rt, const char *message)
 {
 	fail_attempt(rt, "08001", message);
-	if (stopping)
+	if (SERVER_STOPPING())
 	{
 		TTTask	   *task;
 
@@ -645,11 +649,13 @@ fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
 	/*
 	 * A session terminated by the administrator or refused during a
 	 * shutdown: if the server is stopping, start nothing more (finish_task
-	 * then requeues instead of failing).
+	 * then requeues instead of failing; the main loop calls
+	 * begin_stopping, which must not run in the middle of process_sessions).
 	 */
-	if (!stopping && (strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0) &&
+	if (!SERVER_STOPPING() &&
+		(strncmp(sqlstate, "57P", 3) == 0 || strncmp(sqlstate, "08", 2) == 0) &&
 		postmaster_is_stopping())
-		stopping = true;
+		stop_pending = true;
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
@@ -836,12 +842,12 @@ finish_task(RunningTask *rt)
 			tt_task_set_status(job, task, TT_SUCCEEDED);
 			tt_shared->succeeded++;
 		}
-		else if (task->attempts < task_max_attempts && !stopping)
+		else if (task->attempts < task_max_attempts && !SERVER_STOPPING())
 		{
 			tt_task_set_status(job, task, TT_FAILED);
 			tt_task_enqueue(task);
 		}
-		else if (stopping)
+		else if (SERVER_STOPPING())
 		{
 			tt_task_set_status(job, task, TT_ASSIGNED);
 			tt_task_enqueue(task);
@@ -871,7 +877,7 @@ finish_task(RunningTask *rt)
 static void
 release_session(Session *s, bool usable)
 {
-	if (!usable || stopping || !task_tracker_reuse_connections ||
+	if (!usable || SERVER_STOPPING() || !task_tracker_reuse_connections ||
 		PQstatus(s->conn) != CONNECTION_OK ||
 		PQtransactionStatus(s->conn) != PQTRANS_IDLE ||
 		!PQsendQueryParams(s->conn, "DISCARD ALL", 0, NULL, NULL, NULL, NULL, 0))
@@ -1295,7 +1301,7 @@ begin_stopping(TimestampTz now)
 static void
 housekeeping(TimestampTz now)
 {
-	if (!stopping && (nrunning > 0 || nsessions > 0) && postmaster_is_stopping())
+	if (!SERVER_STOPPING() && (nrunning > 0 || nsessions > 0) && postmaster_is_stopping())
 	{
 		ereport(LOG,
 				(errmsg("task tracker: server is shutting down; stopping %d running tasks",
