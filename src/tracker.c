@@ -511,21 +511,30 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 		return;
 	}
 
-	/* keep at most two sessions per running slot: drop an idle one first */
+	/*
+	 * Keep at most two sessions per running slot: first drop an idle one,
+	 * else one still resetting for nobody.  (Sessions with a task number at
+	 * most max_running_tasks_per_node, so one of those two kinds exists.)
+	 */
 	if (nsessions >= 2 * max_running_tasks_per_node)
 	{
 		dlist_iter	iter;
+		Session    *victim = NULL;
 
 		dlist_foreach(iter, &sessions)
 		{
-			Session    *idle = dlist_container(Session, node, iter.cur);
+			Session    *other = dlist_container(Session, node, iter.cur);
 
-			if (idle->state == SESSION_IDLE)
+			if (other->state == SESSION_IDLE)
 			{
-				close_session(idle);
+				victim = other;
 				break;
 			}
+			if (other->state == SESSION_RESETTING && other->task == NULL && victim == NULL)
+				victim = other;
 		}
+		if (victim != NULL)
+			close_session(victim);
 	}
 
 	memset(&target, 0, sizeof(target));
