@@ -164,13 +164,14 @@ is(tt_sql($node, "SELECT task_tracker.cleanup_job($big)", user => 'alice'), '',
 	'cleanup_job of an unknown job: nothing to do');
 
 # --- 2. extreme but valid ids work, and cleanup removes them
-tt_sql($node, qq{SELECT task_tracker.assign_task($big, 2147483647, 'SELECT ''edge''::text')},
+# (a result over 64 kB, so that it goes to a file, not to shared memory)
+tt_sql($node, qq{SELECT task_tracker.assign_task($big, 2147483647, 'SELECT ''edge''::text, repeat(''x'', 70000)')},
 	user => 'alice');
 tt_sql($node, qq{SELECT task_tracker.assign_task(1, 0, 'SELECT 0')}, user => 'alice');
 tt_wait_job($node, $big, user => 'alice', tasks => 1);
 tt_wait_job($node, 1, user => 'alice', tasks => 1);
-is(tt_sql($node, qq{SELECT * FROM task_tracker.task_result($big, 2147483647) AS t(x text)}, user => 'alice'),
-	'edge', 'job 9223372036854775807 / task 2147483647 runs and returns its row');
+is(tt_sql($node, qq{SELECT x, length(y) FROM task_tracker.task_result($big, 2147483647) AS t(x text, y text)}, user => 'alice'),
+	'edge|70000', 'job 9223372036854775807 / task 2147483647 runs and returns its row');
 ok(scalar(grep { $_ eq "job_$big" } tt_job_dirs($node)), '... with a job directory named by the number');
 tt_sql($node, qq{SELECT task_tracker.cleanup_job($big)}, user => 'alice');
 ok(!grep({ $_ eq "job_$big" } tt_job_dirs($node)), '... which cleanup_job removes');
@@ -248,19 +249,11 @@ for my $t (@task_errors)
 }
 # wait_for_tasks reports the error and its SQLSTATE once
 tt_sql($node, q{SELECT task_tracker.assign_task(19, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
-is( tt_sql($node, q{
-		DO $$ BEGIN
-		  WHILE task_tracker.task_status(19, 0) <> 'permanently_failed' LOOP
-		    PERFORM pg_sleep(0) FROM task_tracker.wait_for_tasks(19, 0) LIMIT 0;
-		  END LOOP; END $$;
-		SELECT 1}, user => 'alice') ne '' ? 'x' : '', 'x', 'job 19 failed');
-tt_sql($node, q{SELECT task_tracker.cleanup_job(19)}, user => 'alice');
-tt_sql($node, q{SELECT task_tracker.assign_task(19, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
-is( tt_sql($node, q{SELECT task_id, status, sqlstate, error ~ 'no_such_table' FROM task_tracker.wait_for_tasks(19, 60000)},
-		user => 'alice'),
-	'0|permanently_failed|42P01|t', 'wait_for_tasks returns the plan-time error with 42P01');
-is(tt_sql($node, q{SELECT count(*) FROM task_tracker.wait_for_tasks(19, 0)}, user => 'alice'),
-	'0', '... once');
+my ($first19, $again19) = split /\n/, tt_sql($node, q{
+	SELECT task_id, status, sqlstate, error ~ 'no_such_table' FROM task_tracker.wait_for_tasks(19, 60000);
+	SELECT count(*) FROM task_tracker.wait_for_tasks(19, 0);}, user => 'alice');
+is($first19, '0|permanently_failed|42P01|t', 'wait_for_tasks returns the plan-time error with 42P01');
+is($again19, '0', '... once to the same session');
 my @partial = grep { $_ eq 'job_12' } tt_job_dirs($node);
 if (@partial)
 {
@@ -274,6 +267,25 @@ else
 {
 	pass('a task failing after some rows leaves no result file');
 }
+# a task that floods its session with 20 MB of NOTICEs succeeds; a task
+# whose error message is 10 MB fails with it, but the tracker keeps a
+# bounded amount of it (query texts are bounded by citus.max_task_query_size;
+# an error text must not let a user fill shared memory either)
+my $mem20 = tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker');
+tt_sql($node, q{SELECT task_tracker.assign_tasks(20, '{0,1}', ARRAY[
+	$t$DO $d$BEGIN FOR i IN 1..20000 LOOP RAISE NOTICE USING MESSAGE = repeat('n', 1000); END LOOP; END$d$$t$,
+	$t$DO $d$BEGIN RAISE EXCEPTION USING MESSAGE = repeat('e', 10000000); END$d$$t$])}, user => 'alice');
+tt_wait_job($node, 20, user => 'alice', tasks => 2);
+is(tt_sql($node, 'SELECT status FROM task_tracker.tasks WHERE job_id = 20 AND task_id = 0'),
+	'succeeded', 'a task flooding NOTICEs succeeds');
+my ($st20, $code20, $len20, $head20) = split /\|/, tt_sql($node,
+	q{SELECT status, error_sqlstate, length(error), left(error, 5) FROM task_tracker.tasks WHERE job_id = 20 AND task_id = 1});
+is("$st20|$code20|$head20", 'permanently_failed|P0001|eeeee', 'a task with a 10 MB error message fails with it');
+cmp_ok($len20, '<=', 1048576, "... and at most 1 MB of the message is kept in shared memory (kept: $len20 bytes)");
+tt_sql($node, 'SELECT task_tracker.cleanup_job(20)', user => 'alice');
+is(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker'), $mem20,
+	'... all of it is freed by cleanup_job');
+
 # re-assigning a failed task of your own restarts it
 tt_sql($node, 'CREATE TABLE public.no_such_table (x int); INSERT INTO public.no_such_table VALUES (7); GRANT SELECT ON public.no_such_table TO alice');
 tt_sql($node, q{SELECT task_tracker.assign_task(10, 0, 'SELECT * FROM no_such_table')}, user => 'alice');

@@ -24,9 +24,9 @@ use Test::More;
 use Time::HiRes qw(time);
 use TaskTrackerTest;
 
-my $seed = $ENV{TT_FUZZ_SEED} // (int(time() * 1000) ^ $$) % 1000000007;
-my $calls = $ENV{TT_FUZZ_CALLS} // 8000;
-my $seconds = $ENV{TT_FUZZ_SECONDS} // 20;
+my $seed = ($ENV{TT_FUZZ_SEED} || undef) // (int(time() * 1000) ^ $$) % 1000000007;
+my $calls = ($ENV{TT_FUZZ_CALLS} || undef) // 8000;
+my $seconds = ($ENV{TT_FUZZ_SECONDS} || undef) // 20;
 diag("fuzz seed $seed (rerun with TT_FUZZ_SEED=$seed)");
 srand($seed);
 
@@ -188,6 +188,29 @@ $_->quit for values %session;
 
 is(tt_postmaster_pid($node), $postmaster, 'postmaster pid unchanged');
 is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker, 'tracker pid unchanged');
+
+# race phase: jobs cleaned up at random moments after their assignment
+# (queued, starting, running, finishing, failing), for up to 10 s; every
+# cleanup_job must return and leave nothing of its job
+my ($rc, $out, $err) = tt_psql($node, q{
+SET statement_timeout = '30s';
+DO $$
+DECLARE
+	stop_at timestamptz := clock_timestamp() + interval '10 s';
+BEGIN
+	FOR i IN 1..1500 LOOP
+		EXIT WHEN clock_timestamp() > stop_at;
+		PERFORM task_tracker.assign_tasks(100000 + i, '{0,1,2}',
+			'{"SELECT 1","SELECT 1/0","INSERT INTO public.fuzz_log VALUES (2)"}');
+		-- a random amount of work (no sleep) before giving the job up
+		PERFORM count(*) FROM generate_series(1, (random() * 30000)::int);
+		PERFORM task_tracker.cleanup_job(100000 + i);
+	END LOOP;
+END $$;
+SELECT count(*) FROM task_tracker.tasks WHERE job_id BETWEEN 100001 AND 101500;
+}, user => 'alice', verbose => 1);
+is($rc, 0, 'race phase: every cleanup_job returned') or diag($err);
+is($out, '0', 'race phase: nothing of the given-up jobs is left');
 
 # every task reaches a final state; failed ones keep a SQLSTATE
 my @jobs = split /\n/, tt_sql($node, 'SELECT DISTINCT job_id FROM task_tracker.tasks ORDER BY 1');
