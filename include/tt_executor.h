@@ -45,6 +45,12 @@ typedef struct TTTask
 								 * task's (see tt_job_drain) */
 	bool		rows_ended;		/* ... and the task's own rows have ended */
 	bool		tail_failed;	/* ... and that second statement failed */
+	bool		use_copy;		/* its query in flight is a COPY ... TO STDOUT
+								 * whose data rows are the task's rows */
+	bool		copying;		/* ... and its COPY data is being read */
+	bool		no_copy;		/* real-time: never fetch it with COPY */
+	bool		copy_checked;	/* real-time: copy_sql was decided */
+	char	   *copy_sql;		/* real-time: COPY form of query, or NULL */
 	bool		has_error;		/* error below is set */
 	TTRemoteError error;		/* last failure at a placement */
 	int			error_node;		/* node of that failure */
@@ -96,6 +102,7 @@ typedef struct TTJob
 	AttInMetadata *attinmeta;	/* input functions of the columns */
 	char	  **values;			/* natts text values of the row at hand */
 	PGresult   *cur_res;		/* result being converted (cleared on error) */
+	char	   *cur_copy;		/* COPY row being converted (freed on error) */
 	char	   *coldefs;		/* "c1 type, c2 type" for task_result */
 	char	   *user_name;		/* who runs the job, for messages */
 	bool		cleaned;		/* cleanup already done */
@@ -126,6 +133,7 @@ extern void tt_raise_task_error(TTJob *job, TTTask *task) pg_attribute_noreturn(
 extern TTDrainResult tt_job_drain(TTJob *job, PGconn *conn, TTTask *task,
 								  bool store_rows, TTRemoteError *err);
 extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);
+extern char *tt_copy_query(const char *query);
 extern int	tt_flush(PGconn *conn);
 extern void tt_wait_sockets(int n, pgsocket *socks, uint32 *events,
 							long timeout_ms);

@@ -49,4 +49,6 @@ extern char *tt_remote_error_text(const TTRemoteError *err);
 extern void tt_raise_remote_error(int elevel, const TTRemoteError *err,
 								  const char *context);
 
+extern int	tt_discard_results(PGconn *conn);
+
 #endif							/* TT_REMOTE_H */

@@ -705,24 +705,37 @@ drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
 			if (c == NULL)
 				continue;
 			if (c->connecting || c->conn == NULL ||
-				PQstatus(c->conn) != CONNECTION_OK || !PQconsumeInput(c->conn))
+				PQstatus(c->conn) != CONNECTION_OK)
 			{
 				tt_conncache_release(c, false);
 				conns[i] = NULL;
 				continue;
 			}
-			while (!PQisBusy(c->conn))
+			if (resetting[i])
 			{
-				PGresult   *res = PQgetResult(c->conn);
-
-				if (res == NULL)
-				{
-					ended = true;
-					break;
-				}
-				if (resetting[i] && PQresultStatus(res) != PGRES_COMMAND_OK)
+				/* DISCARD ALL in flight */
+				if (!PQconsumeInput(c->conn))
 					failed = true;
-				PQclear(res);
+				while (!failed && !PQisBusy(c->conn))
+				{
+					PGresult   *res = PQgetResult(c->conn);
+
+					if (res == NULL)
+					{
+						ended = true;
+						break;
+					}
+					if (PQresultStatus(res) != PGRES_COMMAND_OK)
+						failed = true;
+					PQclear(res);
+				}
+			}
+			else
+			{
+				int			r = tt_discard_results(c->conn);
+
+				ended = (r == 1);
+				failed = (r < 0);
 			}
 			if (ended && keep && !resetting[i] && !failed &&
 				PQstatus(c->conn) == CONNECTION_OK &&

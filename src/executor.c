@@ -42,6 +42,8 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "parser/parser.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -150,6 +152,9 @@ tt_job_unregister(TTJob *job)
 	if (job->cur_res)
 		PQclear(job->cur_res);
 	job->cur_res = NULL;
+	if (job->cur_copy)
+		PQfreemem(job->cur_copy);
+	job->cur_copy = NULL;
 	MemoryContextDelete(job->cxt);
 }
 
@@ -308,6 +313,232 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
 }
 
 /*
+ * copy_field
+ *		De-escape, in place, one field of a COPY text row starting at p and
+ *		ending at the next tab or at end: \b \f \n \r \t \v, octal \ooo,
+ *		hex \xhh and \c for any other c (COPY's text format).  Returns the
+ *		position after the field's terminator; *isnull is set for \N.
+ */
+static char *
+copy_field(char *p, char *end, char **value, bool *isnull)
+{
+	char	   *out = p;
+
+	*value = p;
+	*isnull = false;
+	if (end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (end - p == 2 || p[2] == '\t'))
+	{
+		*isnull = true;
+		*value = NULL;
+		return p + 3;
+	}
+	while (p < end && *p != '\t')
+	{
+		char		c = *p++;
+
+		if (c == '\\' && p < end)
+		{
+			c = *p++;
+			switch (c)
+			{
+				case 'b':
+					c = '\b';
+					break;
+				case 'f':
+					c = '\f';
+					break;
+				case 'n':
+					c = '\n';
+					break;
+				case 'r':
+					c = '\r';
+					break;
+				case 't':
+					c = '\t';
+					break;
+				case 'v':
+					c = '\v';
+					break;
+				case '0':
+				case '1':
+				case '2':
+				case '3':
+				case '4':
+				case '5':
+				case '6':
+				case '7':
+					{
+						int			val = c - '0';
+
+						if (p < end && *p >= '0' && *p <= '7')
+						{
+							val = (val << 3) + (*p++ - '0');
+							if (p < end && *p >= '0' && *p <= '7')
+								val = (val << 3) + (*p++ - '0');
+						}
+						c = (char) (val & 0377);
+					}
+					break;
+				case 'x':
+					if (p < end && isxdigit((unsigned char) *p))
+					{
+						int			val = 0;
+						int			k;
+
+						for (k = 0; k < 2 && p < end && isxdigit((unsigned char) *p); k++, p++)
+							val = (val << 4) + (isdigit((unsigned char) *p) ? *p - '0' :
+												(tolower((unsigned char) *p) - 'a' + 10));
+						c = (char) (val & 0xff);
+					}
+					break;
+				default:
+					/* \c is c, backslash included */
+					break;
+			}
+		}
+		*out++ = c;
+	}
+	*out = '\0';				/* overwrites the tab, or the row's newline */
+	return p + 1;
+}
+
+/*
+ * store_copy_row
+ *		Put one row of COPY text data (len bytes at buf, ending with a
+ *		newline; buf is ours to modify) into the result.
+ */
+static void
+store_copy_row(TTJob *job, TTTask *task, char *buf, int len)
+{
+	int			natts = job->tupdesc->natts;
+	char	   *end = buf + len;
+	char	   *p = buf;
+	MemoryContext old;
+	HeapTuple	tuple;
+	int			j;
+
+	if (len > 0 && end[-1] == '\n')
+		end--;
+	for (j = 0; j < natts; j++)
+	{
+		bool		isnull;
+
+		if (p > end)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("task %d returned fewer columns than the column definition list has (%d)",
+							task->task_id, natts),
+					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+								task->task_id, job->job_id, task->query)));
+		p = copy_field(p, end, &job->values[j], &isnull);
+	}
+	old = MemoryContextSwitchTo(job->rowcxt);
+	tuple = BuildTupleFromCStrings(job->attinmeta, job->values);
+	tuplestore_puttuple(job->tupstore, tuple);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(job->rowcxt);
+	task->rows++;
+}
+
+/*
+ * drain_copy
+ *		Read the COPY data of task's query that has arrived: rows into the
+ *		result (when store), then, at the end of the data, the COPY's own
+ *		result.  Returns TT_DRAIN_BUSY while more input is needed, or
+ *		TT_DRAIN_DONE once the COPY is over (task->copying is then false and
+ *		its error, if any, is in *err).
+ */
+static TTDrainResult
+drain_copy(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *err)
+{
+	for (;;)
+	{
+		char	   *buf = NULL;
+		int			len = PQgetCopyData(conn, &buf, 1);
+
+		if (len > 0)
+		{
+			job->cur_copy = buf;	/* freed by tt_job_unregister on error */
+			if (store && err->message == NULL)
+				store_copy_row(job, task, buf, len);
+			job->cur_copy = NULL;
+			PQfreemem(buf);
+			if ((task->rows & 1023) == 0)
+				CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+		if (len == 0)
+			return TT_DRAIN_BUSY;
+		task->copying = false;
+		if (len == -2)
+		{
+			if (err->message == NULL)
+				tt_remote_error_from_conn(conn, "08006", err);
+			return TT_DRAIN_DONE;
+		}
+		/* end of the data: the COPY's own result follows */
+		return TT_DRAIN_DONE;
+	}
+}
+
+/*
+ * tt_copy_query
+ *		When query is one statement that returns rows and can run as
+ *		COPY (query) TO STDOUT (a SELECT, VALUES or TABLE, WITH ... SELECT
+ *		without data-modifying parts, no SELECT INTO, no FOR UPDATE), that
+ *		COPY statement (palloc'd); else NULL.  Decided by the raw parser of
+ *		the coordinator, without catalog access; a query that does not
+ *		parse gets NULL (the worker reports its error).
+ */
+char *
+tt_copy_query(const char *query)
+{
+	MemoryContext old = CurrentMemoryContext;
+	List	   *stmts = NIL;
+	RawStmt    *raw;
+	SelectStmt *sel;
+	ListCell   *lc;
+	int			start;
+	int			len;
+
+	PG_TRY();
+	{
+		stmts = raw_parser(query, RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		FlushErrorState();
+		stmts = NIL;
+	}
+	PG_END_TRY();
+
+	if (list_length(stmts) != 1)
+		return NULL;
+	raw = linitial_node(RawStmt, stmts);
+	if (!IsA(raw->stmt, SelectStmt))
+		return NULL;
+	sel = (SelectStmt *) raw->stmt;
+	if (sel->intoClause != NULL || sel->lockingClause != NIL)
+		return NULL;
+	if (sel->withClause != NULL)
+	{
+		foreach(lc, sel->withClause->ctes)
+		{
+			CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
+
+			if (!IsA(cte->ctequery, SelectStmt))
+				return NULL;
+		}
+	}
+	start = raw->stmt_location;
+	len = raw->stmt_len > 0 ? raw->stmt_len : (int) strlen(query) - start;
+	if (start < 0 || len <= 0)
+		return NULL;
+	return psprintf("COPY (%.*s\n) TO STDOUT", len, query + start);
+}
+
+/*
  * tt_job_drain
  *		Read what has arrived on conn for the query of task: rows go into
  *		the result (store_rows), an error is kept in *err (which the caller
@@ -338,6 +569,20 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 		PGresult   *res;
 
 		CHECK_FOR_INTERRUPTS();
+		if (task != NULL && task->copying)
+		{
+			if (drain_copy(job, conn, task, store, err) == TT_DRAIN_BUSY)
+			{
+				if (PQstatus(conn) == CONNECTION_BAD)
+				{
+					if (err->message == NULL)
+						tt_remote_error_from_conn(conn, "08006", err);
+					return TT_DRAIN_CONN_ERROR;
+				}
+				return TT_DRAIN_BUSY;
+			}
+			continue;
+		}
 		if (PQisBusy(conn))
 		{
 			if (PQstatus(conn) == CONNECTION_BAD)
@@ -374,10 +619,30 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 					task->rows_ended = true;
 				break;
 			case PGRES_COMMAND_OK:
+				if (task != NULL && task->fetch_tail && task->use_copy)
+					task->rows_ended = true;
+				break;
 			case PGRES_EMPTY_QUERY:
 				break;
-			case PGRES_COPY_IN:
 			case PGRES_COPY_OUT:
+				if (task != NULL && task->use_copy && !task->rows_ended)
+				{
+					int			nfields = PQnfields(res);
+
+					job->cur_res = NULL;
+					PQclear(res);
+					if (nfields != job->tupdesc->natts)
+						ereport(ERROR,
+								(errcode(ERRCODE_DATATYPE_MISMATCH),
+								 errmsg("task %d returned %d columns, but the column definition list has %d",
+										task->task_id, nfields, job->tupdesc->natts),
+								 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+											task->task_id, job->job_id, task->query)));
+					task->copying = true;
+					continue;
+				}
+				/* FALLTHROUGH */
+			case PGRES_COPY_IN:
 			case PGRES_COPY_BOTH:
 				job->cur_res = NULL;
 				PQclear(res);

@@ -89,7 +89,20 @@ slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
 	slot->task = task;
 	task->state = TT_TASK_RUNNING;
 	memset(&slot->err, 0, sizeof(slot->err));
-	r = tt_send_query(slot->c->conn, task->query, true);
+	if (!task->copy_checked)
+	{
+		MemoryContext old = MemoryContextSwitchTo(job->cxt);
+
+		task->copy_sql = tt_copy_query(task->query);
+		task->copy_checked = true;
+		MemoryContextSwitchTo(old);
+	}
+	task->use_copy = (task->copy_sql != NULL && !task->no_copy);
+	task->copying = false;
+	if (task->use_copy)
+		r = tt_send_query(slot->c->conn, task->copy_sql, false);
+	else
+		r = tt_send_query(slot->c->conn, task->query, true);
 	if (r < 0)
 		slot_conn_failed(job, node, slot);
 	else
@@ -200,6 +213,15 @@ advance(TTJob *job, TTNode *node, TTRtConn *slot)
 			break;
 		case TT_DRAIN_SQL_ERROR:
 			slot->task = NULL;
+			if (task->use_copy && task->rows == 0 &&
+				strcmp(slot->err.sqlstate, "0A000") == 0)
+			{
+				/* the worker cannot run it as a COPY: run it as it is */
+				task->no_copy = true;
+				task->state = TT_TASK_PENDING;
+				tt_queue_push_front(&node->pending, task);
+				break;
+			}
 			tt_task_failed_at_placement(job, task, &slot->err);
 			break;
 		case TT_DRAIN_CONN_ERROR:

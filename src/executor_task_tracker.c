@@ -606,8 +606,9 @@ tn_ready(TTJob *job, TTNode *node)
 		task->state = TT_TASK_FETCHING;
 
 		/*
-		 * The node's last fetch also drops the job there, in the same round
-		 * trip: cleanup_job runs only when task_result succeeded, and its
+		 * The rows come as COPY text data (cheaper to read than one result
+		 * per row in single-row mode; tt_job_drain parses them).  The node's
+		 * last fetch also drops the job there, in the same round trip: cleanup_job runs only when task_result succeeded, and its
 		 * rows are not the task's (tt_job_drain).  Tasks that fail over to
 		 * the node later are assigned anew, and the job's cleanup drops
 		 * them.
@@ -616,16 +617,19 @@ tn_ready(TTJob *job, TTNode *node)
 							tn->fetchq.len == 0 && !tn->needs_recover);
 		task->rows_ended = false;
 		task->tail_failed = false;
+		task->use_copy = true;
+		task->copying = false;
 		initStringInfo(&buf);
-		appendStringInfo(&buf, "SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
+		appendStringInfo(&buf, "COPY (SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
 						 job->job_id, task->task_id, job->coldefs);
 		if (task->rows > 0)
 			appendStringInfo(&buf, " OFFSET " INT64_FORMAT, task->rows);
+		appendStringInfoString(&buf, ") TO STDOUT");
 		if (task->fetch_tail)
 			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
 							 job->job_id);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_FETCH, true);
+		ok = tn_send(tn, sql, TN_FETCH, false);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
 	{
@@ -987,23 +991,6 @@ may_clean_concurrently(TTTrackerNode *tn)
 	}
 }
 
-/* read what arrived on a connection whose result we no longer want */
-static bool
-drain_input(PGconn *conn)
-{
-	if (!PQconsumeInput(conn))
-		return false;
-	while (!PQisBusy(conn))
-	{
-		PGresult   *res = PQgetResult(conn);
-
-		if (res == NULL)
-			break;
-		PQclear(res);
-	}
-	return true;
-}
-
 /*
  * tracker_cleanup
  *		Drop the job on every node that got tasks (cleanup_job cancels the
@@ -1153,7 +1140,7 @@ tracker_cleanup(TTJob *job, bool failed)
 
 			if (tn->drain_only)
 			{
-				if (!drain_input(conn) || !PQisBusy(conn) ||
+				if (tt_discard_results(conn) != 0 ||
 					GetCurrentTimestamp() >= tn->drain_until)
 				{
 					tn->cleanup_done = true;
@@ -1185,13 +1172,15 @@ tracker_cleanup(TTJob *job, bool failed)
 			if (!tn->cleanup_sent && PQtransactionStatus(conn) == PQTRANS_ACTIVE)
 			{
 				/* drain the canceled query */
-				if (!drain_input(conn))
+				int			r = tt_discard_results(conn);
+
+				if (r < 0)
 				{
 					tn->cleanup_done = true;
 					tn->cleanup_error = tt_conn_error_message(conn);
 					continue;
 				}
-				if (PQisBusy(conn))
+				if (r == 0)
 				{
 					events[n] = WL_SOCKET_READABLE;
 					socks[n++] = PQsocket(conn);

@@ -242,3 +242,55 @@ tt_notice_receiver(void *arg, const PGresult *res)
 
 	elog(DEBUG1, "task_tracker: remote notice: %s", msg ? msg : "");
 }
+
+/*
+ * tt_discard_results
+ *		Read and throw away what conn's query in flight sends, without
+ *		waiting: its results, and COPY data if it is a COPY TO STDOUT (whose
+ *		results PQgetResult would otherwise return again and again).
+ *
+ * Returns 1 when the query is over (the connection is idle again), 0 when
+ * more input is needed (wait until the socket is readable), -1 when the
+ * connection cannot be used any more (broken, or a COPY FROM STDIN or
+ * replication stream we will not feed).  Never throws.
+ */
+int
+tt_discard_results(PGconn *conn)
+{
+	if (!PQconsumeInput(conn))
+		return -1;
+	for (;;)
+	{
+		PGresult   *res;
+		ExecStatusType status;
+
+		if (PQisBusy(conn))
+			return PQstatus(conn) == CONNECTION_BAD ? -1 : 0;
+		res = PQgetResult(conn);
+		if (res == NULL)
+			return PQstatus(conn) == CONNECTION_BAD ? -1 : 1;
+		status = PQresultStatus(res);
+		PQclear(res);
+		if (status == PGRES_COPY_OUT)
+		{
+			for (;;)
+			{
+				char	   *buf = NULL;
+				int			len = PQgetCopyData(conn, &buf, 1);
+
+				if (len > 0)
+				{
+					PQfreemem(buf);
+					continue;
+				}
+				if (len == 0)
+					return 0;
+				if (len == -2)
+					return -1;
+				break;			/* the COPY's own result follows */
+			}
+		}
+		else if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH)
+			return -1;
+	}
+}
