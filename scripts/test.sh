@@ -77,6 +77,15 @@ if ! id postgres >/dev/null 2>&1; then
 	exit 2
 fi
 
+# One run at a time on this machine: every run installs task_tracker.so into
+# the one PostgreSQL library directory, so two concurrent runs would test
+# each other's builds.  The lock is held until this script exits.
+exec 9>/tmp/task_tracker-install.lock
+if ! flock -n 9; then
+	echo "waiting for another test or bench run of task_tracker on this machine to finish ..." >&2
+	flock 9
+fi
+
 # ---------------------------------------------------------------- private copy
 WORK=$(mktemp -d /tmp/tt-test.XXXXXX)
 LOGS="$WORK/.failed-logs"
