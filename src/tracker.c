@@ -198,6 +198,8 @@ tt_tracker_main(Datum main_arg)
 	ConditionVariableBroadcast(&tt_shared->cv);
 
 	ereport(LOG, (errmsg("task tracker started")));
+	/* the first pass must not wait: restored tasks may be queued */
+	SetLatch(MyLatch);
 	main_loop();
 }
 
