@@ -26,6 +26,8 @@ typedef struct TTConn
 	bool		reused;			/* was already connected when claimed */
 	int			tracker_capacity;	/* the node's max_tracked_tasks_per_node, -1
 									 * if not known yet */
+	bool		unanswered;		/* a cancel of its query could not be
+								 * delivered in time: close it, do not wait */
 } TTConn;
 
 /*
@@ -48,7 +50,6 @@ typedef struct TTSideQuery
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
 extern int	tt_conncache_connect_poll(TTConn *c);
 extern void tt_conncache_release(TTConn *c, bool reusable);
-extern void tt_conncache_cancel(TTConn *c);
 extern void tt_conncache_abort_cleanup(void);
 extern void tt_conncache_cancel_many(TTConn **conns, int n);
 extern void tt_conncache_cancel_release(TTConn **conns, int n, bool keep);

@@ -80,6 +80,11 @@ typedef struct TTNode
 	struct TTRtConn *rt;		/* real-time: connection slots */
 	int			nrt;			/* real-time: length of rt[] */
 	struct TTTrackerNode *tn;	/* task-tracker: per-node state */
+	TimestampTz heard_at;		/* real-time: last input from its busy
+								 * connections (or last task started) */
+	bool		probing;		/* real-time: liveness probe running */
+	TTSideQuery probe;			/* real-time: ... its SELECT 1 */
+	TimestampTz probe_deadline; /* real-time: ... dead if not done by then */
 } TTNode;
 
 typedef struct TTJob TTJob;
@@ -138,6 +143,7 @@ extern int	tt_flush(PGconn *conn);
 extern void tt_wait_sockets(int n, pgsocket *socks, uint32 *events,
 							long timeout_ms);
 extern long tt_ms_until(TimestampTz deadline);
+extern bool tt_conn_has_input(PGconn *conn);
 extern TTNode *tt_task_node(TTJob *job, TTTask *task);
 
 /* src/executor_realtime.c */

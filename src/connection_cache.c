@@ -25,6 +25,22 @@
  *	  limit citus.node_connection_timeout measured from the start of the
  *	  attempt.
  *
+ *	  Cancel never blocks.  libpq 15's PQcancel() has no timeout: it
+ *	  connects to the server, sends the request and waits for EOF with a
+ *	  blocking recv(), forever when the node is frozen (SIGSTOP, a hung
+ *	  machine: the kernel still accepts connections into the backlog).  So
+ *	  it is never called here.  A query is canceled with
+ *	  SELECT pg_cancel_backend(pid) over a spare connection of the same key
+ *	  (tt_conncache_cancel_many), every node in parallel, in one wait
+ *	  bounded by Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).
+ *	  A node where that does not work in time is taken as not answering:
+ *	  its busy connections are marked (TTConn.unanswered) and closed by the
+ *	  callers instead of drained.  Closing does not block either (the
+ *	  sockets are non-blocking, PQfinish only queues its Terminate
+ *	  message); the remote query then stops when its backend notices the
+ *	  lost client, at once when it tries to send, or while it computes when
+ *	  the workers set client_connection_check_interval (recommended).
+ *
  * Locking
  *	  None: the cache is process-local.
  *
@@ -49,8 +65,13 @@
 
 #define TT_MAX_HOST_LEN 256
 
-/* longest wait for the side connections that cancel busy ones, ms */
+/*
+ * Longest wait for the side connections that cancel busy ones, ms; the
+ * whole of tt_conncache_cancel_release takes at most that plus
+ * TT_CANCEL_EXTRA_TIME.
+ */
 #define TT_SIDE_CANCEL_TIMEOUT 2000
+#define TT_CANCEL_EXTRA_TIME 500
 /* cancel rounds for queries that go on, and the first wait for their end, ms */
 #define TT_CANCEL_ROUNDS 3
 #define TT_CANCEL_DRAIN_MIN 50
@@ -180,6 +201,7 @@ retry:
 		}
 		c->claimed = true;
 		c->reused = true;
+		c->unanswered = false;
 		return c;
 	}
 	return NULL;
@@ -311,30 +333,6 @@ tt_conncache_release(TTConn *c, bool reusable)
 			return;
 	}
 	drop_conn(c);
-}
-
-/*
- * tt_conncache_cancel
- *		Ask the server to cancel what c is running, if anything.  Blocks for
- *		as long as it takes to connect to the server and send the request
- *		(libpq 15 has no asynchronous cancel).  Never throws.
- */
-void
-tt_conncache_cancel(TTConn *c)
-{
-	PGcancel   *cancel;
-	char		errbuf[256];
-
-	if (c == NULL || c->conn == NULL || c->connecting ||
-		PQstatus(c->conn) != CONNECTION_OK ||
-		PQtransactionStatus(c->conn) != PQTRANS_ACTIVE)
-		return;
-	cancel = PQgetCancel(c->conn);
-	if (cancel == NULL)
-		return;
-	if (!PQcancel(cancel, errbuf, sizeof(errbuf)))
-		elog(DEBUG1, "task_tracker: could not send cancel request: %s", errbuf);
-	PQfreeCancel(cancel);
 }
 
 /*
@@ -559,22 +557,22 @@ conn_is_busy(TTConn *c)
 }
 
 /*
- * tt_conncache_cancel_many
+ * cancel_many_until
  *		Ask the servers to cancel what the n connections conns[] are running
  *		(NULL entries and connections that run nothing are skipped), all at
  *		once: per node (cache key), one
  *		SELECT pg_cancel_backend(pid) FROM unnest('{...}'::int[]) AS pid
  *		with the backend pids of that node's busy connections, sent over an
  *		idle cached connection or a new one, every node in parallel in one
- *		wait bounded by TT_SIDE_CANCEL_TIMEOUT (a role may cancel its own
- *		backends).  A node where that cannot be done gets a blocking
- *		PQcancel per connection instead.  When this returns, every cancel
- *		has been delivered (or could not be); the connections stay claimed
- *		and their state is unknown until drained.  Never throws but on
- *		out-of-memory; the wait is safe with interrupts held.
+ *		wait that ends at deadline (a role may cancel its own backends).
+ *		A node where that could not be done by then (it does not answer, or
+ *		no connection could be had) gets its busy connections marked
+ *		unanswered: the caller closes them rather than wait for them.
+ *		Never throws but on out-of-memory; never blocks (no PQcancel); the
+ *		wait is safe with interrupts held.
  */
-void
-tt_conncache_cancel_many(TTConn **conns, int n)
+static void
+cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 {
 	TTConnEntry **entries;
 	TTSideQuery *side;
@@ -583,7 +581,6 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 	int			nentries = 0;
 	int			i,
 				k;
-	TimestampTz deadline;
 
 	if (n <= 0 || conn_cache == NULL)
 		return;
@@ -598,7 +595,7 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 		StringInfoData sql;
 		bool		seen = false;
 
-		if (!conn_is_busy(conns[i]))
+		if (!conn_is_busy(conns[i]) || conns[i]->unanswered)
 			continue;
 		for (k = 0; k < nentries; k++)
 			if (entries[k] == conns[i]->entry)
@@ -620,9 +617,6 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 		entries[nentries++] = conns[i]->entry;
 	}
 
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   Min(node_connection_timeout,
-											   TT_SIDE_CANCEL_TIMEOUT));
 	for (;;)
 	{
 		int			nsocks = 0;
@@ -646,14 +640,16 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 		wait_side(nsocks, socks, events, timeout);
 	}
 
-	/* where it did not work: PQcancel each busy connection */
+	/* where it did not work: the caller closes those connections */
 	for (k = 0; k < nentries; k++)
 	{
 		if (!side[k].ok)
 		{
+			elog(DEBUG1, "task_tracker: could not cancel queries on %s:%d in time; closing their connections",
+				 entries[k]->key.host, entries[k]->key.port);
 			for (i = 0; i < n; i++)
 				if (conn_is_busy(conns[i]) && conns[i]->entry == entries[k])
-					tt_conncache_cancel(conns[i]);
+					conns[i]->unanswered = true;
 		}
 		tt_side_query_finish(&side[k]);
 	}
@@ -661,6 +657,23 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 	pfree(side);
 	pfree(socks);
 	pfree(events);
+}
+
+/*
+ * tt_conncache_cancel_many
+ *		cancel_many_until() with a wait of at most
+ *		Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).  When
+ *		this returns, every cancel has been delivered, or the connection is
+ *		marked unanswered (c->unanswered) and is best closed; the
+ *		connections stay claimed and their state is unknown until drained.
+ */
+void
+tt_conncache_cancel_many(TTConn **conns, int n)
+{
+	cancel_many_until(conns, n,
+					  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												  Min(node_connection_timeout,
+													  TT_SIDE_CANCEL_TIMEOUT)));
 }
 
 /*
@@ -704,7 +717,7 @@ drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
 
 			if (c == NULL)
 				continue;
-			if (c->connecting || c->conn == NULL ||
+			if (c->connecting || c->conn == NULL || c->unanswered ||
 				PQstatus(c->conn) != CONNECTION_OK)
 			{
 				tt_conncache_release(c, false);
@@ -789,27 +802,47 @@ drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
 /*
  * tt_conncache_cancel_release
  *		Cancel the queries the n claimed connections conns[] run (NULL
- *		entries are skipped), all nodes at once (tt_conncache_cancel_many),
- *		and give the connections back once their query has ended: kept
- *		(after DISCARD ALL) when keep is true and they are idle again,
- *		closed otherwise.  A cancel that reaches a backend before it has
- *		started the query is ignored by the server, so connections whose
- *		query goes on get the cancel again, up to TT_CANCEL_ROUNDS times
- *		with a growing wait; after that they are closed as they are.
- *		conns[] is left with NULLs.  Never throws but on out-of-memory;
- *		bounded, and safe with interrupts held.
+ *		entries are skipped), all nodes at once (cancel_many_until), and
+ *		give the connections back once their query has ended: kept (after
+ *		DISCARD ALL) when keep is true and they are idle again, closed
+ *		otherwise.  A cancel that reaches a backend before it has started
+ *		the query is ignored by the server, so connections whose query goes
+ *		on get the cancel again, up to TT_CANCEL_ROUNDS times with a growing
+ *		wait; after that, or when the node did not answer the cancel in
+ *		time, they are closed as they are (the remote backend stops when it
+ *		notices the lost client).  Everything ends within
+ *		Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT) +
+ *		TT_CANCEL_EXTRA_TIME, whatever the nodes do.  conns[] is left with
+ *		NULLs.  Never throws but on out-of-memory; never blocks, and safe
+ *		with interrupts held.
  */
 void
 tt_conncache_cancel_release(TTConn **conns, int n, bool keep)
 {
 	long		wait_ms = TT_CANCEL_DRAIN_MIN;
+	TimestampTz deadline;
 	int			round;
 	int			i;
 
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   Min(node_connection_timeout,
+											   TT_SIDE_CANCEL_TIMEOUT) +
+										   TT_CANCEL_EXTRA_TIME);
 	for (round = 0; round < TT_CANCEL_ROUNDS; round++)
 	{
-		tt_conncache_cancel_many(conns, n);
-		if (drain_canceled(conns, n, wait_ms, keep) == 0)
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz cancel_by;
+		long		left;
+
+		cancel_by = TimestampTzPlusMilliseconds(now, Min(node_connection_timeout,
+														 TT_SIDE_CANCEL_TIMEOUT));
+		if (cancel_by > deadline)
+			cancel_by = deadline;
+		if (now >= deadline)
+			break;
+		cancel_many_until(conns, n, cancel_by);
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (drain_canceled(conns, n, Min(wait_ms, left), keep) == 0)
 			return;
 		wait_ms *= 2;
 	}

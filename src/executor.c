@@ -16,9 +16,13 @@
  *	  a backend-local list; on ERROR, run_job()'s PG_CATCH calls the
  *	  executor's cleanup and unregisters the job; on FATAL or any abort that
  *	  skipped it, the XACT_EVENT_ABORT callback does the same.  Cleanup runs
- *	  with interrupts held and bounded waits: it sends cancel requests for
- *	  remote queries still running, closes every connection whose state is
- *	  unknown, and (task-tracker) drops the job on every node.
+ *	  with interrupts held and bounded waits: it cancels remote queries
+ *	  still running (pg_cancel_backend over a spare connection, never
+ *	  libpq's blocking PQcancel: see src/connection_cache.c), closes every
+ *	  connection whose state is unknown or whose node does not answer,
+ *	  and (task-tracker) drops the job on every node.  No wait there
+ *	  depends on a node answering: a frozen node costs at most
+ *	  Min(citus.node_connection_timeout, 2 s) before it is given up.
  *
  *	  Rows arrive in text format in single-row mode and go through the
  *	  column types' input functions straight into the result tuplestore,
@@ -39,6 +43,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/socket.h>
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -710,6 +716,32 @@ long
 tt_ms_until(TimestampTz deadline)
 {
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+/*
+ * tt_conn_has_input
+ *		Has the server sent anything on conn that libpq has not read yet
+ *		(data, EOF or a socket error)?  Peeks at the socket without reading
+ *		or waiting.  The executors call it before they read, to tell a node
+ *		that is silent from one that answers (see the liveness checks of
+ *		the two executors).  Never throws.
+ */
+bool
+tt_conn_has_input(PGconn *conn)
+{
+	pgsocket	sock;
+	char		c;
+	ssize_t		r;
+
+	if (conn == NULL)
+		return false;
+	sock = PQsocket(conn);
+	if (sock == PGINVALID_SOCKET)
+		return false;
+	r = recv(sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r >= 0)
+		return true;			/* data, or EOF */
+	return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
 /*

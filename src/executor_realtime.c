@@ -24,6 +24,26 @@
  *	  server restart).  A task whose query fails moves to its next
  *	  placement too; a task that fails everywhere fails the job.
  *
+ *	  Liveness: a node can stop answering without closing its sockets (a
+ *	  frozen or hung machine, a lost network): its busy connections then
+ *	  stay silent forever.  As a busy connection may also legitimately run
+ *	  a long query in silence, silence alone proves nothing, so the node is
+ *	  probed.  When a node's busy connections have produced no input (see
+ *	  tt_conn_has_input) for citus.node_connection_timeout since its last
+ *	  input or last task start, a probe starts: SELECT 1 over a spare
+ *	  connection to the node as the current user (an idle cached one or a
+ *	  new one, tt_side_query_start), driven in the same wait as the job.
+ *	  If the probe completes (or the node answers on any busy connection)
+ *	  the node is alive and its silence timer restarts.  If it has not
+ *	  completed within citus.node_connection_timeout, the node is dead for
+ *	  the job: its connections are closed, it is marked down, and its
+ *	  running and queued tasks move to their next placements.  A running
+ *	  task that already delivered rows cannot move without duplicating
+ *	  them: the job fails with a connection error (08006) naming the node
+ *	  and the task.  At most one probe per node runs at a time, and only
+ *	  while the job waits.  So a dead node is noticed within about twice
+ *	  citus.node_connection_timeout, whatever statement_timeout says.
+ *
  * Locking
  *	  None: process-local.
  *
@@ -35,6 +55,7 @@
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
+#include "task_tracker.h"
 #include "tt_executor.h"
 
 typedef struct TTRtConn
@@ -88,6 +109,7 @@ slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
 
 	slot->task = task;
 	task->state = TT_TASK_RUNNING;
+	node->heard_at = GetCurrentTimestamp();
 	memset(&slot->err, 0, sizeof(slot->err));
 	if (!task->copy_checked)
 	{
@@ -230,6 +252,181 @@ advance(TTJob *job, TTNode *node, TTRtConn *slot)
 	}
 }
 
+/* does node have a connection running a task (sent, not connecting)? */
+static bool
+node_busy(TTNode *node)
+{
+	int			i;
+
+	for (i = 0; i < node->nrt; i++)
+		if (node->rt[i].c != NULL && !node->rt[i].c->connecting &&
+			node->rt[i].task != NULL)
+			return true;
+	return false;
+}
+
+/* end node's probe, if any; never throws */
+static void
+probe_end(TTNode *node)
+{
+	if (node->probing)
+		tt_side_query_finish(&node->probe);
+	node->probing = false;
+}
+
+/*
+ * node_dead
+ *		The node did not answer the liveness probe in time: close all its
+ *		connections (without waiting for it), mark it down, and move its
+ *		running and queued tasks to their next placements.  Throws when a
+ *		task cannot move (no placement left, or rows already delivered).
+ */
+static void
+node_dead(TTJob *job, TTNode *node)
+{
+	TTRemoteError err;
+	TTTask	  **running;
+	int			nrunning = 0;
+	int			i;
+
+	probe_end(node);
+	memset(&err, 0, sizeof(err));
+	strlcpy(err.sqlstate, "08006", sizeof(err.sqlstate));
+	err.message = psprintf("node %s stopped answering: no response within %d ms",
+						   node->name, 2 * node_connection_timeout);
+	err.detail = psprintf("Its connections gave no input for %d ms and a new query to it did not complete within %d ms.",
+						  node_connection_timeout, node_connection_timeout);
+	elog(DEBUG1, "task_tracker: %s", err.message);
+
+	/* first close every connection, so that nothing waits for it later */
+	running = palloc(sizeof(TTTask *) * Max(node->nrt, 1));
+	for (i = 0; i < node->nrt; i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+
+		if (slot->c == NULL)
+			continue;
+		if (slot->task != NULL)
+			running[nrunning++] = slot->task;
+		slot_close(slot, false);
+	}
+	tt_node_set_down(job, node, &err);
+	for (i = 0; i < nrunning; i++)
+		tt_task_failed_at_placement(job, running[i], &err);
+	pfree(running);
+}
+
+/*
+ * note_input
+ *		Before the slots read what a wait brought: has any busy connection
+ *		of node received something?  Then the node is alive.
+ */
+static void
+note_input(TTNode *node, TimestampTz now)
+{
+	int			i;
+
+	for (i = 0; i < node->nrt; i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+
+		if (slot->c != NULL && !slot->c->connecting && slot->task != NULL &&
+			tt_conn_has_input(slot->c->conn))
+		{
+			node->heard_at = now;
+			return;
+		}
+	}
+}
+
+/*
+ * check_liveness
+ *		Before a wait: start a probe when the node's busy connections have
+ *		been silent (note_input) for citus.node_connection_timeout,
+ *		advance a running probe, and declare the node dead when the probe
+ *		ran out of time (see the file header).  *timeout is lowered to the
+ *		node's next liveness deadline.  Throws as node_dead does.
+ */
+static void
+check_liveness(TTJob *job, TTNode *node, TimestampTz now, long *timeout)
+{
+	TimestampTz due;
+	long		left;
+	int			i;
+
+	if (node->down || node->rt == NULL)
+		return;
+	if (!node_busy(node))
+	{
+		probe_end(node);
+		return;
+	}
+	if (node->probing)
+	{
+		TimestampTz probe_start;
+
+		probe_start = TimestampTzPlusMilliseconds(node->probe_deadline,
+												  -node_connection_timeout);
+		tt_side_query_advance(&node->probe);
+		if (node->probe.done && !node->probe.ok && !node->probe.sent &&
+			node->heard_at < probe_start)
+		{
+			/* could not even connect: as good as no answer */
+			node->probe_deadline = now;
+		}
+		else if (node->probe.done || node->heard_at >= probe_start)
+		{
+			/* it answered (even with an error): alive */
+			probe_end(node);
+			node->heard_at = now;
+		}
+		if (node->probing)
+		{
+			if (now >= node->probe_deadline)
+			{
+				node_dead(job, node);
+				return;
+			}
+			left = TimestampDifferenceMilliseconds(now, node->probe_deadline);
+			if (*timeout < 0 || left < *timeout)
+				*timeout = left;
+			return;
+		}
+	}
+
+	due = TimestampTzPlusMilliseconds(node->heard_at, node_connection_timeout);
+	if (now >= due)
+	{
+		/* silent for too long: is the node still there? */
+		TTConn	   *like = NULL;
+
+		for (i = 0; i < node->nrt && like == NULL; i++)
+			if (node->rt[i].c != NULL && !node->rt[i].c->connecting)
+				like = node->rt[i].c;
+		tt_side_query_start(&node->probe, like, "SELECT 1");
+		node->probing = true;
+		if (node->probe.c == NULL)
+		{
+			/* no connection to be had here (no FD left): cannot tell */
+			probe_end(node);
+			node->heard_at = now;
+			left = node_connection_timeout;
+			if (*timeout < 0 || left < *timeout)
+				*timeout = left;
+			return;
+		}
+		node->probe_deadline = TimestampTzPlusMilliseconds(now, node_connection_timeout);
+		elog(DEBUG1, "task_tracker: no input from node %s for %d ms during job " INT64_FORMAT ": probing it",
+			 node->name, node_connection_timeout, job->job_id);
+		tt_side_query_advance(&node->probe);
+		left = node_connection_timeout;
+	}
+	else
+		left = TimestampDifferenceMilliseconds(now, due);
+	if (*timeout < 0 || left < *timeout)
+		*timeout = left;
+}
+
 /*
  * tt_realtime_execute
  *		Run every task of job (already queued at its first placement) and
@@ -252,6 +449,7 @@ tt_realtime_execute(TTJob *job)
 		job->nodes[i].nrt = maxconns;
 		nsocks += maxconns;
 	}
+	nsocks += job->nnodes;		/* the probes */
 	socks = MemoryContextAlloc(job->cxt, sizeof(pgsocket) * nsocks);
 	events = MemoryContextAlloc(job->cxt, sizeof(uint32) * nsocks);
 	tt_job_progress(job, TT_JOB_RUNNING);
@@ -261,6 +459,7 @@ tt_realtime_execute(TTJob *job)
 		long		timeout = -1;
 		int			n = 0;
 		int			j;
+		TimestampTz now;
 
 		for (i = 0; i < job->nnodes; i++)
 			dispatch(job, &job->nodes[i]);
@@ -268,10 +467,23 @@ tt_realtime_execute(TTJob *job)
 		if (job->tasks_done >= job->ntasks)
 			break;
 
+		now = GetCurrentTimestamp();
+		for (i = 0; i < job->nnodes; i++)
+			check_liveness(job, &job->nodes[i], now, &timeout);
+		/* a dead node's tasks may have moved: hand them out first */
+		for (i = 0; i < job->nnodes; i++)
+			dispatch(job, &job->nodes[i]);
+
 		for (i = 0; i < job->nnodes; i++)
 		{
 			TTNode	   *node = &job->nodes[i];
 
+			if (node->probing && !node->probe.done &&
+				node->probe.sock != PGINVALID_SOCKET)
+			{
+				socks[n] = node->probe.sock;
+				events[n++] = node->probe.events;
+			}
 			for (j = 0; j < node->nrt; j++)
 			{
 				TTRtConn   *slot = &node->rt[j];
@@ -313,10 +525,12 @@ tt_realtime_execute(TTJob *job)
 
 		tt_wait_sockets(n, socks, events, timeout);
 
+		now = GetCurrentTimestamp();
 		for (i = 0; i < job->nnodes; i++)
 		{
 			TTNode	   *node = &job->nodes[i];
 
+			note_input(node, now);
 			for (j = 0; j < node->nrt; j++)
 				advance(job, node, &node->rt[j]);
 		}
@@ -329,8 +543,10 @@ tt_realtime_execute(TTJob *job)
  *		running are canceled, all nodes at once (tt_conncache_cancel_many);
  *		their connections are kept only once the canceled query is seen to
  *		end and the session is reset (tt_conncache_cancel_release), closed
- *		otherwise.  Idle clean connections go back to the cache.  Runs with interrupts held; never
- *		throws but on out-of-memory.
+ *		otherwise, and at once when their node does not answer the cancel.
+ *		Idle clean connections go back to the cache.  Runs with interrupts
+ *		held; bounded, never blocks on a node (no PQcancel); never throws
+ *		but on out-of-memory.
  */
 static void
 realtime_cleanup(TTJob *job, bool failed)
@@ -359,6 +575,7 @@ realtime_cleanup(TTJob *job, bool failed)
 
 		if (node->rt == NULL)
 			continue;
+		probe_end(node);
 		for (j = 0; j < node->nrt; j++)
 		{
 			TTRtConn   *slot = &node->rt[j];
@@ -372,8 +589,10 @@ realtime_cleanup(TTJob *job, bool failed)
 				slot->task = NULL;
 				continue;
 			}
-			if (slot->task != NULL)
-				tt_conncache_cancel(slot->c);
+			/*
+			 * A query not even sent whole has not started; one still being
+			 * set up runs nothing: closing is enough (and never blocks).
+			 */
 			slot_close(slot, slot->task == NULL && !slot->c->connecting);
 		}
 	}

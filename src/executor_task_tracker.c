@@ -35,9 +35,29 @@
  *	  move to their next placements.  A node that cannot be reached before
  *	  anything was assigned to it is down for the job at once.
  *
+ *	  Liveness: a node can stop answering without closing its sockets (a
+ *	  frozen or hung machine, a lost network).  Every query the executor
+ *	  sends returns quickly on a live tracker: wait_for_tasks() by its own
+ *	  timeout (TT_WAIT_FOR_TASKS_TIMEOUT), the others at once, and a
+ *	  fetch streams rows.  So a node whose connection has a query in
+ *	  flight and gives no input at all (tt_conn_has_input) for
+ *	  TT_WAIT_FOR_TASKS_TIMEOUT + citus.node_reconnect_timeout is treated
+ *	  like a broken connection: the connection is closed and the
+ *	  reconnection above runs (each attempt bounded by
+ *	  citus.node_connection_timeout, all of them by
+ *	  citus.node_reconnect_timeout); a node that does not come back has its
+ *	  tasks moved to their next placements, or the job fails with a
+ *	  connection error naming the node.  No setting but those two is
+ *	  involved, and statement_timeout is never needed to get out.
+ *
  *	  At the end, on error and on cancel, cleanup_job() runs on every node
  *	  that got tasks, all in parallel and with a bounded wait; a node that
  *	  cannot be cleaned up gets a WARNING naming it and the command to run.
+ *	  A node that gives no sign of life within
+ *	  Min(citus.node_connection_timeout, TT_CLEANUP_ANSWER_TIME) of the
+ *	  start of the cleanup is given up at that point (its connections
+ *	  closed, never PQcancel'ed), so that a frozen node cannot hold a
+ *	  canceled or terminated backend for longer.
  *
  * Locking
  *	  None: process-local.
@@ -61,6 +81,8 @@
 #define TT_RECONNECT_DELAY_MAX		1000
 /* extra time the cleanup may take beyond the connection timeout, ms */
 #define TT_CLEANUP_EXTRA_TIME		10000
+/* longest time the cleanup waits for a first sign of life of a node, ms */
+#define TT_CLEANUP_ANSWER_TIME		2000
 
 typedef enum TNPhase
 {
@@ -97,6 +119,7 @@ typedef struct TTTrackerNode
 	TTRemoteError err;			/* error of the query in flight */
 	TimestampTz lost_at;		/* start of the current outage, or 0 */
 	TimestampTz retry_at;		/* next connection attempt */
+	TimestampTz heard_at;		/* query sent or input received last */
 	int			retry_delay;	/* ms before the attempt after that */
 	int			nresults;		/* results of the query in flight read so far */
 	bool		inline_cleaned; /* a fetch's cleanup_job dropped all of ours */
@@ -111,6 +134,7 @@ typedef struct TTTrackerNode
 	bool		cleanup_sent;	/* cleanup_job sent */
 	bool		cleanup_done;	/* cleanup finished (ok or not) */
 	bool		cleanup_ok;		/* cleanup_job succeeded */
+	bool		answered;		/* the node showed signs of life */
 	char	   *cleanup_error;	/* why it did not */
 } TTTrackerNode;
 
@@ -144,6 +168,7 @@ tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
 	tn->nresults = 0;
 	r = tt_send_query(tn->c->conn, sql, single_row);
 	tn->phase = phase;
+	tn->heard_at = GetCurrentTimestamp();
 	tn->flushing = (r == 1);
 	return r >= 0;
 }
@@ -383,6 +408,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 	memset(&tn->err, 0, sizeof(tn->err));
 	tn->nresults = 0;
 	tn->phase = TN_ASSIGN;
+	tn->heard_at = GetCurrentTimestamp();
 	if (pipelined)
 	{
 		char	   *lit = PQescapeLiteral(tn->c->conn, queries.data, queries.len);
@@ -884,6 +910,25 @@ tn_advance(TTJob *job, TTNode *node)
 	}
 }
 
+/* has tn's connection a query in flight, whose answer is awaited? */
+static bool
+query_in_flight(TTTrackerNode *tn)
+{
+	switch (tn->phase)
+	{
+		case TN_SHOW:
+		case TN_RECOVER:
+		case TN_ASSIGN:
+		case TN_ASSIGN_WAIT:
+		case TN_WAIT:
+		case TN_FETCH:
+		case TN_PURGE:
+			return tn->c != NULL;
+		default:
+			return false;
+	}
+}
+
 /*
  * tt_task_tracker_execute
  *		Run every task of job (already queued at its first placement) through
@@ -914,12 +959,21 @@ tt_task_tracker_execute(TTJob *job)
 	{
 		long		timeout = -1;
 		int			n = 0;
+		TimestampTz now = GetCurrentTimestamp();
 
 		for (i = 0; i < job->nnodes; i++)
+		{
+			TTTrackerNode *tn = job->nodes[i].tn;
+
+			/* before reading: did the node send anything? */
+			if (query_in_flight(tn) && tt_conn_has_input(tn->c->conn))
+				tn->heard_at = now;
 			tn_advance(job, &job->nodes[i]);
+		}
 		if (job->tasks_done >= job->ntasks)
 			break;
 
+		now = GetCurrentTimestamp();
 		for (i = 0; i < job->nnodes; i++)
 		{
 			TTNode	   *node = &job->nodes[i];
@@ -927,6 +981,28 @@ tt_task_tracker_execute(TTJob *job)
 			pgsocket	sock;
 			long		left;
 
+			if (query_in_flight(tn))
+			{
+				long		silence_limit = TT_WAIT_FOR_TASKS_TIMEOUT + node_reconnect_timeout;
+				TimestampTz due = TimestampTzPlusMilliseconds(tn->heard_at, silence_limit);
+
+				if (now >= due)
+				{
+					/* not a word from the node for too long: it is lost */
+					TTRemoteError err;
+
+					memset(&err, 0, sizeof(err));
+					strlcpy(err.sqlstate, "08006", sizeof(err.sqlstate));
+					err.message = psprintf("node %s stopped answering: no response for %ld ms",
+										   node->name, silence_limit);
+					node_lost(job, node, &err);
+					timeout = 0;
+					continue;
+				}
+				left = TimestampDifferenceMilliseconds(now, due);
+				if (timeout < 0 || left < timeout)
+					timeout = left;
+			}
 			switch (tn->phase)
 			{
 				case TN_NOCONN:
@@ -1005,13 +1081,21 @@ may_clean_concurrently(TTTrackerNode *tn)
  *		stops the job's tasks at once; the canceled query is then drained
  *		and its connection, idle again, is kept.  When the query in flight
  *		may have been an assign_tasks (may_clean_concurrently), cleanup_job
- *		is sent again over the job's connection once that is drained.  Without a spare connection, PQcancel is the fallback.  A
- *		node that cannot be cleaned up gets a WARNING.
+ *		is sent again over the job's connection once that is drained.
+ *		When the spare connection cannot cancel, the job's connection is
+ *		closed (never PQcancel'ed: it blocks on a frozen node) and, if the
+ *		node answered, cleanup_job runs over a new connection.  A node that
+ *		shows no sign of life (any input on its connections, a new session
+ *		set up) within Min(citus.node_connection_timeout,
+ *		TT_CLEANUP_ANSWER_TIME) is given up at once: its connections are
+ *		closed.  A node that cannot be cleaned up gets a WARNING.
  */
 static void
 tracker_cleanup(TTJob *job, bool failed)
 {
 	TimestampTz deadline;
+	TimestampTz answer_by;
+	int			answer_ms = Min(node_connection_timeout, TT_CLEANUP_ANSWER_TIME);
 	pgsocket   *socks;
 	uint32	   *events;
 	TTConn	  **unused_busy;
@@ -1095,10 +1179,13 @@ tracker_cleanup(TTJob *job, bool failed)
 		}
 	}
 
+	/* from now on, a node has answer_ms to show it is alive */
+	answer_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), answer_ms);
 	for (;;)
 	{
 		int			n = 0;
 		long		timeout;
+		bool		unanswered = false;
 
 		for (i = 0; i < job->nnodes; i++)
 		{
@@ -1107,6 +1194,30 @@ tracker_cleanup(TTJob *job, bool failed)
 
 			if (tn == NULL || tn->cleanup_done)
 				continue;
+
+			/* any input (before it is read) shows the node is alive */
+			if (!tn->answered &&
+				(tt_conn_has_input(tn->c->conn) ||
+				 (tn->side_active && tn->side.c != NULL &&
+				  tt_conn_has_input(tn->side.c->conn))))
+				tn->answered = true;
+			if (!tn->answered && GetCurrentTimestamp() >= answer_by)
+			{
+				/*
+				 * Not a sign of life: the node is frozen or unreachable.
+				 * Close its connections rather than wait any longer.
+				 */
+				if (tn->side_active)
+					tt_side_query_finish(&tn->side);
+				tn->side_active = false;
+				tt_conncache_release(tn->c, false);
+				tn->c = NULL;
+				tn->cleanup_done = true;
+				tn->cleanup_error = psprintf("the node did not answer within %d ms", answer_ms);
+				continue;
+			}
+			if (!tn->answered)
+				unanswered = true;
 			conn = tn->c->conn;
 
 			if (tn->side_active)
@@ -1134,7 +1245,41 @@ tracker_cleanup(TTJob *job, bool failed)
 					tn->drain_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
 				}
 				else if (!tn->side.ok)
-					tt_conncache_cancel(tn->c);
+				{
+					/*
+					 * The cancel did not get through.  Never PQcancel (it
+					 * blocks on a frozen node): close the connection, whose
+					 * remote query stops when its backend notices, and run
+					 * cleanup_job over a new one if the node answered the
+					 * side query at all.
+					 */
+					bool		reached = tn->side.sent;
+
+					tt_conncache_release(tn->c, false);
+					tn->c = NULL;
+					tn->canceled = false;
+					tn->drain_only = false;
+					tn->cleanup_sent = false;
+					tn->recleanup = false;
+					if (reached)
+					{
+						char	   *error;
+
+						tn->c = tt_conncache_claim(job->nodes[i].host,
+												   job->nodes[i].port, &error);
+						if (tn->c == NULL)
+							tn->cleanup_error = error;
+					}
+					else
+						tn->cleanup_error = pstrdup("could not reach the node to cancel the job's query");
+					if (tn->c == NULL)
+					{
+						tt_side_query_finish(&tn->side);
+						tn->cleanup_done = true;
+						continue;
+					}
+					conn = tn->c->conn;
+				}
 				tt_side_query_finish(&tn->side);
 			}
 
@@ -1155,6 +1300,8 @@ tracker_cleanup(TTJob *job, bool failed)
 			{
 				int			r = tt_conncache_connect_poll(tn->c);
 
+				if (r == 0)
+					tn->answered = true;	/* a new session: alive */
 				if (r < 0)
 				{
 					tn->cleanup_done = true;
@@ -1241,6 +1388,8 @@ tracker_cleanup(TTJob *job, bool failed)
 		timeout = tt_ms_until(deadline);
 		if (timeout <= 0)
 			break;
+		if (unanswered)
+			timeout = Min(timeout, tt_ms_until(answer_by));
 		tt_wait_sockets(n, socks, events, timeout);
 	}
 
@@ -1273,8 +1422,11 @@ tracker_cleanup(TTJob *job, bool failed)
 				PQtransactionStatus(tn->c->conn) == PQTRANS_IDLE &&
 				!PQisBusy(tn->c->conn);
 
-			if (!reusable && !tn->canceled)
-				tt_conncache_cancel(tn->c);
+			/*
+			 * Not reusable: closed as it is, never PQcancel'ed (which
+			 * blocks on a frozen node).  A query still running there stops
+			 * when its backend notices the lost client.
+			 */
 			tt_conncache_release(tn->c, reusable);
 			tn->c = NULL;
 		}
