@@ -754,25 +754,6 @@ tt_conn_has_input(PGconn *conn)
 void
 tt_wait_sockets(int n, pgsocket *socks, uint32 *events, long timeout_ms)
 {
-	WaitEventSet *set;
-	WaitEvent	occurred[1];
-	int			i;
-
-	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
-	PG_TRY();
-	{
-		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-		for (i = 0; i < n; i++)
-			AddWaitEventToSet(set, events[i], socks[i], NULL, NULL);
-		(void) WaitEventSetWait(set, timeout_ms, occurred, 1, TT_WAIT_EXECUTOR);
-	}
-	PG_FINALLY();
-	{
-		FreeWaitEventSet(set);
-	}
-	PG_END_TRY();
-
-	ResetLatch(MyLatch);
+	tt_wait_sockets_raw(n, socks, events, timeout_ms);
 	CHECK_FOR_INTERRUPTS();
 }

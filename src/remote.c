@@ -32,6 +32,7 @@
 #include "utils/elog.h"
 
 #include "tt_remote.h"
+#include "tt_waits.h"
 
 static void tt_notice_receiver(void *arg, const PGresult *res);
 
@@ -293,4 +294,36 @@ tt_discard_results(PGconn *conn)
 		else if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH)
 			return -1;
 	}
+}
+
+/*
+ * tt_wait_sockets_raw
+ *		The coordinator's one wait: a WaitEventSet over the latch,
+ *		postmaster death and the n sockets (for events[i]), for at most
+ *		timeout_ms (-1: no limit); the latch is reset afterwards.  Does not
+ *		process interrupts: callers that may be interrupted follow it with
+ *		CHECK_FOR_INTERRUPTS (tt_wait_sockets), cleanup paths hold them.
+ *		The set is freed on every path.
+ */
+void
+tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, long timeout_ms)
+{
+	WaitEventSet *set;
+	WaitEvent	occurred[1];
+
+	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
+	PG_TRY();
+	{
+		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (int i = 0; i < n; i++)
+			AddWaitEventToSet(set, events[i], socks[i], NULL, NULL);
+		(void) WaitEventSetWait(set, timeout_ms, occurred, 1, TT_WAIT_EXECUTOR);
+	}
+	PG_FINALLY();
+	{
+		FreeWaitEventSet(set);
+	}
+	PG_END_TRY();
+	ResetLatch(MyLatch);
 }

@@ -151,6 +151,7 @@ static void shutdown_and_exit(void) pg_attribute_noreturn();
 static void begin_stopping(TimestampTz now);
 static void terminate_backend(Session *s);
 static void recover_orphans(void);
+static void requeue_or_cancel(TTTask *task);
 static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
 static void send_query(RunningTask *rt);
 static void connect_failed(RunningTask *rt, const char *message);
@@ -226,6 +227,26 @@ tracker_exit(int code, Datum arg)
 }
 
 /*
+ * requeue_or_cancel
+ *		An active task that lost its session goes back to the queue (its
+ *		attempt stays counted), unless its cancel was requested: then it is
+ *		canceled.  Caller holds the lock exclusively.
+ */
+static void
+requeue_or_cancel(TTTask *task)
+{
+	TTJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+
+	if (task->status == TT_CANCEL_REQUESTED)
+		tt_task_set_status(job, task, TT_CANCELED);
+	else
+	{
+		tt_task_set_status(job, task, TT_ASSIGNED);
+		tt_task_enqueue(task);
+	}
+}
+
+/*
  * recover_orphans
  *		The tracker restarted on intact shared memory (it exited after an
  *		error, or was terminated): its sessions are gone, so tasks it was
@@ -244,18 +265,8 @@ recover_orphans(void)
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
 	{
-		TTJob	   *job;
-
-		if (!TT_STATUS_IS_ACTIVE(task->status))
-			continue;
-		job = tt_job_lookup(task->key.job_id, false, InvalidOid);
-		if (task->status == TT_CANCEL_REQUESTED)
-			tt_task_set_status(job, task, TT_CANCELED);
-		else
-		{
-			tt_task_set_status(job, task, TT_ASSIGNED);
-			tt_task_enqueue(task);
-		}
+		if (TT_STATUS_IS_ACTIVE(task->status))
+			requeue_or_cancel(task);
 	}
 	LWLockRelease(tt_shared->lock);
 	/* dropping jobs have no active task left: finish them */
@@ -1352,17 +1363,7 @@ requeue_all_running(bool cancel_backends)
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 		task = hash_search(tt_task_hash, &key, HASH_FIND, NULL);
 		if (task != NULL)
-		{
-			TTJob	   *job = tt_job_lookup(key.job_id, false, InvalidOid);
-
-			if (task->status == TT_CANCEL_REQUESTED)
-				tt_task_set_status(job, task, TT_CANCELED);
-			else
-			{
-				tt_task_set_status(job, task, TT_ASSIGNED);
-				tt_task_enqueue(task);
-			}
-		}
+			requeue_or_cancel(task);
 		LWLockRelease(tt_shared->lock);
 	}
 	completed = true;
