@@ -29,10 +29,13 @@
  *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
  *
  *	  cleanup_job() marks running tasks cancel_requested; the tracker then
- *	  sends SIGTERM to the task's backend (what pg_terminate_backend does;
- *	  a query cancel can be lost if it arrives before the backend read the
- *	  statement), closes the session, removes partial files and, for a job
- *	  being dropped, the entries and the job's directory.
+ *	  cancels the statement (SIGINT to the task's backend, what
+ *	  pg_cancel_backend does) and the task ends canceled when its error
+ *	  arrives, keeping the session; a backend that has not read the
+ *	  statement yet ignores a cancel, so a statement still running
+ *	  TT_CANCEL_GRACE_MS later is terminated (SIGTERM, session closed).
+ *	  Partial files and, for a job being dropped, the entries and the
+ *	  job's directory are removed.
  *
  *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
  *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
@@ -82,6 +85,9 @@
 
 PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 
+/* how long a canceled statement may take to stop before it is terminated */
+#define TT_CANCEL_GRACE_MS	50
+
 /* how long a stopping tracker waits for its stopped tasks' outcome */
 #define TT_STOP_GRACE_MS	2000
 
@@ -122,6 +128,7 @@ typedef struct RunningTask
 	bool		opened;			/* writer has a file */
 	bool		failed;			/* an error was recorded for this attempt */
 	bool		unusable;		/* the session must be closed afterwards */
+	bool		cancel_sent;	/* SIGINT sent; session deadline = escalation */
 	int64		rows;			/* rows affected by a row-less statement */
 } RunningTask;
 
@@ -1148,12 +1155,39 @@ handle_cancels(void)
 		TTTask	   *task;
 		bool		cancel;
 
+		Session    *s = rt->session;
+
 		LWLockAcquire(tt_shared->lock, LW_SHARED);
 		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 		cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
 		LWLockRelease(tt_shared->lock);
 		if (!cancel)
 			continue;
+
+		/*
+		 * A running statement is first asked to stop (SIGINT, what
+		 * pg_cancel_backend does): its error then ends the task through
+		 * finish_task and the session stays usable.  A backend that has
+		 * not read the statement yet ignores a cancel, so if the statement
+		 * still runs after TT_CANCEL_GRACE_MS, it is terminated.
+		 */
+		if (s != NULL && s->state == SESSION_BUSY && !SERVER_STOPPING())
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (!rt->cancel_sent)
+			{
+				int			pid = PQbackendPID(s->conn);
+
+				if (pid > 0)
+					(void) kill(pid, SIGINT);
+				rt->cancel_sent = true;
+				s->deadline = TimestampTzPlusMilliseconds(now, TT_CANCEL_GRACE_MS);
+				continue;
+			}
+			if (now < s->deadline)
+				continue;
+		}
 
 		stop_running_task(rt, true);
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
