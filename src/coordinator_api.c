@@ -186,7 +186,16 @@ read_task_list(TTJob *job, const char *task_list)
 	MemoryContextSwitchTo(jobcxt);
 }
 
-/* "c1 type1, c2 type2, ..." for task_result's column definition list */
+/*
+ * column_definitions
+ *		"c1 text, c2 text, ..." for task_result's column definition list.
+ *		Every column is fetched as text: the stored values are the remote's
+ *		own text output, so text passes them through unchanged and the
+ *		coordinator converts each value once, with its column type's input
+ *		function, exactly as the real-time executor does.  (Asking for the
+ *		real types would make the worker parse and print every value again,
+ *		and need the types to exist there.)
+ */
 static char *
 column_definitions(TupleDesc desc)
 {
@@ -195,12 +204,7 @@ column_definitions(TupleDesc desc)
 
 	initStringInfo(&buf);
 	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		appendStringInfo(&buf, "%sc%d %s", i > 0 ? ", " : "", i + 1,
-						 format_type_with_typemod(att->atttypid, att->atttypmod));
-	}
+		appendStringInfo(&buf, "%sc%d text", i > 0 ? ", " : "", i + 1);
 	return buf.data;
 }
 
