@@ -53,11 +53,12 @@
  *	  At the end, on error and on cancel, cleanup_job() runs on every node
  *	  that got tasks, all in parallel and with a bounded wait; a node that
  *	  cannot be cleaned up gets a WARNING naming it and the command to run.
- *	  A node that gives no sign of life within
- *	  Min(citus.node_connection_timeout, TT_CLEANUP_ANSWER_TIME) of the
- *	  start of the cleanup is given up at that point (its connections
- *	  closed, never PQcancel'ed), so that a frozen node cannot hold a
- *	  canceled or terminated backend for longer.
+ *	  A node that gives no sign of life within citus.node_connection_timeout
+ *	  + citus.node_reconnect_timeout of the start of the cleanup (in a
+ *	  backend that is exiting: Min(citus.node_connection_timeout,
+ *	  TT_CLEANUP_ANSWER_TIME)) is given up at that point (its connections
+ *	  closed, never PQcancel'ed), so that a frozen node cannot hold the
+ *	  backend for longer, while a loaded but healthy one is waited for.
  *
  * Locking
  *	  None: process-local.
@@ -67,6 +68,7 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -1086,16 +1088,15 @@ may_clean_concurrently(TTTrackerNode *tn)
  *		closed (never PQcancel'ed: it blocks on a frozen node) and, if the
  *		node answered, cleanup_job runs over a new connection.  A node that
  *		shows no sign of life (any input on its connections, a new session
- *		set up) within Min(citus.node_connection_timeout,
- *		TT_CLEANUP_ANSWER_TIME) is given up at once: its connections are
- *		closed.  A node that cannot be cleaned up gets a WARNING.
+ *		set up) within answer_ms (see below) is given up: its connections
+ *		are closed.  A node that cannot be cleaned up gets a WARNING.
  */
 static void
 tracker_cleanup(TTJob *job, bool failed)
 {
 	TimestampTz deadline;
 	TimestampTz answer_by;
-	int			answer_ms = Min(node_connection_timeout, TT_CLEANUP_ANSWER_TIME);
+	int			answer_ms;
 	pgsocket   *socks;
 	uint32	   *events;
 	TTConn	  **unused_busy;
@@ -1103,6 +1104,17 @@ tracker_cleanup(TTJob *job, bool failed)
 	int			i;
 	char	   *sql;
 	MemoryContext old;
+
+	/*
+	 * How long a node may take to show it is alive: a backend that is
+	 * exiting (pg_terminate_backend, FATAL) must not be held by a frozen
+	 * node, so it gives up quickly; otherwise a busy but healthy worker
+	 * gets the same patience as a reconnection, so that a loaded worker is
+	 * not mistaken for a frozen one and left with the job's tasks.
+	 */
+	answer_ms = proc_exit_inprogress ?
+		Min(node_connection_timeout, TT_CLEANUP_ANSWER_TIME) :
+		node_connection_timeout + node_reconnect_timeout;
 
 	job->cleaned = true;
 	old = MemoryContextSwitchTo(job->cxt);

@@ -424,4 +424,92 @@ push @EXPORT, qw(tt_expect_error tt_postmaster_pid tt_no_crash_in_log);
 =cut
 
 
+
+=pod
+
+=head1 MORE FUNCTIONS (coordinator reliability tests, test/t/22*.pl)
+
+=over
+
+=item tt_poll_until($node, $sql, $seconds, $expected)
+
+poll_query_until with its own bound of C<$seconds> (instead of the TAP
+default timeout), so that "in bounded time" is part of the assertion.
+Returns true when C<$sql> returned C<$expected> (default 't') in time.
+
+=cut
+
+use IPC::Run ();
+
+sub tt_poll_until
+{
+	my ($node, $sql, $seconds, $expected) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $seconds;
+	return $node->poll_query_until('postgres', $sql, $expected // 't');
+}
+
+=pod
+
+=item tt_restart_fast($node)
+
+C<pg_ctl restart -m fast> (waits until the server accepts connections again).
+
+=cut
+
+sub tt_restart_fast
+{
+	my ($node) = @_;
+	PostgreSQL::Test::Utils::system_or_bail('pg_ctl', '-w', '-m', 'fast', '-D',
+		$node->data_dir, '-l', $node->logfile, 'restart');
+	$node->_update_pid(1);
+	return;
+}
+
+=pod
+
+=item tt_start_psql($node, \@commands, %opts)
+
+Start psql (C<-XAtq>, ON_ERROR_STOP, VERBOSITY verbose) in the background
+running each of C<@commands> with C<-c>, as C<user>; returns a hash with
+C<h> (the IPC::Run handle), C<out> and C<err> (scalar refs).  C<timeout>
+(seconds, default 60) bounds it.  Finish it with C<tt_finish_psql>.
+
+=item tt_finish_psql($p)
+
+Wait for it; returns (exit code or undef on time-out, stdout, stderr).
+
+=cut
+
+sub tt_start_psql
+{
+	my ($node, $commands, %opts) = @_;
+	my ($out, $err) = ('', '');
+	my @cmd = ($node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
+		'-v', 'VERBOSITY=verbose', '-d', $node->connstr($opts{dbname} // 'postgres'),
+		@{ _user_params(%opts) }, map { ('-c', $_) } @$commands);
+	my $h = IPC::Run::start(\@cmd, '<', \undef, '>', \$out, '2>', \$err,
+		IPC::Run::timeout($opts{timeout} // 60));
+	return { h => $h, out => \$out, err => \$err };
+}
+
+sub tt_finish_psql
+{
+	my ($p) = @_;
+	my $ok = eval { $p->{h}->finish; 1 };
+	if (!$ok)
+	{
+		eval { $p->{h}->kill_kill; };
+		return (undef, ${ $p->{out} }, ${ $p->{err} } . "\n(timed out: $@)");
+	}
+	return ($p->{h}->result(0), ${ $p->{out} }, ${ $p->{err} });
+}
+
+push @EXPORT, qw(tt_poll_until tt_restart_fast tt_start_psql tt_finish_psql);
+
+=pod
+
+=back
+
+=cut
+
 1;

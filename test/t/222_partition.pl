@@ -1,0 +1,223 @@
+
+# Network partition between the coordinator and a worker, under both
+# executors.
+#
+# Worker 1 runs inside a network namespace `tt_w1` that this test creates,
+# linked to the host by a veth pair (10.200.0.1/30 on the host side,
+# 10.200.0.2/30 inside — addresses of this test's own namespace, nothing
+# else is touched), and listens on 10.200.0.2; the coordinator registers
+# 10.200.0.2:<port>.  Worker 2 and the coordinator stay in the host
+# namespace (the test itself reaches every node over its Unix socket).
+# In the middle of a job of 16 pg_sleep(0.5) tasks the link is cut
+# (`ip link set tt_w1h down`: no FIN, no RST — the worker simply stops
+# answering).  Expected, with small citus.node_connection_timeout and
+# citus.node_reconnect_timeout: the job ends in bounded time, either with
+# all its rows (failover to worker 2) or with a clear connection error
+# naming the node — never by statement_timeout.  The link is restored and
+# worker 1's leftovers of the job (tasks, task queries, sessions of the
+# coordinator) go away in bounded time (job expiry 2 s, TCP keepalives and
+# client_connection_check_interval on the worker), and the coordinator runs
+# jobs on worker 1 again.
+#
+# Creating a network namespace needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)
+# while the TAP tests run as the unprivileged postgres OS user: the test
+# uses the capabilities it has or `sudo -n`, and is skipped with the reason
+# when it has neither.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+use TaskTrackerTest;
+
+my $ns = 'tt_w1';
+my $host_if = 'tt_w1h';
+my $ns_if = 'tt_w1n';
+my $host_addr = '10.200.0.1';
+my $ns_addr = '10.200.0.2';
+
+# ---------------------------------------------------------------- privilege
+my $ip = (grep { -x $_ } qw(/usr/sbin/ip /sbin/ip /usr/bin/ip /bin/ip))[0];
+# (a skip_all plan reports "Result: NOTESTS", which scripts/test.sh counts as
+# a failure: a skipped test is reported as one skipped assertion instead)
+sub skip_test
+{
+	my ($why) = @_;
+	SKIP: { skip($why, 1); }
+	done_testing();
+	exit 0;
+}
+skip_test('iproute2 (ip) is not installed') unless $ip;
+my @priv;
+sub quiet_ok { return system("@_ >/dev/null 2>&1") == 0; }
+if (quiet_ok($ip, 'netns', 'add', 'tt_probe'))
+{
+	quiet_ok($ip, 'netns', 'del', 'tt_probe');
+	@priv = ();
+}
+elsif (-x '/usr/bin/sudo' && quiet_ok('/usr/bin/sudo', '-n', $ip, 'netns', 'add', 'tt_probe'))
+{
+	quiet_ok('/usr/bin/sudo', '-n', $ip, 'netns', 'del', 'tt_probe');
+	@priv = ('/usr/bin/sudo', '-n');
+}
+else
+{
+	skip_test("creating the network namespace $ns needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): "
+	  . "this test runs as the unprivileged OS user uid $<, which has neither the capabilities "
+	  . "nor a password-less `sudo -n ip`");
+}
+
+sub net
+{
+	my @cmd = (@priv, $ip, @_);
+	note("running: @cmd");
+	system(@cmd) == 0 or BAIL_OUT("failed: @cmd");
+	return;
+}
+
+sub net_teardown
+{
+	quiet_ok(@priv, $ip, 'link', 'del', $host_if);
+	quiet_ok(@priv, $ip, 'netns', 'del', $ns);
+	return;
+}
+
+# a namespace left by an earlier, killed run
+net_teardown();
+my $created = 1;
+net('netns', 'add', $ns);
+my $worker1;
+END
+{
+	# never leave the namespace or a server inside it behind (and keep the
+	# test's exit status)
+	local $?;
+	if ($created)
+	{
+		if ($worker1 && defined $worker1->{_pid})
+		{
+			eval { $worker1->stop('immediate'); };
+		}
+		net_teardown();
+	}
+}
+net('link', 'add', $host_if, 'type', 'veth', 'peer', 'name', $ns_if);
+net('link', 'set', $ns_if, 'netns', $ns);
+net('addr', 'add', "$host_addr/30", 'dev', $host_if);
+net('link', 'set', $host_if, 'up');
+net('-n', $ns, 'addr', 'add', "$ns_addr/30", 'dev', $ns_if);
+net('-n', $ns, 'link', 'set', $ns_if, 'up');
+net('-n', $ns, 'link', 'set', 'lo', 'up');
+
+# ---------------------------------------------------------------- nodes
+my $worker_conf = qq{
+citus.task_tracker_job_expiry = '2s'
+citus.max_running_tasks_per_node = 2
+client_connection_check_interval = '500ms'
+tcp_keepalives_idle = 1
+tcp_keepalives_interval = 1
+tcp_keepalives_count = 2
+tcp_user_timeout = 3000
+};
+my $coord = tt_node('coordinator', quiet => 1);
+$worker1 = tt_node('worker1', quiet => 1, no_start => 1,
+	conf => $worker_conf . "listen_addresses = '$ns_addr'\n");
+$worker1->append_conf('pg_hba.conf', "host all all $host_addr/32 trust\n");
+my $worker2 = tt_node('worker2', quiet => 1, conf => $worker_conf);
+my @workers = ($worker1, $worker2);
+
+# start worker 1 inside the namespace, as this (unprivileged) OS user
+{
+	my $gid = (split ' ', $()[0];
+	my @cmd = (@priv, $ip, 'netns', 'exec', $ns,
+		'setpriv', "--reuid=$<", "--regid=$gid", '--clear-groups',
+		$worker1->installed_command('pg_ctl'), '-w', '-D', $worker1->data_dir,
+		'-l', $worker1->logfile, '-o', '--cluster-name=worker1', 'start');
+	note("running: @cmd");
+	system(@cmd) == 0 or BAIL_OUT('could not start worker 1 in the namespace');
+	$worker1->_update_pid(1);
+	$worker1->safe_psql('postgres', 'CREATE EXTENSION task_tracker');
+}
+
+my $w1 = "$ns_addr:" . $worker1->port;
+my $w2 = $worker2->host . ':' . $worker2->port;
+tt_sql($coord, sprintf("SELECT task_tracker.add_node('%s', %d)", $ns_addr, $worker1->port));
+tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
+		tt_quote_literal($worker2->host), $worker2->port));
+
+sub job_commands
+{
+	my ($executor, $sleep) = @_;
+	return (
+		"SET citus.task_executor = '$executor'",
+		"SET citus.max_connections_per_node = 2",
+		"SET citus.node_connection_timeout = '1s'",
+		"SET citus.node_reconnect_timeout = '2s'",
+		"SET statement_timeout = '40s'",
+		qq{SELECT count(*), sum(n), count(DISTINCT n) FROM task_tracker.run_job(
+	\$\$SELECT format('SELECT %s FROM pg_sleep($sleep)', s) AS query,
+	         ARRAY['$w1', '$w2'] AS placements
+	  FROM generate_series(1, 16) s\$\$) AS t(n int)});
+}
+
+is(tt_sql($coord, join(";\n", job_commands('real-time', 0))), '16|136|16',
+	'the coordinator reaches worker 1 through the veth pair');
+is(tt_sql($worker1, q{SELECT count(*) FROM task_tracker.tasks}), '0', 'worker 1 starts clean');
+
+for my $executor ('real-time', 'task-tracker')
+{
+	my $p = tt_start_psql($coord, [ job_commands($executor, '0.5') ], timeout => 45);
+	ok( tt_poll_until($worker1,
+			q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()},
+			20),
+		"$executor: tasks running on worker 1");
+	my $job = tt_sql($coord, 'SELECT job_id FROM task_tracker.jobs');
+	$job = -1 unless $job =~ /^\d+$/;
+
+	# cut the link: worker 1 stops answering, its connections stay open
+	my $t0 = time();
+	net('link', 'set', $host_if, 'down');
+	my ($rc, $out, $err) = tt_finish_psql($p);
+	my $took = time() - $t0;
+	note("$executor with the link cut: rc " . ($rc // 'undef') . ", out '$out', err '$err'");
+	ok( (defined $rc && $rc == 0 && $out eq '16|136|16')
+		  || (defined $rc && $err =~ /ERROR:  08\d\d\d: .*(?:\Q$ns_addr\E|node)/s),
+		"$executor: link cut mid-job: failover to worker 2 or a clear connection error naming the node")
+	  or diag("rc " . ($rc // 'undef') . "\nout: $out\nerr: $err");
+	unlike($err, qr/statement timeout|57014/, "$executor: ... not ended by statement_timeout");
+	cmp_ok($took, '<', 20, sprintf('%s: ... in bounded time (%.1f s)', $executor, $took));
+	is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0',
+		"$executor: no job left on the coordinator");
+
+	# restore the link: worker 1's leftovers go away
+	net('link', 'set', $host_if, 'up');
+	$t0 = time();
+	ok(tt_poll_until($worker1, "SELECT count(*) = 0 FROM task_tracker.tasks WHERE job_id = $job", 20),
+		"$executor: the job's tasks on worker 1 are reaped")
+	  or diag(tt_sql($worker1, 'SELECT job_id, task_id, status, attempts FROM task_tracker.tasks ORDER BY 1, 2'));
+	ok( tt_poll_until($worker1,
+			q{SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND pid <> pg_backend_pid()},
+			20),
+		"$executor: no task query left running on worker 1");
+	ok( tt_poll_until($worker1,
+			q{SELECT count(*) = 0 FROM pg_stat_activity WHERE application_name LIKE 'task_tracker%'}, 20),
+		"$executor: no coordinator connection or task session left on worker 1")
+	  or diag(tt_sql($worker1, q{SELECT pid, application_name, state, query FROM pg_stat_activity
+		WHERE application_name LIKE 'task_tracker%'}));
+	note(sprintf('%s: worker 1 clean %.1f s after the link came back', $executor, time() - $t0));
+
+	# and the coordinator uses worker 1 again
+	is(tt_sql($coord, join(";\n", job_commands($executor, 0))), '16|136|16',
+		"$executor: jobs run again after the link is back");
+}
+
+tt_no_crash_in_log($_) for ($coord, @workers);
+tt_check_no_leftovers($worker1, 'worker 1');
+tt_check_no_leftovers($worker2, 'worker 2');
+tt_check_no_leftovers($coord, 'coordinator');
+$_->stop for ($coord, @workers);
+net_teardown();
+done_testing();
