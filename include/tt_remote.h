@@ -52,6 +52,7 @@ extern void tt_raise_remote_error(int elevel, const TTRemoteError *err,
 extern int	tt_discard_results(PGconn *conn);
 
 extern void tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events,
-								long timeout_ms);
+								bool *ready, long timeout_ms,
+								uint32 wait_event_info);
 
 #endif							/* TT_REMOTE_H */

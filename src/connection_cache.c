@@ -516,18 +516,6 @@ tt_side_query_finish(TTSideQuery *q)
 	q->done = true;
 }
 
-/*
- * wait_side
- *		Wait on the latch, postmaster death and the n sockets for at most
- *		timeout_ms.  Interrupts are the caller's business (the cleanup paths
- *		hold them); the latch is reset.
- */
-static void
-wait_side(int n, pgsocket *socks, uint32 *events, long timeout_ms)
-{
-	tt_wait_sockets_raw(n, socks, events, timeout_ms);
-}
-
 /* is c running a query whose backend we can name? */
 static bool
 conn_is_busy(TTConn *c)
@@ -619,7 +607,7 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (timeout <= 0)
 			break;
-		wait_side(nsocks, socks, events, timeout);
+		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, TT_WAIT_EXECUTOR);
 	}
 
 	/* where it did not work: the caller closes those connections */
@@ -760,7 +748,7 @@ drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
 		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (timeout <= 0)
 			break;
-		wait_side(nsocks, socks, events, timeout);
+		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, TT_WAIT_EXECUTOR);
 	}
 	for (i = 0; i < n; i++)
 	{

@@ -754,6 +754,6 @@ tt_conn_has_input(PGconn *conn)
 void
 tt_wait_sockets(int n, pgsocket *socks, uint32 *events, long timeout_ms)
 {
-	tt_wait_sockets_raw(n, socks, events, timeout_ms);
+	tt_wait_sockets_raw(n, socks, events, NULL, timeout_ms, TT_WAIT_EXECUTOR);
 	CHECK_FOR_INTERRUPTS();
 }

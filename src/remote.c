@@ -298,32 +298,47 @@ tt_discard_results(PGconn *conn)
 
 /*
  * tt_wait_sockets_raw
- *		The coordinator's one wait: a WaitEventSet over the latch,
- *		postmaster death and the n sockets (for events[i]), for at most
- *		timeout_ms (-1: no limit); the latch is reset afterwards.  Does not
- *		process interrupts: callers that may be interrupted follow it with
- *		CHECK_FOR_INTERRUPTS (tt_wait_sockets), cleanup paths hold them.
- *		The set is freed on every path.
+ *		The one wait of task_tracker, used by the tracker and the
+ *		coordinator alike: a WaitEventSet over the latch, postmaster death
+ *		and the n sockets (for events[i]), for at most timeout_ms (-1: no
+ *		limit); the latch is reset afterwards.  When ready is not NULL,
+ *		ready[i] tells whether socks[i] fired.  Does not process interrupts:
+ *		callers that may be interrupted follow it with CHECK_FOR_INTERRUPTS
+ *		(tt_wait_sockets), cleanup paths hold them.  The set is freed on
+ *		every path.
  */
 void
-tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, long timeout_ms)
+tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, bool *ready,
+					long timeout_ms, uint32 wait_event_info)
 {
 	WaitEventSet *set;
-	WaitEvent	occurred[1];
+	WaitEvent  *occurred = palloc(sizeof(WaitEvent) * (n + 2));
 
+	if (ready)
+		memset(ready, 0, sizeof(bool) * n);
 	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
 	PG_TRY();
 	{
+		int			nfired;
+
 		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 		for (int i = 0; i < n; i++)
-			AddWaitEventToSet(set, events[i], socks[i], NULL, NULL);
-		(void) WaitEventSetWait(set, timeout_ms, occurred, 1, TT_WAIT_EXECUTOR);
+			AddWaitEventToSet(set, events[i], socks[i], NULL, (void *) (intptr_t) (i + 1));
+		nfired = WaitEventSetWait(set, timeout_ms, occurred, n + 2, wait_event_info);
+		for (int i = 0; ready && i < nfired; i++)
+		{
+			intptr_t	which = (intptr_t) occurred[i].user_data;
+
+			if (which > 0)
+				ready[which - 1] = true;
+		}
 	}
 	PG_FINALLY();
 	{
 		FreeWaitEventSet(set);
 	}
 	PG_END_TRY();
+	pfree(occurred);
 	ResetLatch(MyLatch);
 }

@@ -363,37 +363,32 @@ nearest_deadline(void)
 static void
 wait_for_events(long max_timeout)
 {
-	WaitEventSet *set;
-	WaitEvent  *events;
+	Session   **which = palloc(sizeof(Session *) * Max(nsessions, 1));
+	pgsocket   *socks = palloc(sizeof(pgsocket) * Max(nsessions, 1));
+	uint32	   *events = palloc(sizeof(uint32) * Max(nsessions, 1));
+	bool	   *ready = palloc(sizeof(bool) * Max(nsessions, 1));
 	dlist_iter	iter;
-	int			n;
+	int			n = 0;
 	long		timeout = nearest_deadline();
 
 	if (max_timeout >= 0 && (timeout < 0 || timeout > max_timeout))
 		timeout = max_timeout;
 
-	set = CreateWaitEventSet(pass_cxt, nsessions + 2);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	dlist_foreach(iter, &sessions)
 	{
 		Session    *s = dlist_container(Session, node, iter.cur);
 
 		s->ready = false;
 		if (PQsocket(s->conn) != PGINVALID_SOCKET && s->events != 0)
-			AddWaitEventToSet(set, s->events, PQsocket(s->conn), NULL, s);
+		{
+			which[n] = s;
+			socks[n] = PQsocket(s->conn);
+			events[n++] = s->events;
+		}
 	}
-
-	events = palloc(sizeof(WaitEvent) * (nsessions + 2));
-	n = WaitEventSetWait(set, timeout, events, nsessions + 2, TT_WAIT_TRACKER_MAIN);
+	tt_wait_sockets_raw(n, socks, events, ready, timeout, TT_WAIT_TRACKER_MAIN);
 	for (int i = 0; i < n; i++)
-	{
-		if (events[i].events & WL_LATCH_SET)
-			ResetLatch(MyLatch);
-		else if (events[i].user_data != NULL)
-			((Session *) events[i].user_data)->ready = true;
-	}
-	FreeWaitEventSet(set);
+		which[i]->ready = ready[i];
 }
 
 /*
