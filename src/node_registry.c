@@ -277,6 +277,46 @@ task_tracker_add_node(PG_FUNCTION_ARGS)
 }
 
 /*
+ * change_registered_node
+ *		Run sql (DELETE or UPDATE of task_tracker.node_registry WHERE
+ *		node_name = $1 AND node_port = $2) for the node given by fcinfo's
+ *		first two arguments; when arg3name is given, fcinfo's third argument
+ *		(of type arg3type, not NULL) is $3.  "Not registered" (42704) when
+ *		no row matched.  Superuser only.
+ */
+static void
+change_registered_node(FunctionCallInfo fcinfo, const char *what, const char *sql,
+					   int expected, const char *arg3name, Oid arg3type)
+{
+	char	   *name;
+	int			port;
+	Oid			argtypes[3] = {TEXTOID, INT4OID, arg3type};
+	Datum		args[3];
+
+	require_superuser(what);
+	check_node_args(fcinfo, &name, &port);
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int32GetDatum(port);
+	if (arg3name)
+	{
+		if (PG_ARGISNULL(2))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be NULL", arg3name)));
+		args[2] = PG_GETARG_DATUM(2);
+	}
+
+	SPI_connect();
+	if (SPI_execute_with_args(sql, arg3name ? 3 : 2, argtypes, args, NULL, false, 0) != expected)
+		elog(ERROR, "could not change task_tracker.node_registry");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("node %s:%d is not registered", name, port)));
+	SPI_finish();
+}
+
+/*
  * task_tracker_remove_node
  *		SQL: remove_node(node_name text, node_port integer) RETURNS void
  *		Unregister a worker node (superuser).
@@ -284,26 +324,10 @@ task_tracker_add_node(PG_FUNCTION_ARGS)
 Datum
 task_tracker_remove_node(PG_FUNCTION_ARGS)
 {
-	char	   *name;
-	int			port;
-	Oid			argtypes[2] = {TEXTOID, INT4OID};
-	Datum		args[2];
-
-	require_superuser("remove_node");
-	check_node_args(fcinfo, &name, &port);
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int32GetDatum(port);
-
-	SPI_connect();
-	if (SPI_execute_with_args("DELETE FROM task_tracker.node_registry "
-							  "WHERE node_name = $1 AND node_port = $2",
-							  2, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not delete from task_tracker.node_registry");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("node %s:%d is not registered", name, port)));
-	SPI_finish();
+	change_registered_node(fcinfo, "remove_node",
+						   "DELETE FROM task_tracker.node_registry "
+						   "WHERE node_name = $1 AND node_port = $2",
+						   SPI_OK_DELETE, NULL, InvalidOid);
 	PG_RETURN_VOID();
 }
 
@@ -316,31 +340,10 @@ task_tracker_remove_node(PG_FUNCTION_ARGS)
 Datum
 task_tracker_set_node_active(PG_FUNCTION_ARGS)
 {
-	char	   *name;
-	int			port;
-	Oid			argtypes[3] = {TEXTOID, INT4OID, BOOLOID};
-	Datum		args[3];
-
-	require_superuser("set_node_active");
-	check_node_args(fcinfo, &name, &port);
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("is_active must not be NULL")));
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int32GetDatum(port);
-	args[2] = PG_GETARG_DATUM(2);
-
-	SPI_connect();
-	if (SPI_execute_with_args("UPDATE task_tracker.node_registry SET is_active = $3 "
-							  "WHERE node_name = $1 AND node_port = $2",
-							  3, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update task_tracker.node_registry");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("node %s:%d is not registered", name, port)));
-	SPI_finish();
+	change_registered_node(fcinfo, "set_node_active",
+						   "UPDATE task_tracker.node_registry SET is_active = $3 "
+						   "WHERE node_name = $1 AND node_port = $2",
+						   SPI_OK_UPDATE, "is_active", BOOLOID);
 	PG_RETURN_VOID();
 }
 
