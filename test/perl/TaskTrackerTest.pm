@@ -512,4 +512,27 @@ push @EXPORT, qw(tt_poll_until tt_restart_fast tt_start_psql tt_finish_psql);
 
 =cut
 
+=pod
+
+=over
+
+=item tt_add_node($coord, $worker, $port)
+
+Register $worker (a node started with tt_node) on $coord with
+task_tracker.add_node, by its socket directory and port ($port overrides the
+port, e.g. for a closed one).
+
+=back
+
+=cut
+
+push @EXPORT, 'tt_add_node';
+
+sub tt_add_node
+{
+	my ($coord, $worker, $port) = @_;
+	return tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
+			tt_quote_literal($worker->host), $port // $worker->port));
+}
+
 1;

@@ -16,11 +16,7 @@ my $coord = tt_node('coordinator', quiet => 1);
 my @workers = map { tt_node("worker$_", quiet => 1) } (1, 2);
 my @place = map { $_->host . ':' . $_->port } @workers;
 
-for my $w (@workers)
-{
-	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-			tt_quote_literal($w->host), $w->port));
-}
+tt_add_node($coord, $_) for @workers;
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.nodes WHERE is_active'),
 	'2', 'two nodes registered');
 

@@ -15,11 +15,7 @@ use TaskTrackerTest;
 my $coord = tt_node('coordinator', quiet => 1);
 my @workers = map { tt_node("worker$_", quiet => 1) } (1, 2);
 my @place = map { $_->host . ':' . $_->port } @workers;
-for my $w (@workers)
-{
-	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-			tt_quote_literal($w->host), $w->port));
-}
+tt_add_node($coord, $_) for @workers;
 
 # 16 tasks, preferring worker 1, falling back to worker 2
 sub job_sql

@@ -25,11 +25,7 @@ use TaskTrackerTest;
 my $coord = tt_node('coordinator', quiet => 1, restart_after_crash => 1);
 my @workers = map { tt_node("worker$_", quiet => 1) } (1, 2);
 my @place = map { $_->host . ':' . $_->port } @workers;
-for my $w (@workers)
-{
-	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-			tt_quote_literal($w->host), $w->port));
-}
+tt_add_node($coord, $_) for @workers;
 
 sub job_sql
 {
@@ -95,8 +91,7 @@ for my $executor ('real-time', 'task-tracker')
 my $closed_port = PostgreSQL::Test::Cluster::get_free_port();
 my $closed = $workers[0]->host . ":$closed_port";
 my $unregistered = $workers[0]->host . ':1';
-tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-		tt_quote_literal($workers[0]->host), $closed_port));
+tt_add_node($coord, $workers[0], $closed_port);
 for my $executor ('real-time', 'task-tracker')
 {
 	my $t0 = time();

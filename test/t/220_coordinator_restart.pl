@@ -34,11 +34,7 @@ citus.max_running_tasks_per_node = 1
 })
 } (1, 2);
 my @place = map { $_->host . ':' . $_->port } @workers;
-for my $w (@workers)
-{
-	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-			tt_quote_literal($w->host), $w->port));
-}
+tt_add_node($coord, $_) for @workers;
 
 # 16 tasks, odd ones preferring worker 1, even ones worker 2
 sub job_sql

@@ -37,8 +37,7 @@ my @workers = map { tt_node("worker$_", quiet => 1, conf => $conf) } (1, 2);
 my @place = map { $_->host . ':' . $_->port } @workers;
 for my $w (@workers)
 {
-	tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-			tt_quote_literal($w->host), $w->port));
+	tt_add_node($coord, $w);
 	tt_sql($w, q{CREATE TABLE public.load_ins (job bigint, task int, UNIQUE (job, task))});
 }
 my @coord_pm = (tt_postmaster_pid($coord), map { tt_postmaster_pid($_) } @workers);

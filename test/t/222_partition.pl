@@ -145,8 +145,7 @@ my @workers = ($worker1, $worker2);
 my $w1 = "$ns_addr:" . $worker1->port;
 my $w2 = $worker2->host . ':' . $worker2->port;
 tt_sql($coord, sprintf("SELECT task_tracker.add_node('%s', %d)", $ns_addr, $worker1->port));
-tt_sql($coord, sprintf("SELECT task_tracker.add_node(%s, %d)",
-		tt_quote_literal($worker2->host), $worker2->port));
+tt_add_node($coord, $worker2);
 
 sub job_commands
 {
