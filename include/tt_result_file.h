@@ -37,7 +37,8 @@ extern char *tt_result_error(TTResultWriter *w, const char **sqlstate);
 
 extern void tt_result_read(FILE *f, const char *path, TupleDesc tupdesc,
 						   Tuplestorestate *store);
-extern void tt_result_remove_job(int64 job_id);
+extern char *tt_result_detach_job(int64 job_id);
+extern void tt_result_remove_detached(char *path);
 extern int	tt_result_remove_all(void);
 extern void tt_result_ensure_dir(void);
 

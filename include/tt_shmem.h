@@ -151,6 +151,7 @@ extern TTTask *tt_task_lookup(int64 job_id, int32 task_id);
 extern TTTask *tt_task_insert(TTJob *job, int64 job_id, int32 task_id);
 extern void tt_task_remove(TTJob *job, TTTask *task);
 extern void tt_job_remove(TTJob *job);
+extern bool tt_job_drop(TTJob *job, char **detached);
 extern void tt_task_enqueue(TTTask *task);
 extern void tt_task_dequeue(TTTask *task);
 extern void tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status);

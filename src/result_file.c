@@ -27,7 +27,9 @@
  * Locking
  *	  None: a file is written only by the tracker while its task runs and
  *	  read only once the task succeeded; removal happens under the task
- *	  table lock by whoever removes the tasks (see worker_api.c, tracker.c).
+ *	  table lock by whoever removes the tasks (see worker_api.c, tracker.c);
+ *	  a dropped job's directory is renamed under the lock and removed after
+ *	  it is released.
  *
  *-------------------------------------------------------------------------
  */
@@ -411,18 +413,43 @@ tt_result_read(FILE *f, const char *path, TupleDesc tupdesc, Tuplestorestate *st
 }
 
 /*
- * tt_result_remove_job
- *		Remove the directory of a job and every file in it.
+ * tt_result_detach_job
+ *		Move the directory of a job out of the way (rename, cheap enough to
+ *		do under the task table lock, after which the job id may be used
+ *		again at once).  Returns the new path (palloc'd) for
+ *		tt_result_remove_detached(), or NULL when the job had no directory.
  */
-void
-tt_result_remove_job(int64 job_id)
+char *
+tt_result_detach_job(int64 job_id)
 {
+	static uint32 counter = 0;
 	char		dir[MAXPGPATH];
-	struct stat st;
+	char	   *dropped = palloc(MAXPGPATH);
 
 	tt_job_dir_path(dir, sizeof(dir), job_id);
-	if (stat(dir, &st) == 0)
-		(void) rmtree(dir, true);
+	snprintf(dropped, MAXPGPATH, "%s/dropped_%d_%u", TT_DATA_DIR, MyProcPid, ++counter);
+	if (rename(dir, dropped) == 0)
+		return dropped;
+	if (errno != ENOENT)
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not rename \"%s\" to \"%s\": %m", dir, dropped)));
+	pfree(dropped);
+	return NULL;
+}
+
+/*
+ * tt_result_remove_detached
+ *		Remove a directory from tt_result_detach_job() and its files;
+ *		called without the task table lock.  NULL does nothing.
+ */
+void
+tt_result_remove_detached(char *path)
+{
+	if (path == NULL)
+		return;
+	(void) rmtree(path, true);
+	pfree(path);
 }
 
 /*
@@ -443,7 +470,8 @@ tt_result_remove_all(void)
 	{
 		char		path[MAXPGPATH];
 
-		if (strncmp(de->d_name, "job_", 4) != 0)
+		if (strncmp(de->d_name, "job_", 4) != 0 &&
+			strncmp(de->d_name, "dropped_", 8) != 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", TT_DATA_DIR, de->d_name);
 		if (rmtree(path, true))

@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
+#include "tt_result_file.h"
 #include "tt_shmem.h"
 
 TTShared   *tt_shared = NULL;
@@ -375,6 +376,44 @@ tt_task_remove(TTJob *job, TTTask *task)
 	tt_task_free_result(task);
 	hash_search(tt_task_hash, &task->key, HASH_REMOVE, NULL);
 	tt_shared->ntasks--;
+}
+
+/*
+ * tt_job_drop
+ *		Drop a job (cleanup_job, job expiry): tasks that are not running are
+ *		removed at once; running ones become cancel_requested, the job is
+ *		marked dropping and the tracker (woken here) stops them and removes
+ *		the job.  Returns true when the job is gone now; then *detached is
+ *		its renamed result directory (or NULL), for the caller to remove
+ *		with tt_result_remove_detached() once it released the lock.  Caller
+ *		holds the lock exclusively.
+ */
+bool
+tt_job_drop(TTJob *job, char **detached)
+{
+	dlist_mutable_iter iter;
+
+	*detached = NULL;
+	dlist_foreach_modify(iter, &job->tasks)
+	{
+		TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
+
+		if (!TT_STATUS_IS_ACTIVE(task->status))
+			tt_task_remove(job, task);
+		else if (task->status != TT_CANCEL_REQUESTED)
+			tt_task_set_status(job, task, TT_CANCEL_REQUESTED);
+	}
+	if (job->nactive == 0)
+	{
+		*detached = tt_result_detach_job(job->job_id);
+		tt_job_remove(job);
+		return true;
+	}
+	if (!job->dropping)
+		tt_shared->ndropping++;
+	job->dropping = true;
+	tt_wake_tracker();
+	return false;
 }
 
 /*

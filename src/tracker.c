@@ -142,6 +142,7 @@ static bool stop_pending = false;	/* a session saw the server stop */
 static bool completed = false;	/* tasks finished this pass: broadcast */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_expiry_check = 0;
+static List *detached_dirs = NIL;	/* job dirs to remove after the lock */
 static TimestampTz stop_deadline = 0;	/* while stopping: give up waiting */
 static MemoryContext tracker_cxt = NULL;
 static MemoryContext pass_cxt = NULL;
@@ -159,6 +160,7 @@ static void begin_stopping(TimestampTz now);
 static void terminate_backend(Session *s);
 static void recover_orphans(void);
 static void requeue_or_cancel(TTTask *task);
+static void remove_detached_dirs(void);
 static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
 static void send_query(RunningTask *rt);
 static void connect_failed(RunningTask *rt, const char *message);
@@ -1118,18 +1120,36 @@ stop_running_task(RunningTask *rt, bool cancel_backend)
 /*
  * finish_dropped_job
  *		Remove a dropping job whose tasks have all stopped.  Caller holds
- *		the lock.
+ *		the lock, and calls remove_detached_dirs() once it released it.
  */
 static void
 finish_dropped_job(TTJob *job)
 {
 	dlist_mutable_iter iter;
-	int64		job_id = job->job_id;
+	char	   *detached;
 
 	dlist_foreach_modify(iter, &job->tasks)
 		tt_task_remove(job, dlist_container(TTTask, job_node, iter.cur));
-	tt_result_remove_job(job_id);
+	detached = tt_result_detach_job(job->job_id);
+	if (detached)
+		detached_dirs = lappend(detached_dirs, detached);
 	tt_job_remove(job);
+}
+
+/*
+ * remove_detached_dirs
+ *		Remove the directories of jobs dropped under the lock; called after
+ *		releasing it.
+ */
+static void
+remove_detached_dirs(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, detached_dirs)
+		tt_result_remove_detached(lfirst(lc));
+	list_free(detached_dirs);
+	detached_dirs = NIL;
 }
 
 /*
@@ -1212,6 +1232,7 @@ handle_cancels(void)
 		}
 	}
 	LWLockRelease(tt_shared->lock);
+	remove_detached_dirs();
 }
 
 /*
@@ -1272,37 +1293,18 @@ expire_jobs(TimestampTz now)
 			continue;
 		if (expires <= now)
 		{
-			dlist_mutable_iter iter;
+			char	   *detached;
 
-			dlist_foreach_modify(iter, &job->tasks)
-			{
-				TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
-
-				if (TT_STATUS_IS_ACTIVE(task->status))
-				{
-					if (task->status != TT_CANCEL_REQUESTED)
-						tt_task_set_status(job, task, TT_CANCEL_REQUESTED);
-				}
-				else
-					tt_task_remove(job, task);
-			}
+			if (tt_job_drop(job, &detached) && detached)
+				detached_dirs = lappend(detached_dirs, detached);
 			dropped++;
-			if (job->nactive == 0)
-			{
-				tt_result_remove_job(job->job_id);
-				tt_job_remove(job);
-			}
-			else
-			{
-				job->dropping = true;
-				tt_shared->ndropping++;
-			}
 			continue;
 		}
 		if (oldest == 0 || expires < oldest)
 			oldest = expires;
 	}
 	LWLockRelease(tt_shared->lock);
+	remove_detached_dirs();
 
 	if (dropped > 0)
 	{

@@ -722,10 +722,10 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 Datum
 task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 {
+	char	   *detached;
 	int64		job_id;
 	TTJob	   *job;
-	dlist_mutable_iter iter;
-	bool		wait = false;
+	bool		wait;
 
 	require_args(fcinfo, 1, "job_id");
 	job_id = PG_GETARG_INT64(0);
@@ -747,33 +747,9 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("job " INT64_FORMAT " belongs to another user", job_id)));
 
-	dlist_foreach_modify(iter, &job->tasks)
-	{
-		TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
-
-		if (TT_STATUS_IS_ACTIVE(task->status))
-		{
-			/* the tracker stops it and removes it */
-			if (task->status != TT_CANCEL_REQUESTED)
-				tt_task_set_status(job, task, TT_CANCEL_REQUESTED);
-			continue;
-		}
-		tt_task_remove(job, task);
-	}
-	if (job->nactive == 0)
-	{
-		tt_result_remove_job(job_id);
-		tt_job_remove(job);
-	}
-	else
-	{
-		if (!job->dropping)
-			tt_shared->ndropping++;
-		job->dropping = true;
-		tt_wake_tracker();
-		wait = true;
-	}
+	wait = !tt_job_drop(job, &detached);
 	LWLockRelease(tt_shared->lock);
+	tt_result_remove_detached(detached);
 
 	if (!wait)
 		PG_RETURN_VOID();
