@@ -9,7 +9,7 @@
 #
 # Runs as root on Debian bookworm:
 #   1. installs what is missing (postgresql-15, postgresql-server-dev-15,
-#      libipc-run-perl, make, gcc);
+#      libipc-run-perl, make, gcc, sudo, iproute2);
 #   2. copies the source tree into a fresh temporary directory owned by the
 #      unprivileged `postgres` OS user (PostgreSQL refuses to run as root, and
 #      the checkout itself may not be readable by postgres);
@@ -20,6 +20,17 @@
 #      logs can be shown when it fails;
 #   5. prints regression.diffs and the TAP logs of what failed, removes the
 #      temporary directory and ends with the line "N passed, N failed".
+#
+# Privileges of the TAP tests: for the length of the run, postgres may run
+# one root-owned helper, /usr/local/libexec/task_tracker-test-priv (a copy of
+# scripts/tt-test-priv), through `sudo -n`, and nothing else; the helper
+# accepts only fixed verbs on fixed names (the network namespace of
+# 222_partition.pl, the small tmpfs of 206_disk_full.pl) and refuses to work
+# once this script is gone.  The sudoers rule, the helper, the namespace and
+# the mounts are removed when this script exits, also on INT/TERM/HUP (the
+# running suite is stopped first); after each TAP file the namespace and the
+# mounts it left are removed.  TT_PRIV=0 grants nothing (206 and 222 are then
+# skipped with the reason).
 #
 # Counting: every pg_regress test, every isolation spec and every TAP test
 # file counts as one test.  A suite that cannot run at all (build failure,
@@ -33,6 +44,7 @@
 #   TT_SUITE_TIMEOUT  seconds one suite / one TAP file may take (default 240)
 #   TT_BUDGET  seconds the whole run may take (default 780); TAP files not
 #              started within it are counted as failed ("not run")
+#   TT_PRIV    0 = do not grant postgres the privileged test helper
 #
 set -uo pipefail
 
@@ -42,6 +54,7 @@ TT_TAP=${TT_TAP:-test/t/*.pl}
 TT_KEEP=${TT_KEEP:-0}
 TT_SUITE_TIMEOUT=${TT_SUITE_TIMEOUT:-240}
 TT_BUDGET=${TT_BUDGET:-780}
+TT_PRIV=${TT_PRIV:-1}
 WERROR="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare"
 
 passed=0
@@ -58,7 +71,7 @@ fi
 
 # ---------------------------------------------------------------- packages
 need=()
-for pkg in postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc; do
+for pkg in postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc sudo iproute2; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		need+=("$pkg")
 	fi
@@ -101,16 +114,76 @@ stop_leftover_servers() {
 	done < <(find "$WORK" -name postmaster.pid 2>/dev/null)
 }
 
+# ---------------------------------------------------------------- privileges
+PRIV_BIN=/usr/local/libexec/task_tracker-test-priv
+PRIV_SUDOERS=/etc/sudoers.d/task_tracker-test
+PRIV_GATE=/run/task_tracker-test-priv.gate
+PRIV_MADE_LIBEXEC=/run/task_tracker-test-priv.made-libexec
+
+# priv_teardown: remove the network namespace and the tmpfs mounts (under
+# $WORK) a test left behind; servers must be stopped first
+priv_teardown() {
+	env -i bash "$REPO/scripts/tt-test-priv" teardown "$WORK" >/dev/null 2>&1 || true
+}
+
+# priv_revoke: take the grant back (also what a killed earlier run left)
+priv_revoke() {
+	rm -f "$PRIV_SUDOERS" "$PRIV_SUDOERS.tmp" "$PRIV_BIN" "$PRIV_GATE"
+	if [ -f "$PRIV_MADE_LIBEXEC" ]; then
+		rmdir "$(dirname "$PRIV_BIN")" 2>/dev/null || true
+		rm -f "$PRIV_MADE_LIBEXEC"
+	fi
+}
+
+# priv_grant: install the helper and let postgres run it through sudo -n
+priv_grant() {
+	local start rule
+	priv_revoke
+	# what a killed earlier run may have left (runs are serialised by the lock)
+	env -i bash "$REPO/scripts/tt-test-priv" teardown / >/dev/null 2>&1 || true
+	# the gate: this process, by pid and start time (see tt-test-priv)
+	start=$(sed -E 's/^.*\) //' "/proc/$$/stat" | awk '{ print $20 }')
+	echo "$$ $start" >"$PRIV_GATE" && chmod 0644 "$PRIV_GATE" || return 1
+	if [ ! -d "$(dirname "$PRIV_BIN")" ]; then
+		mkdir -p "$(dirname "$PRIV_BIN")" && : >"$PRIV_MADE_LIBEXEC" || return 1
+	fi
+	sed "s|^PG_CTL=.*|PG_CTL=$PGBIN/pg_ctl|" "$REPO/scripts/tt-test-priv" >"$PRIV_BIN.tmp" &&
+		chown root:root "$PRIV_BIN.tmp" && chmod 0755 "$PRIV_BIN.tmp" &&
+		mv -f "$PRIV_BIN.tmp" "$PRIV_BIN" || return 1
+	rule="postgres ALL=(root) NOPASSWD: $PRIV_BIN"
+	# (sudo skips files of sudoers.d whose name has a dot: the .tmp is inert)
+	echo "$rule" >"$PRIV_SUDOERS.tmp" && chmod 0440 "$PRIV_SUDOERS.tmp" &&
+		visudo -cqf "$PRIV_SUDOERS.tmp" && mv -f "$PRIV_SUDOERS.tmp" "$PRIV_SUDOERS" || return 1
+	[ "$(runuser -u postgres -- sudo -n "$PRIV_BIN" check 2>&1)" = ok ]
+}
+
+# the suite running in the background (see run_logged)
+child=
+
 cleanup() {
 	stop_leftover_servers
+	priv_teardown
+	priv_revoke
 	if [ "$TT_KEEP" = 1 ]; then
 		echo "kept $WORK"
 	else
-		rm -rf "$WORK"
+		rm -rf --one-file-system "$WORK"
 	fi
 }
+
+# on INT/TERM/HUP stop the running suite at once (runuser passes the TERM to
+# its command, timeout to its whole process group), then exit: the EXIT trap
+# cleans up
+on_signal() {
+	trap '' INT TERM HUP
+	if [ -n "$child" ]; then
+		kill -TERM "$child" 2>/dev/null
+		wait "$child" 2>/dev/null
+	fi
+	exit 130
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap on_signal INT TERM HUP
 
 tar -C "$REPO" \
 	--exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
@@ -122,17 +195,32 @@ mkdir -p "$LOGS"
 chown -R postgres: "$WORK"
 chmod 0755 "$WORK"
 
-# as_pg CMD...: run CMD as postgres in the copy with a clean environment
-as_pg() {
-	runuser -u postgres -- env -i \
-		HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres \
-		PATH="$PGBIN:/usr/local/bin:/usr/bin:/bin" \
-		LANG=C.UTF-8 LC_ALL=C.UTF-8 PGTZ=UTC \
-		PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-60}" \
-		PG_TEST_NOCLEAN="${PG_TEST_NOCLEAN:-}" \
-		TT_FUZZ_SEED="${TT_FUZZ_SEED:-}" TT_FUZZ_CALLS="${TT_FUZZ_CALLS:-}" \
-		TT_FUZZ_SECONDS="${TT_FUZZ_SECONDS:-}" TT_SOAK_SECONDS="${TT_SOAK_SECONDS:-}" \
-		bash -c 'cd "$0" && exec "$@"' "$WORK" "$@"
+# AS_PG CMD...: run CMD as postgres in the copy with a clean environment
+AS_PG=(runuser -u postgres -- env -i \
+	HOME=/var/lib/postgresql USER=postgres LOGNAME=postgres \
+	PATH="$PGBIN:/usr/local/bin:/usr/bin:/bin" \
+	LANG=C.UTF-8 LC_ALL=C.UTF-8 PGTZ=UTC \
+	PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-60}" \
+	PG_TEST_NOCLEAN="${PG_TEST_NOCLEAN:-}" \
+	TT_FUZZ_SEED="${TT_FUZZ_SEED:-}" TT_FUZZ_CALLS="${TT_FUZZ_CALLS:-}" \
+	TT_FUZZ_SECONDS="${TT_FUZZ_SECONDS:-}" TT_SOAK_SECONDS="${TT_SOAK_SECONDS:-}" \
+	bash -c 'cd "$0" && exec "$@"' "$WORK")
+as_pg() { "${AS_PG[@]}" "$@"; }
+
+# run_logged OUT CMD...: run CMD as postgres (AS_PG) in the background, its
+# output into OUT, and wait for it, so that a signal to this script is
+# handled at once (on_signal) instead of after CMD; then print OUT.
+# Returns CMD's exit status.
+run_logged() {
+	local out=$1 rc
+	shift
+	"${AS_PG[@]}" "$@" </dev/null >"$out" 2>&1 &
+	child=$!
+	wait "$child"
+	rc=$?
+	child=
+	cat "$out"
+	return "$rc"
 }
 
 MAKEVARS=(PG_CONFIG="$PG_CONFIG" with_llvm=no)
@@ -202,9 +290,9 @@ case " $TT_TESTS " in *" regress "*)
 	say "pg_regress"
 	with_expected test/sql sql expected test/expected
 	if [ ${#runnable[@]} -gt 0 ]; then
-		as_pg timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" installcheck \
-			ISOLATION= TAP_TESTS= REGRESS="${runnable[*]}" 2>&1 | tee "$LOGS/regress.out"
-		rc=${PIPESTATUS[0]}
+		run_logged "$LOGS/regress.out" timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" \
+			installcheck ISOLATION= TAP_TESTS= REGRESS="${runnable[*]}"
+		rc=$?
 	else
 		: >"$LOGS/regress.out"; rc=0
 	fi
@@ -228,9 +316,9 @@ case " $TT_TESTS " in *" isolation "*)
 	say "pg_isolation_regress"
 	with_expected test/specs spec test/expected output_iso/expected
 	if [ ${#runnable[@]} -gt 0 ]; then
-		as_pg timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" installcheck \
-			REGRESS= TAP_TESTS= ISOLATION="${runnable[*]}" 2>&1 | tee "$LOGS/isolation.out"
-		rc=${PIPESTATUS[0]}
+		run_logged "$LOGS/isolation.out" timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" \
+			installcheck REGRESS= TAP_TESTS= ISOLATION="${runnable[*]}"
+		rc=$?
 	else
 		: >"$LOGS/isolation.out"; rc=0
 	fi
@@ -250,6 +338,14 @@ esac
 # ---------------------------------------------------------------- TAP
 case " $TT_TESTS " in *" tap "*)
 	say "TAP (prove)"
+	if [ "$TT_PRIV" = 1 ]; then
+		if priv_grant; then
+			echo "postgres may run $PRIV_BIN through sudo -n until this run ends"
+		else
+			echo "could not grant postgres the privileged test helper: 206 and 222 will be skipped"
+			priv_revoke
+		fi
+	fi
 	shopt -s nullglob
 	# shellcheck disable=SC2206
 	taps=($(cd "$WORK" && eval "ls -1 $TT_TAP" 2>/dev/null | sort))
@@ -263,9 +359,9 @@ case " $TT_TESTS " in *" tap "*)
 		fi
 		left=$((TT_BUDGET - SECONDS))
 		[ "$left" -gt "$TT_SUITE_TIMEOUT" ] && left=$TT_SUITE_TIMEOUT
-		as_pg timeout "$left" make -s "${MAKEVARS[@]}" installcheck \
-			REGRESS= ISOLATION= PROVE_TESTS="$t" 2>&1 | tee "$LOGS/tap.out"
-		rc=${PIPESTATUS[0]}
+		run_logged "$LOGS/tap.out" timeout "$left" make -s "${MAKEVARS[@]}" installcheck \
+			REGRESS= ISOLATION= PROVE_TESTS="$t"
+		rc=$?
 		if [ "$rc" -eq 0 ] && grep -q '^Result: PASS' "$LOGS/tap.out"; then
 			passed=$((passed + 1))
 		else
@@ -285,6 +381,7 @@ case " $TT_TESTS " in *" tap "*)
 			done
 		fi
 		stop_leftover_servers
+		priv_teardown
 	done
 	[ ${#taps[@]} -eq 0 ] && echo "(no TAP tests match $TT_TAP)"
 	;;

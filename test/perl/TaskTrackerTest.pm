@@ -535,4 +535,86 @@ sub tt_add_node
 			tt_quote_literal($worker->host), $port // $worker->port));
 }
 
+=pod
+
+=head1 MORE FUNCTIONS (tests that need root: 206_disk_full.pl, 222_partition.pl)
+
+scripts/test.sh lets the postgres OS user run one root-owned helper,
+C</usr/local/libexec/task_tracker-test-priv> (scripts/tt-test-priv), through
+C<sudo -n> for the length of a run; it accepts only fixed verbs on fixed
+names (see its header).  A developer running prove by hand usually has
+neither it nor the capabilities: the tests then skip with the reason.
+
+=over
+
+=item tt_skip_test($why)
+
+End the test file as one skipped assertion (a C<skip_all> plan reports
+"Result: NOTESTS", which scripts/test.sh counts as a failure).
+
+=item tt_priv_helper()
+
+In list context (\@command, $why): the command prefix that runs the
+privileged helper (C<sudo -n /usr/local/libexec/task_tracker-test-priv>) when
+this OS user may run it, else undef and the reason.
+
+=item tt_priv(@args)
+
+Run the helper with C<@args>; true when it succeeded (its output is shown as
+a note, its errors as a diag).
+
+=back
+
+=cut
+
+our $TT_PRIV_BIN = '/usr/local/libexec/task_tracker-test-priv';
+
+sub tt_skip_test
+{
+	my ($why) = @_;
+	SKIP: { skip($why, 1); }
+	done_testing();
+	exit 0;
+}
+
+my @tt_priv_helper;
+
+sub tt_priv_helper
+{
+	@tt_priv_helper = _tt_priv_probe() unless @tt_priv_helper;
+	return @tt_priv_helper;
+}
+
+sub _tt_priv_probe
+{
+	my $sudo = (grep { -x $_ } qw(/usr/bin/sudo /bin/sudo))[0];
+	return (undef, "the privileged test helper $TT_PRIV_BIN is not installed (scripts/test.sh installs it)")
+	  unless -x $TT_PRIV_BIN;
+	return (undef, 'sudo is not installed') unless $sudo;
+	my @cmd = ($sudo, '-n', $TT_PRIV_BIN);
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ @cmd, 'check' ], '<', \undef, '>', \$out, '2>', \$err);
+	return (\@cmd, undef) if $out eq "ok\n";
+	chomp $err;
+	return (undef, "OS user uid $< may not run $TT_PRIV_BIN through sudo -n ($err)");
+}
+
+sub tt_priv
+{
+	my (@args) = @_;
+	my ($cmd, $why) = tt_priv_helper();
+	if (!$cmd)
+	{
+		diag("tt_priv(@args): $why");
+		return 0;
+	}
+	my ($out, $err) = ('', '');
+	my $ok = IPC::Run::run([ @$cmd, @args ], '<', \undef, '>', \$out, '2>', \$err);
+	note("task_tracker-test-priv @args: " . ($ok ? 'ok' : 'failed') . ($out ne '' ? "\n$out" : ''));
+	diag("task_tracker-test-priv @args: $err") if !$ok || $err ne '';
+	return $ok;
+}
+
+push @EXPORT, qw(tt_skip_test tt_priv_helper tt_priv);
+
 1;

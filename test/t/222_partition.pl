@@ -9,8 +9,13 @@
 # 10.200.0.2:<port>.  Worker 2 and the coordinator stay in the host
 # namespace (the test itself reaches every node over its Unix socket).
 # In the middle of a job of 16 pg_sleep(0.5) tasks the link is cut
-# (`ip link set tt_w1h down`: no FIN, no RST — the worker simply stops
-# answering).  Expected, with small citus.node_connection_timeout and
+# (`ip -n tt_w1 link set tt_w1n down`: no FIN, no RST — the worker simply
+# stops answering).  The namespace's side goes down, not the host's: the
+# host keeps its route to 10.200.0.0/30 (marked linkdown), so packets to the
+# worker vanish; with the host's side down that route would go and the
+# packets would follow the default route, where a gateway may answer (on
+# the CI machine an HTTP proxy does, which libpq reports as "received
+# invalid response to SSL negotiation: H").  Expected, with small citus.node_connection_timeout and
 # citus.node_reconnect_timeout: the job ends in bounded time, either with
 # all its rows (failover to worker 2) or with a clear connection error
 # naming the node — never by statement_timeout.  The link is restored and
@@ -20,9 +25,14 @@
 # jobs on worker 1 again.
 #
 # Creating a network namespace needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN)
-# while the TAP tests run as the unprivileged postgres OS user: the test
-# uses the capabilities it has or `sudo -n`, and is skipped with the reason
-# when it has neither.
+# while the TAP tests run as the unprivileged postgres OS user.  The test
+# uses, in this order: the capabilities it has itself (`ip` works); the
+# privileged helper scripts/test.sh installs for its run
+# (/usr/local/libexec/task_tracker-test-priv through `sudo -n`: verbs
+# netns-create, link-down, link-up, netns-pg-start, netns-destroy for exactly
+# this namespace, veth pair and these addresses, the server started as this
+# OS user); a password-less `sudo -n ip`.  It is skipped with the reason when
+# it has none of them (e.g. prove run by hand).
 
 use strict;
 use warnings;
@@ -40,35 +50,37 @@ my $host_addr = '10.200.0.1';
 my $ns_addr = '10.200.0.2';
 
 # ---------------------------------------------------------------- privilege
-my $ip = (grep { -x $_ } qw(/usr/sbin/ip /sbin/ip /usr/bin/ip /bin/ip))[0];
 # (a skip_all plan reports "Result: NOTESTS", which scripts/test.sh counts as
 # a failure: a skipped test is reported as one skipped assertion instead)
-sub skip_test
-{
-	my ($why) = @_;
-	SKIP: { skip($why, 1); }
-	done_testing();
-	exit 0;
-}
-skip_test('iproute2 (ip) is not installed') unless $ip;
-my @priv;
+my $ip = (grep { -x $_ } qw(/usr/sbin/ip /sbin/ip /usr/bin/ip /bin/ip))[0];
+tt_skip_test('iproute2 (ip) is not installed') unless $ip;
+# $mode: 'direct' (ip with our own capabilities, or through sudo -n ip) or
+# 'helper' (the privileged test helper of scripts/test.sh)
+my ($mode, @priv);
 sub quiet_ok { return system("@_ >/dev/null 2>&1") == 0; }
+my ($helper, $no_helper) = tt_priv_helper();
 if (quiet_ok($ip, 'netns', 'add', 'tt_probe'))
 {
 	quiet_ok($ip, 'netns', 'del', 'tt_probe');
-	@priv = ();
+	($mode, @priv) = ('direct');
+}
+elsif ($helper)
+{
+	$mode = 'helper';
 }
 elsif (-x '/usr/bin/sudo' && quiet_ok('/usr/bin/sudo', '-n', $ip, 'netns', 'add', 'tt_probe'))
 {
 	quiet_ok('/usr/bin/sudo', '-n', $ip, 'netns', 'del', 'tt_probe');
-	@priv = ('/usr/bin/sudo', '-n');
+	($mode, @priv) = ('direct', '/usr/bin/sudo', '-n');
 }
 else
 {
-	skip_test("creating the network namespace $ns needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): "
-	  . "this test runs as the unprivileged OS user uid $<, which has neither the capabilities "
+	tt_skip_test("creating the network namespace $ns needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): "
+	  . "this test runs as the unprivileged OS user uid $<, which has neither the capabilities, "
+	  . "nor the privileged test helper of scripts/test.sh ($no_helper), "
 	  . "nor a password-less `sudo -n ip`");
 }
+note('network namespace through: ' . ($mode eq 'helper' ? "@$helper" : "@priv $ip"));
 
 sub net
 {
@@ -78,17 +90,35 @@ sub net
 	return;
 }
 
+sub helper
+{
+	tt_priv(@_) or BAIL_OUT("failed: task_tracker-test-priv @_");
+	return;
+}
+
 sub net_teardown
 {
+	if ($mode eq 'helper')
+	{
+		tt_priv('netns-destroy');
+		return;
+	}
 	quiet_ok(@priv, $ip, 'link', 'del', $host_if);
 	quiet_ok(@priv, $ip, 'netns', 'del', $ns);
 	return;
 }
 
+# set_link('up' | 'down'): the namespace's side of the veth pair
+sub set_link
+{
+	my ($state) = @_;
+	return helper("link-$state") if $mode eq 'helper';
+	return net('-n', $ns, 'link', 'set', $ns_if, $state);
+}
+
 # a namespace left by an earlier, killed run
 net_teardown();
 my $created = 1;
-net('netns', 'add', $ns);
 my $worker1;
 END
 {
@@ -104,13 +134,22 @@ END
 		net_teardown();
 	}
 }
-net('link', 'add', $host_if, 'type', 'veth', 'peer', 'name', $ns_if);
-net('link', 'set', $ns_if, 'netns', $ns);
-net('addr', 'add', "$host_addr/30", 'dev', $host_if);
-net('link', 'set', $host_if, 'up');
-net('-n', $ns, 'addr', 'add', "$ns_addr/30", 'dev', $ns_if);
-net('-n', $ns, 'link', 'set', $ns_if, 'up');
-net('-n', $ns, 'link', 'set', 'lo', 'up');
+if ($mode eq 'helper')
+{
+	# the same namespace, veth pair and addresses, fixed in the helper
+	helper('netns-create');
+}
+else
+{
+	net('netns', 'add', $ns);
+	net('link', 'add', $host_if, 'type', 'veth', 'peer', 'name', $ns_if);
+	net('link', 'set', $ns_if, 'netns', $ns);
+	net('addr', 'add', "$host_addr/30", 'dev', $host_if);
+	net('link', 'set', $host_if, 'up');
+	net('-n', $ns, 'addr', 'add', "$ns_addr/30", 'dev', $ns_if);
+	net('-n', $ns, 'link', 'set', $ns_if, 'up');
+	net('-n', $ns, 'link', 'set', 'lo', 'up');
+}
 
 # ---------------------------------------------------------------- nodes
 my $worker_conf = qq{
@@ -130,6 +169,11 @@ my $worker2 = tt_node('worker2', quiet => 1, conf => $worker_conf);
 my @workers = ($worker1, $worker2);
 
 # start worker 1 inside the namespace, as this (unprivileged) OS user
+if ($mode eq 'helper')
+{
+	helper('netns-pg-start', $worker1->data_dir, $worker1->logfile, 'worker1');
+}
+else
 {
 	my $gid = (split ' ', $()[0];
 	my @cmd = (@priv, $ip, 'netns', 'exec', $ns,
@@ -138,8 +182,13 @@ my @workers = ($worker1, $worker2);
 		'-l', $worker1->logfile, '-o', '--cluster-name=worker1', 'start');
 	note("running: @cmd");
 	system(@cmd) == 0 or BAIL_OUT('could not start worker 1 in the namespace');
-	$worker1->_update_pid(1);
-	$worker1->safe_psql('postgres', 'CREATE EXTENSION task_tracker');
+}
+$worker1->_update_pid(1);
+$worker1->safe_psql('postgres', 'CREATE EXTENSION task_tracker');
+{
+	my $pm = tt_postmaster_pid($worker1) // 0;
+	my ($theirs, $ours) = (readlink("/proc/$pm/ns/net") // 'none', readlink('/proc/self/ns/net') // '?');
+	isnt($theirs, $ours, "worker 1 runs in a network namespace of its own ($theirs)");
 }
 
 my $w1 = "$ns_addr:" . $worker1->port;
@@ -178,9 +227,10 @@ for my $executor ('real-time', 'task-tracker')
 
 	# cut the link: worker 1 stops answering, its connections stay open
 	my $t0 = time();
-	net('link', 'set', $host_if, 'down');
+	set_link('down');
 	my ($rc, $out, $err) = tt_finish_psql($p);
 	my $took = time() - $t0;
+	chomp $out;
 	note("$executor with the link cut: rc " . ($rc // 'undef') . ", out '$out', err '$err'");
 	ok( (defined $rc && $rc == 0 && $out eq '16|136|16')
 		  || (defined $rc && $err =~ /ERROR:  08\d\d\d: .*(?:\Q$ns_addr\E|node)/s),
@@ -192,7 +242,7 @@ for my $executor ('real-time', 'task-tracker')
 		"$executor: no job left on the coordinator");
 
 	# restore the link: worker 1's leftovers go away
-	net('link', 'set', $host_if, 'up');
+	set_link('up');
 	$t0 = time();
 	ok(tt_poll_until($worker1, "SELECT count(*) = 0 FROM task_tracker.tasks WHERE job_id = $job", 20),
 		"$executor: the job's tasks on worker 1 are reaped")
