@@ -4,6 +4,7 @@ OBJS = \
 	src/task_tracker.o \
 	src/shmem.o \
 	src/remote.o \
+	src/copy_text.o \
 	src/result_file.o \
 	src/persist.o \
 	src/tracker.o \
@@ -17,7 +18,7 @@ OBJS = \
 	src/coordinator_api.o
 
 EXTENSION = task_tracker
-DATA = sql/task_tracker--1.0.sql
+DATA = sql/task_tracker--1.0.sql sql/task_tracker--1.1.sql sql/task_tracker--1.0--1.1.sql
 PGFILEDESC = "task_tracker - queued SQL tasks across PostgreSQL servers"
 
 PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir)

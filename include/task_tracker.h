@@ -12,7 +12,14 @@
 #ifndef TASK_TRACKER_H
 #define TASK_TRACKER_H
 
-#define TASK_TRACKER_VERSION	"1.0"
+/*
+ * The library's version, which task_tracker.version() returns: the newest
+ * version of the extension's SQL objects (sql/task_tracker--*.sql) this
+ * library serves.  It serves every older one too, so a database whose
+ * extension is not updated yet keeps working; a newer one is refused
+ * (tt_check_sql_version).
+ */
+#define TASK_TRACKER_VERSION	"1.1"
 
 /* Directory under $PGDATA holding result files and the saved task table */
 #define TT_DATA_DIR				"pg_task_tracker"
@@ -35,5 +42,6 @@ extern int	task_result_memory;		/* kB: all in-memory results together */
 extern bool tt_preloaded;
 
 extern void tt_check_preloaded(void);
+extern void tt_check_sql_version(void);
 
 #endif							/* TASK_TRACKER_H */

@@ -72,6 +72,8 @@ typedef struct TTTask
 	char		sqlstate[6];	/* last error's SQLSTATE, or "" */
 	int32		attempts;		/* attempts started so far */
 	int32		backend_pid;	/* pid of the session running it, or 0 */
+	int32		copy_len;		/* >0: run query[0..copy_len) as COPY (...)
+								 * TO STDOUT; 0: run the query as it is */
 	uint64		seq;			/* assignment order (stable tie-break) */
 	int64		result_rows;	/* rows produced / affected, or -1 */
 	TimestampTz assigned_at;	/* when (re)assigned */
@@ -80,7 +82,8 @@ typedef struct TTTask
 	bool		queued;			/* linked into TTShared->pending */
 	bool		in_done;		/* final, linked into its job's done list */
 	uint64		final_seq;		/* its place in the job's done list */
-	bool		has_file;		/* a result file exists for it */
+	bool		has_file;		/* a result file exists for it (COPY text,
+								 * see tt_result_file.h) */
 	dlist_node	queue_node;		/* link in TTShared->pending */
 	dlist_node	job_node;		/* link in TTJob->tasks */
 	dlist_node	done_node;		/* link in TTJob->done */

@@ -54,6 +54,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "tt_copy_text.h"
 #include "tt_executor.h"
 #include "tt_waits.h"
 
@@ -319,96 +320,6 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
 }
 
 /*
- * copy_field
- *		De-escape, in place, one field of a COPY text row starting at p and
- *		ending at the next tab or at end: \b \f \n \r \t \v, octal \ooo,
- *		hex \xhh and \c for any other c (COPY's text format).  Returns the
- *		position after the field's terminator; *isnull is set for \N.
- */
-static char *
-copy_field(char *p, char *end, char **value, bool *isnull)
-{
-	char	   *out = p;
-
-	*value = p;
-	*isnull = false;
-	if (end - p >= 2 && p[0] == '\\' && p[1] == 'N' && (end - p == 2 || p[2] == '\t'))
-	{
-		*isnull = true;
-		*value = NULL;
-		return p + 3;
-	}
-	while (p < end && *p != '\t')
-	{
-		char		c = *p++;
-
-		if (c == '\\' && p < end)
-		{
-			c = *p++;
-			switch (c)
-			{
-				case 'b':
-					c = '\b';
-					break;
-				case 'f':
-					c = '\f';
-					break;
-				case 'n':
-					c = '\n';
-					break;
-				case 'r':
-					c = '\r';
-					break;
-				case 't':
-					c = '\t';
-					break;
-				case 'v':
-					c = '\v';
-					break;
-				case '0':
-				case '1':
-				case '2':
-				case '3':
-				case '4':
-				case '5':
-				case '6':
-				case '7':
-					{
-						int			val = c - '0';
-
-						if (p < end && *p >= '0' && *p <= '7')
-						{
-							val = (val << 3) + (*p++ - '0');
-							if (p < end && *p >= '0' && *p <= '7')
-								val = (val << 3) + (*p++ - '0');
-						}
-						c = (char) (val & 0377);
-					}
-					break;
-				case 'x':
-					if (p < end && isxdigit((unsigned char) *p))
-					{
-						int			val = 0;
-						int			k;
-
-						for (k = 0; k < 2 && p < end && isxdigit((unsigned char) *p); k++, p++)
-							val = (val << 4) + (isdigit((unsigned char) *p) ? *p - '0' :
-												(tolower((unsigned char) *p) - 'a' + 10));
-						c = (char) (val & 0xff);
-					}
-					break;
-				default:
-					/* \c is c, backslash included */
-					break;
-			}
-		}
-		*out++ = c;
-	}
-	*out = '\0';				/* overwrites the tab, or the row's newline */
-	return p + 1;
-}
-
-/*
  * store_copy_row
  *		Put one row of COPY text data (len bytes at buf, ending with a
  *		newline; buf is ours to modify) into the result.
@@ -417,27 +328,20 @@ static void
 store_copy_row(TTJob *job, TTTask *task, char *buf, int len)
 {
 	int			natts = job->tupdesc->natts;
-	char	   *end = buf + len;
-	char	   *p = buf;
 	MemoryContext old;
 	HeapTuple	tuple;
-	int			j;
+	int			n;
 
-	if (len > 0 && end[-1] == '\n')
-		end--;
-	for (j = 0; j < natts; j++)
-	{
-		bool		isnull;
-
-		if (p > end)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("task %d returned fewer columns than the column definition list has (%d)",
-							task->task_id, natts),
-					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-								task->task_id, job->job_id, task->query)));
-		p = copy_field(p, end, &job->values[j], &isnull);
-	}
+	if (len > 0 && buf[len - 1] == '\n')
+		len--;
+	n = tt_copy_text_split(buf, len, job->values, natts);
+	if (n != natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("task %d returned %d columns, but the column definition list has %d",
+						task->task_id, n, natts),
+				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+							task->task_id, job->job_id, task->query)));
 	old = MemoryContextSwitchTo(job->rowcxt);
 	tuple = BuildTupleFromCStrings(job->attinmeta, job->values);
 	tuplestore_puttuple(job->tupstore, tuple);

@@ -8,15 +8,21 @@
  *
  * Design
  *	  One connection per node (from the per-backend cache), driven by a
- *	  state machine (TNPhase): connect, learn the tracker's capacity (SHOW
- *	  citus.max_tracked_tasks_per_node, remembered with the cached
- *	  connection), then in a loop:
+ *	  state machine (TNPhase): connect, learn the tracker's capacity
+ *	  (citus.max_tracked_tasks_per_node) and the version of task_tracker
+ *	  installed there in one query (remembered per cached connection),
+ *	  then in a loop:
  *		- assign queued tasks with assign_tasks(), at most
  *		  citus.max_assign_task_batch_size per round trip, never keeping more
  *		  of our tasks in the tracker's table than it can hold;
- *		- fetch the rows of each succeeded task (task_result() with a column
- *		  definition list built from run_job's own result columns), in
- *		  single-row mode straight into the result;
+ *		- fetch the rows of each succeeded task straight into the result:
+ *		  from a worker at version 1.1 or later, task_result_copy(), which
+ *		  hands out the stored COPY text in chunks of whole lines (single-row
+ *		  mode, one chunk per result) at the cost of a file read there, and
+ *		  the lines go through the shared COPY text parser (copy_text.c) and
+ *		  the input functions of run_job's columns; from a worker still at
+ *		  1.0, COPY (SELECT * FROM task_result() AS t(c1 text, ...)) TO
+ *		  STDOUT, parsed by tt_job_drain;
  *		- when the tracker's table holds as many of our tasks as it can and
  *		  all of them are fetched, drop them (cleanup_job) and go on;
  *		- otherwise wait_for_tasks(), which blocks on the worker until a
@@ -30,7 +36,8 @@
  *	  growing delay, for citus.node_reconnect_timeout.  Once reconnected,
  *	  the executor reads the job's tasks from task_tracker.tasks: tasks the
  *	  tracker still has are waited for or fetched (a fetch cut short goes on
- *	  with OFFSET, the result file being read in the same order), missing
+ *	  after the rows already received: task_result_copy's skip_rows, or
+ *	  OFFSET; a stored result is always read in the same order), missing
  *	  ones are assigned again.  When the node does not come back, its tasks
  *	  move to their next placements.  A node that cannot be reached before
  *	  anything was assigned to it is down for the job at once.
@@ -70,10 +77,12 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
+#include "tt_copy_text.h"
 #include "tt_executor.h"
 
 /* timeout of one wait_for_tasks call, ms */
@@ -85,19 +94,32 @@
 #define TT_CLEANUP_EXTRA_TIME		10000
 /* longest time the cleanup waits for a first sign of life of a node, ms */
 #define TT_CLEANUP_ANSWER_TIME		2000
+/* first worker version (major * 1000 + minor) with task_result_copy() */
+#define TT_VERSION_RESULT_COPY		1001
+/* connections whose node version is remembered before the memory is reset */
+#define TT_MAX_NODE_VERSIONS		256
+
+/*
+ * The first query on a connection: the tracker's capacity and the version
+ * of task_tracker installed in the database (NULL if none).  An error
+ * (the setting does not exist) means the node runs no task tracker.
+ */
+#define TT_NODE_INFO_QUERY \
+	"SELECT pg_catalog.current_setting('citus.max_tracked_tasks_per_node'), " \
+	"(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'task_tracker')"
 
 typedef enum TNPhase
 {
 	TN_NOCONN = 0,				/* no connection */
 	TN_RETRY,					/* connection lost; reconnect at retry_at */
 	TN_CONNECTING,				/* connection being set up */
-	TN_SHOW,					/* SHOW max_tracked_tasks_per_node in flight */
+	TN_SHOW,					/* TT_NODE_INFO_QUERY in flight */
 	TN_RECOVER,					/* reading task_tracker.tasks after reconnecting */
 	TN_READY,					/* connected, nothing in flight */
 	TN_ASSIGN,					/* assign_tasks in flight */
 	TN_ASSIGN_WAIT,				/* assign_tasks + wait_for_tasks in flight */
 	TN_WAIT,					/* wait_for_tasks in flight */
-	TN_FETCH,					/* task_result in flight */
+	TN_FETCH,					/* task_result_copy / task_result in flight */
 	TN_PURGE					/* cleanup_job in flight to free the table */
 } TNPhase;
 
@@ -117,6 +139,7 @@ typedef struct TTTrackerNode
 	int			batch_size;		/* allocated length of batch */
 	TTTaskQueue fetchq;			/* succeeded tasks whose rows are to fetch */
 	TTTask	   *fetching;		/* task whose rows are being fetched */
+	bool		fetch_chunks;	/* ... with task_result_copy */
 	PGresult   *res;			/* last result of a protocol query */
 	TTRemoteError err;			/* error of the query in flight */
 	TimestampTz lost_at;		/* start of the current outage, or 0 */
@@ -140,7 +163,70 @@ typedef struct TTTrackerNode
 	char	   *cleanup_error;	/* why it did not */
 } TTTrackerNode;
 
+/*
+ * The task_tracker version of the node behind a cached connection, learned
+ * with its capacity by TT_NODE_INFO_QUERY.  Kept here by connection rather
+ * than in TTConn: every new TTConn starts with tracker_capacity -1, which
+ * sends that query before anything else, so an entry left by a closed
+ * connection whose TTConn address is used again is always replaced before
+ * it is read.
+ */
+typedef struct NodeVersion
+{
+	TTConn	   *c;				/* hash key */
+	PGconn	   *conn;			/* its libpq connection when learned */
+	int			version;		/* major * 1000 + minor; 0: not installed */
+} NodeVersion;
+
+static HTAB *node_versions = NULL;
+
 static void tracker_cleanup(TTJob *job, bool failed);
+
+/* the node version of c, or -1 when not known (ask TT_NODE_INFO_QUERY) */
+static int
+node_version(TTConn *c)
+{
+	NodeVersion *nv;
+
+	if (node_versions == NULL || c->tracker_capacity < 0)
+		return -1;
+	nv = hash_search(node_versions, &c, HASH_FIND, NULL);
+	if (nv == NULL || nv->conn != c->conn)
+		return -1;
+	return nv->version;
+}
+
+/* remember the extversion (text, or NULL) TT_NODE_INFO_QUERY returned for c */
+static void
+remember_node_version(TTConn *c, const char *extversion)
+{
+	NodeVersion *nv;
+	int			major = 0;
+	int			minor = 0;
+
+	if (node_versions != NULL &&
+		hash_get_num_entries(node_versions) >= TT_MAX_NODE_VERSIONS)
+	{
+		/* stale entries of closed connections: start over */
+		hash_destroy(node_versions);
+		node_versions = NULL;
+	}
+	if (node_versions == NULL)
+	{
+		HASHCTL		info;
+
+		info.keysize = sizeof(TTConn *);
+		info.entrysize = sizeof(NodeVersion);
+		info.hcxt = TopMemoryContext;
+		node_versions = hash_create("task_tracker node versions", 16, &info,
+									HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	nv = hash_search(node_versions, &c, HASH_ENTER, NULL);
+	nv->conn = c->conn;
+	if (extversion == NULL || sscanf(extversion, "%d.%d", &major, &minor) != 2)
+		major = minor = 0;
+	nv->version = major * 1000 + minor;
+}
 
 static bool
 node_has_work(TTNode *node)
@@ -592,6 +678,135 @@ recovered(TTJob *job, TTNode *node, PGresult *res)
 }
 
 /*
+ * store_chunk
+ *		Put the rows of one chunk of task_result_copy (len bytes of whole
+ *		COPY text lines at data, which is ours to change) into the result:
+ *		each line through the shared parser and the input functions of
+ *		run_job's columns.
+ */
+static void
+store_chunk(TTJob *job, TTTask *task, char *data, int len)
+{
+	int			natts = job->tupdesc->natts;
+	AttInMetadata *meta = job->attinmeta;
+	char	   *end = data + len;
+	MemoryContext old = MemoryContextSwitchTo(job->rowcxt);
+	Datum	   *datums = palloc(sizeof(Datum) * Max(natts, 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(natts, 1));
+
+	while (data < end)
+	{
+		char	   *nl = memchr(data, '\n', end - data);
+		int			n;
+
+		if (nl == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("task %d returned an incomplete row", task->task_id),
+					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+								task->task_id, job->job_id, task->query)));
+		n = tt_copy_text_split(data, nl - data, job->values, natts);
+		if (n != natts)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("task %d returned %d columns, but the column definition list has %d",
+							task->task_id, n, natts),
+					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+								task->task_id, job->job_id, task->query)));
+		for (int i = 0; i < natts; i++)
+		{
+			datums[i] = InputFunctionCall(&meta->attinfuncs[i], job->values[i],
+										  meta->attioparams[i], meta->atttypmods[i]);
+			nulls[i] = (job->values[i] == NULL);
+		}
+		tuplestore_putvalues(job->tupstore, job->tupdesc, datums, nulls);
+		task->rows++;
+		data = nl + 1;
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(job->rowcxt);
+}
+
+/*
+ * fetch_chunks
+ *		Read what has arrived of a task_result_copy fetch (single-row mode):
+ *		each chunk's rows go into the result, an error is kept in *err.
+ *		Returns like tt_job_drain, whose handling of a fetch that carries
+ *		the job's cleanup_job (task->fetch_tail) it shares.
+ */
+static TTDrainResult
+fetch_chunks(TTJob *job, PGconn *conn, TTTask *task, TTRemoteError *err)
+{
+	if (!PQconsumeInput(conn))
+	{
+		if (err->message == NULL)
+			tt_remote_error_from_conn(conn, "08006", err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+	for (;;)
+	{
+		PGresult   *res;
+
+		CHECK_FOR_INTERRUPTS();
+		if (PQisBusy(conn))
+		{
+			if (PQstatus(conn) == CONNECTION_BAD)
+			{
+				if (err->message == NULL)
+					tt_remote_error_from_conn(conn, "08006", err);
+				return TT_DRAIN_CONN_ERROR;
+			}
+			return TT_DRAIN_BUSY;
+		}
+		res = PQgetResult(conn);
+		if (res == NULL)
+			break;
+		job->cur_res = res;		/* cleared by tt_job_unregister on error */
+		if (task->fetch_tail && task->rows_ended)
+		{
+			/* cleanup_job, after the task's rows: only its failure counts */
+			if (PQresultStatus(res) != PGRES_SINGLE_TUPLE &&
+				PQresultStatus(res) != PGRES_TUPLES_OK)
+				task->tail_failed = true;
+		}
+		else
+		{
+			switch (PQresultStatus(res))
+			{
+				case PGRES_SINGLE_TUPLE:
+					if (err->message == NULL && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0))
+						store_chunk(job, task, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
+					break;
+				case PGRES_TUPLES_OK:
+					/* the end of the task's rows */
+					task->rows_ended = true;
+					break;
+				default:
+					if (err->message == NULL)
+						tt_remote_error_from_result(conn, res, err);
+					break;
+			}
+		}
+		job->cur_res = NULL;
+		PQclear(res);
+	}
+
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		if (err->message == NULL)
+			tt_remote_error_from_conn(conn, "08006", err);
+		return TT_DRAIN_CONN_ERROR;
+	}
+	if (err->message != NULL)
+	{
+		if (strncmp(err->sqlstate, "08", 2) == 0 || strcmp(err->sqlstate, "57P01") == 0)
+			return TT_DRAIN_CONN_ERROR;
+		return TT_DRAIN_SQL_ERROR;
+	}
+	return TT_DRAIN_DONE;
+}
+
+/*
  * tn_ready
  *		Choose the node's next query.  Returns false when there is nothing to
  *		do for now.
@@ -634,30 +849,41 @@ tn_ready(TTJob *job, TTNode *node)
 		task->state = TT_TASK_FETCHING;
 
 		/*
-		 * The rows come as COPY text data (cheaper to read than one result
-		 * per row in single-row mode; tt_job_drain parses them).  The node's
-		 * last fetch also drops the job there, in the same round trip: cleanup_job runs only when task_result succeeded, and its
-		 * rows are not the task's (tt_job_drain).  Tasks that fail over to
-		 * the node later are assigned anew, and the job's cleanup drops
-		 * them.
+		 * The rows come as COPY text: the stored result as it is, in chunks
+		 * of whole lines (task_result_copy, one chunk per result in
+		 * single-row mode, the worker's column count checked there), or,
+		 * from a worker still at 1.0, COPY data of task_result (whose
+		 * column definition list checks the count; tt_job_drain parses
+		 * it).  A fetch cut short resumes after the rows received.  The
+		 * node's last fetch also drops the job there, in the same round
+		 * trip: cleanup_job runs only when the fetch succeeded, and its
+		 * rows are not the task's.  Tasks that fail over to the node later
+		 * are assigned anew, and the job's cleanup drops them.
 		 */
 		task->fetch_tail = (node->pending.len == 0 && tn->outstanding == 0 &&
 							tn->fetchq.len == 0 && !tn->needs_recover);
 		task->rows_ended = false;
 		task->tail_failed = false;
-		task->use_copy = true;
 		task->copying = false;
+		tn->fetch_chunks = node_version(tn->c) >= TT_VERSION_RESULT_COPY;
+		task->use_copy = !tn->fetch_chunks;
 		initStringInfo(&buf);
-		appendStringInfo(&buf, "COPY (SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
-						 job->job_id, task->task_id, job->coldefs);
-		if (task->rows > 0)
-			appendStringInfo(&buf, " OFFSET " INT64_FORMAT, task->rows);
-		appendStringInfoString(&buf, ") TO STDOUT");
+		if (tn->fetch_chunks)
+			appendStringInfo(&buf, "SELECT task_tracker.task_result_copy(" INT64_FORMAT ", %d, " INT64_FORMAT ", %d)",
+							 job->job_id, task->task_id, task->rows, job->tupdesc->natts);
+		else
+		{
+			appendStringInfo(&buf, "COPY (SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
+							 job->job_id, task->task_id, job->coldefs);
+			if (task->rows > 0)
+				appendStringInfo(&buf, " OFFSET " INT64_FORMAT, task->rows);
+			appendStringInfoString(&buf, ") TO STDOUT");
+		}
 		if (task->fetch_tail)
 			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
 							 job->job_id);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_FETCH, false);
+		ok = tn_send(tn, sql, TN_FETCH, tn->fetch_chunks);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
 	{
@@ -743,9 +969,9 @@ tn_advance(TTJob *job, TTNode *node)
 						node_lost(job, node, &err);
 						continue;
 					}
-					if (tn->c->tracker_capacity < 0)
+					if (node_version(tn->c) < 0)
 					{
-						if (!tn_send(tn, "SHOW citus.max_tracked_tasks_per_node", TN_SHOW, false))
+						if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
 						{
 							TTRemoteError err;
 
@@ -776,7 +1002,10 @@ tn_advance(TTJob *job, TTNode *node)
 					}
 					tn->flushing = (r == 1);
 				}
-				d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
+				if (tn->fetch_chunks)
+					d = fetch_chunks(job, tn->c->conn, tn->fetching, &tn->err);
+				else
+					d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
 				if (d == TT_DRAIN_BUSY)
 					return;
 				if (d == TT_DRAIN_CONN_ERROR)
@@ -872,11 +1101,17 @@ tn_advance(TTJob *job, TTNode *node)
 				switch (tn->phase)
 				{
 					case TN_SHOW:
-						tn->c->tracker_capacity =
-							(tn->res && PQntuples(tn->res) == 1) ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
-						if (tn->c->tracker_capacity <= 0)
-							tn->c->tracker_capacity = 1;
-						tn->capacity = tn->c->tracker_capacity;
+						{
+							bool		one = (tn->res && PQntuples(tn->res) == 1 &&
+											   PQnfields(tn->res) == 2);
+
+							tn->c->tracker_capacity = one ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
+							if (tn->c->tracker_capacity <= 0)
+								tn->c->tracker_capacity = 1;
+							tn->capacity = tn->c->tracker_capacity;
+							remember_node_version(tn->c, one && !PQgetisnull(tn->res, 0, 1) ?
+												  PQgetvalue(tn->res, 0, 1) : NULL);
+						}
 						break;
 					case TN_RECOVER:
 						if (tn->res)

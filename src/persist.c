@@ -15,8 +15,12 @@
  *	  stop, crash): the table starts empty, every leftover job directory is
  *	  removed, and a LOG line says so.
  *
- *	  The format is private and versioned: "TTS1", then, per task in assignment order, a
- *	  byte 1 and the record; a byte 0 ends the file.
+ *	  The format is private and versioned: "TTS4", then, per task in
+ *	  assignment order, a byte 1 and the record; a byte 0 ends the file.
+ *	  A file of the previous version ("TTS3", written by the 1.0 library,
+ *	  whose records lack copy_len) is read too: its queued tasks run as
+ *	  plain statements.  In-memory results are saved as they are stored
+ *	  (tt_result_file.h reads both the current and the 1.0 format).
  *
  * Locking
  *	  Saving reads the table under TTShared->lock in shared mode; restoring
@@ -41,7 +45,8 @@
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"
-#define TT_STATE_MAGIC		"TTS3"
+#define TT_STATE_MAGIC		"TTS4"
+#define TT_STATE_MAGIC_V3	"TTS3"	/* written by the 1.0 library */
 
 /* The fixed part of one saved task. */
 typedef struct SavedTask
@@ -65,7 +70,32 @@ typedef struct SavedTask
 	int32		query_len;
 	int32		error_len;		/* -1: no error */
 	int32		result_len;		/* -1: no in-memory result */
+	int32		copy_len;		/* TTTask->copy_len */
 } SavedTask;
+
+/* The same in a "TTS3" file: without copy_len. */
+typedef struct SavedTaskV3
+{
+	int64		job_id;
+	int32		task_id;
+	int32		status;
+	Oid			owner;
+	Oid			dbid;
+	int32		encoding;
+	int32		attempts;
+	uint64		seq;
+	int64		result_rows;
+	TimestampTz assigned_at;
+	TimestampTz started_at;
+	TimestampTz finished_at;
+	NameData	user_name;
+	NameData	database_name;
+	char		sqlstate[6];
+	bool		has_file;
+	int32		query_len;
+	int32		error_len;
+	int32		result_len;
+} SavedTaskV3;
 
 static int
 seq_cmp(const void *a, const void *b)
@@ -134,6 +164,7 @@ tt_persist_save(void)
 		s.query_len = query ? strlen(query) : 0;
 		s.error_len = error ? strlen(error) : -1;
 		s.result_len = DsaPointerIsValid(task->result) ? (int32) task->result_size : -1;
+		s.copy_len = task->copy_len;
 		appendBinaryStringInfo(&buf, &more, 1);
 		appendBinaryStringInfo(&buf, (char *) &s, sizeof(s));
 		if (s.query_len > 0)
@@ -197,6 +228,7 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 	task->started_at = s->started_at;
 	task->has_file = s->has_file;
 	task->query = tt_text_store(query, s->query_len, false);
+	task->copy_len = (s->copy_len > 0 && s->copy_len <= s->query_len) ? s->copy_len : 0;
 	if (error)
 		tt_task_set_error(task, s->sqlstate, error);
 	if (result)
@@ -223,6 +255,43 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 }
 
 /*
+ * read_saved_task
+ *		Read the fixed part of one saved task, of either format version.
+ */
+static bool
+read_saved_task(FILE *f, bool v3, SavedTask *s)
+{
+	SavedTaskV3 old;
+
+	if (!v3)
+		return fread(s, 1, sizeof(*s), f) == sizeof(*s);
+	if (fread(&old, 1, sizeof(old), f) != sizeof(old))
+		return false;
+	memset(s, 0, sizeof(*s));
+	s->job_id = old.job_id;
+	s->task_id = old.task_id;
+	s->status = old.status;
+	s->owner = old.owner;
+	s->dbid = old.dbid;
+	s->encoding = old.encoding;
+	s->attempts = old.attempts;
+	s->seq = old.seq;
+	s->result_rows = old.result_rows;
+	s->assigned_at = old.assigned_at;
+	s->started_at = old.started_at;
+	s->finished_at = old.finished_at;
+	s->user_name = old.user_name;
+	s->database_name = old.database_name;
+	memcpy(s->sqlstate, old.sqlstate, sizeof(s->sqlstate));
+	s->has_file = old.has_file;
+	s->query_len = old.query_len;
+	s->error_len = old.error_len;
+	s->result_len = old.result_len;
+	s->copy_len = 0;
+	return true;
+}
+
+/*
  * tt_persist_restore
  *		Called by the tracker on fresh shared memory: load the saved table,
  *		or clean up after an unclean stop.
@@ -235,6 +304,7 @@ tt_persist_restore(void)
 	char		magic[4];
 	int			n = 0;
 	bool		ok = true;
+	bool		v3 = false;
 
 	if (stat(TT_DATA_DIR, &st) != 0)
 	{
@@ -255,7 +325,11 @@ tt_persist_restore(void)
 	}
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-	if (fread(magic, 1, 4, f) != 4 || memcmp(magic, TT_STATE_MAGIC, 4) != 0)
+	if (fread(magic, 1, 4, f) != 4)
+		ok = false;
+	else if (memcmp(magic, TT_STATE_MAGIC_V3, 4) == 0)
+		v3 = true;
+	else if (memcmp(magic, TT_STATE_MAGIC, 4) != 0)
 		ok = false;
 	while (ok)
 	{
@@ -272,7 +346,7 @@ tt_persist_restore(void)
 		}
 		if (marker == 0)
 			break;
-		if (fread(&s, 1, sizeof(s), f) != sizeof(s) || s.query_len < 0)
+		if (!read_saved_task(f, v3, &s) || s.query_len < 0)
 		{
 			ok = false;
 			break;

@@ -1,35 +1,45 @@
 /*-------------------------------------------------------------------------
  *
  * result_file.c
- *	  Result files: writing a task's rows as they arrive, reading them back
- *	  as typed tuples, and removing the files of a job.
+ *	  Stored task results: writing a task's rows as they arrive, reading
+ *	  them back line by line (task_result) or in chunks of whole lines
+ *	  (task_result_copy), and removing the files of a job.
  *
  * Design
- *	  The tracker streams each row of a task (libpq single-row mode) into a
- *	  64 kB buffer.  A result that stays within
- *	  citus.task_result_inline_size is kept in shared memory (the task's
- *	  "inline" result, see tracker.c): most tasks never touch the disk.
- *	  A larger one goes to $PGDATA/pg_task_tracker/job_<job>/task_<task>.
- *	  <owner oid>, created with owner-only permissions when the buffer first
- *	  overflows.  The path is built from numbers only, so no SQL input ever
- *	  reaches the file system.  Both forms use one format:
+ *	  A result is stored in COPY's text format (see src/copy_text.c), the
+ *	  form the rows come in when the tracker runs a task as COPY (<query>)
+ *	  TO STDOUT, so those rows are stored exactly as they arrive; for the
+ *	  statements that cannot run as COPY the tracker escapes each value
+ *	  the same way (tt_result_add).  One format:
  *
- *		"TTR1" uint32 ncols, ncols x uint32 type oid,
- *		then per row, per column: int32 length (-1 = NULL) and the bytes of
- *		the value in text format, exactly as the remote produced it.
+ *		"TTR2", uint32 ncols (native byte order: a result never leaves
+ *		its server), then one line per row, each ending in a newline.
  *
- *	  task_result() reads the file (or the in-memory copy through
- *	  fmemopen) and turns each value into a Datum with
- *	  the input function of the caller's column type, into a tuplestore
- *	  (which spills to disk beyond work_mem), so results of any size and
- *	  any type round-trip.
+ *	  The tracker collects the result in a 64 kB buffer.  A result that
+ *	  stays within citus.task_result_inline_size is kept in shared memory
+ *	  (the task's "inline" result, see tracker.c): most tasks never touch
+ *	  the disk.  A larger one goes to $PGDATA/pg_task_tracker/job_<job>/
+ *	  task_<task>.<owner oid>, created with owner-only permissions when the
+ *	  buffer first overflows.  The path is built from numbers only, so no
+ *	  SQL input ever reaches the file system.
+ *
+ *	  A reader (TTResultReader) reads either form back: task_result()
+ *	  splits each line and turns each value into a Datum with the input
+ *	  function of the caller's column type, into a tuplestore (which
+ *	  spills to disk beyond work_mem); task_result_copy() hands out the
+ *	  lines as they are, in chunks of whole lines, so the coordinator's
+ *	  fetch costs the worker a file read.  Results written by the 1.0
+ *	  library ("TTR1": type oids, then per value an int32 length, -1 for
+ *	  NULL, and the text bytes), which a server restart may have kept, are
+ *	  read too: the reader turns each of their rows into a COPY text line.
  *
  * Locking
  *	  None: a file is written only by the tracker while its task runs and
  *	  read only once the task succeeded; removal happens under the task
  *	  table lock by whoever removes the tasks (see worker_api.c, tracker.c);
  *	  a dropped job's directory is renamed under the lock and removed after
- *	  it is released.
+ *	  it is released.  Readers open the file under the lock, so it cannot
+ *	  be removed before (an open file stays readable after its removal).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +49,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "access/htup_details.h"
 #include "common/file_perm.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -48,11 +59,14 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
+#include "tt_copy_text.h"
 #include "tt_result_file.h"
 #include "tt_shmem.h"
 
-#define TT_RESULT_MAGIC		"TTR1"
+#define TT_RESULT_MAGIC		"TTR2"
+#define TT_RESULT_MAGIC_1_0	"TTR1"	/* written by the 1.0 library */
 #define TT_WRITE_BUFSIZE	(64 * 1024)
+#define TT_READ_BUFSIZE		(256 * 1024)
 
 static bool writer_flush(TTResultWriter *w);
 static bool writer_put(TTResultWriter *w, const void *data, int len);
@@ -181,59 +195,85 @@ writer_put(TTResultWriter *w, const void *data, int len)
 }
 
 /*
+ * tt_result_begin
+ *		Write the header of a result of ncols columns, unless already done.
+ *		Returns false on a write failure, or when the result already has
+ *		another number of columns (cannot happen: a task is a single
+ *		statement).
+ */
+bool
+tt_result_begin(TTResultWriter *w, int ncols)
+{
+	uint32		n = ncols;
+
+	if (w->ncols >= 0)
+	{
+		if (ncols == w->ncols)
+			return true;
+		w->saved_errno = EINVAL;
+		return false;
+	}
+	if (!writer_put(w, TT_RESULT_MAGIC, 4) || !writer_put(w, &n, sizeof(n)))
+		return false;
+	w->ncols = ncols;
+	return true;
+}
+
+/*
+ * tt_result_add_line
+ *		Append one row: a line of COPY text data, newline included, as
+ *		COPY ... TO STDOUT sent it.  The header is written already.
+ */
+bool
+tt_result_add_line(TTResultWriter *w, const char *line, int len)
+{
+	Assert(w->ncols >= 0);
+	if (!writer_put(w, line, len))
+		return false;
+	w->rows++;
+	return true;
+}
+
+/*
  * tt_result_add
  *		Append the rows of res (a PGRES_SINGLE_TUPLE or PGRES_TUPLES_OK
- *		result), writing the header first if not yet done.  Returns false
- *		on a write failure.
+ *		result of a statement the tracker could not run as COPY), escaped
+ *		as COPY would have written them, writing the header first if not
+ *		yet done.  Returns false on a write failure.
  */
 bool
 tt_result_add(TTResultWriter *w, const PGresult *res)
 {
 	int			ncols = PQnfields(res);
 	int			nrows = PQntuples(res);
+	StringInfoData line;
 
-	if (w->ncols < 0)
-	{
-		uint32		n = ncols;
-
-		if (!writer_put(w, TT_RESULT_MAGIC, 4) || !writer_put(w, &n, sizeof(n)))
-			return false;
-		for (int i = 0; i < ncols; i++)
-		{
-			uint32		typid = PQftype(res, i);
-
-			if (!writer_put(w, &typid, sizeof(typid)))
-				return false;
-		}
-		w->ncols = ncols;
-	}
-	else if (ncols != w->ncols)
-	{
-		/* cannot happen: a task is a single statement */
-		w->saved_errno = EINVAL;
+	if (!tt_result_begin(w, ncols))
 		return false;
-	}
+	if (nrows == 0)
+		return true;
 
+	initStringInfo(&line);
 	for (int r = 0; r < nrows; r++)
 	{
+		resetStringInfo(&line);
 		for (int c = 0; c < ncols; c++)
 		{
-			int32		len;
-
+			if (c > 0)
+				appendStringInfoChar(&line, '\t');
 			if (PQgetisnull(res, r, c))
-			{
-				len = -1;
-				if (!writer_put(w, &len, sizeof(len)))
-					return false;
-				continue;
-			}
-			len = PQgetlength(res, r, c);
-			if (!writer_put(w, &len, sizeof(len)) ||
-				!writer_put(w, PQgetvalue(res, r, c), len))
-				return false;
+				tt_copy_text_append(&line, NULL, 0);
+			else
+				tt_copy_text_append(&line, PQgetvalue(res, r, c), PQgetlength(res, r, c));
 		}
-		w->rows++;
+		appendStringInfoChar(&line, '\n');
+		if (!tt_result_add_line(w, line.data, line.len))
+		{
+			pfree(line.data);
+			return false;
+		}
 	}
+	pfree(line.data);
 	return true;
 }
 
@@ -307,57 +347,342 @@ tt_result_error(TTResultWriter *w, const char **sqlstate)
 }
 
 static void
-read_exact(FILE *f, void *buf, size_t len, const char *path)
+truncated(TTResultReader *r)
 {
-	if (len > 0 && fread(buf, 1, len, f) != len)
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("%s is truncated", r->name)));
+}
+
+/*
+ * reader_fill
+ *		Make at least want bytes available from r->start, reading more of
+ *		the file (moving what is left to the front of the buffer, and
+ *		growing it when one line does not fit).  Returns false when the
+ *		source ends first; then everything there is is available.
+ */
+static bool
+reader_fill(TTResultReader *r, int want)
+{
+	while (r->end - r->start < want)
+	{
+		size_t		n;
+
+		if (r->eof)
+			return false;
+		if (r->start > 0)
+		{
+			memmove(r->buf, r->buf + r->start, r->end - r->start);
+			r->end -= r->start;
+			r->start = 0;
+		}
+		if (want > r->bufsize || r->end == r->bufsize)
+		{
+			Size		newsize = Max((Size) want, (Size) r->bufsize * 2);
+
+			if (newsize > MaxAllocSize)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("a row of %s is too long to read", r->name)));
+			r->buf = repalloc(r->buf, newsize);
+			r->bufsize = newsize;
+		}
+		CHECK_FOR_INTERRUPTS();
+		n = fread(r->buf + r->end, 1, r->bufsize - r->end, r->file);
+		if (n == 0)
+		{
+			if (ferror(r->file))
+				ereport(ERROR,
+						(errcode_for_file_access(),
+						 errmsg("could not read %s: %m", r->name)));
+			r->eof = true;
+		}
+		r->end += n;
+	}
+	return true;
+}
+
+/*
+ * reader_header
+ *		Read and check the header; sets ncols and legacy.
+ */
+static void
+reader_header(TTResultReader *r)
+{
+	uint32		ncols;
+
+	if (!reader_fill(r, TT_RESULT_HEADER_SIZE))
+		truncated(r);
+	memcpy(&ncols, r->buf + r->start + 4, sizeof(ncols));
+	if (memcmp(r->buf + r->start, TT_RESULT_MAGIC, 4) == 0)
+		r->legacy = false;
+	else if (memcmp(r->buf + r->start, TT_RESULT_MAGIC_1_0, 4) == 0)
+		r->legacy = true;
+	else
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("result file \"%s\" is truncated", path)));
+				 errmsg("%s has an invalid header", r->name)));
+	if (ncols > MaxTupleAttributeNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("%s has an invalid header", r->name)));
+	r->ncols = ncols;
+	r->start += TT_RESULT_HEADER_SIZE;
+	if (r->legacy)
+	{
+		/* then the type oids of the columns, which nothing needs */
+		if (!reader_fill(r, ncols * sizeof(uint32)))
+			truncated(r);
+		r->start += ncols * sizeof(uint32);
+		initStringInfo(&r->line);
+	}
+}
+
+/*
+ * tt_result_reader_open_file
+ *		Start reading a result file, which the caller opened with
+ *		AllocateFile (tt_result_reader_close frees it).  name (a path)
+ *		appears in errors.  Throws when the header is not valid.
+ */
+void
+tt_result_reader_open_file(TTResultReader *r, FILE *file, const char *name)
+{
+	memset(r, 0, sizeof(*r));
+	r->file = file;
+	r->name = psprintf("result file \"%s\"", name);
+	r->bufsize = TT_READ_BUFSIZE;
+	r->buf = palloc(r->bufsize);
+	reader_header(r);
+}
+
+/*
+ * tt_result_reader_open_memory
+ *		Start reading a result held in memory (size bytes at data, which the
+ *		caller keeps until it is done reading); name appears in errors.
+ */
+void
+tt_result_reader_open_memory(TTResultReader *r, char *data, Size size, const char *name)
+{
+	memset(r, 0, sizeof(*r));
+	r->name = name;
+	r->buf = data;
+	r->bufsize = size;
+	r->end = size;
+	r->eof = true;
+	reader_header(r);
+}
+
+/*
+ * tt_result_reader_close
+ *		Done reading: close the file (if any) and free the buffers.
+ */
+void
+tt_result_reader_close(TTResultReader *r)
+{
+	if (r->file)
+	{
+		FreeFile(r->file);
+		pfree(r->buf);
+	}
+	r->file = NULL;
+	r->buf = NULL;
+	if (r->line.data)
+		pfree(r->line.data);
+	r->line.data = NULL;
+	if (r->chunk.data)
+		pfree(r->chunk.data);
+	r->chunk.data = NULL;
+}
+
+/*
+ * legacy_next_line
+ *		Read one row of a 1.0 result and write it into r->line as a line of
+ *		COPY text, newline included.  Returns false at the end.
+ */
+static bool
+legacy_next_line(TTResultReader *r)
+{
+	resetStringInfo(&r->line);
+	if (r->end == r->start && !reader_fill(r, 1))
+		return false;
+	if (r->ncols == 0)
+		elog(ERROR, "%s has rows of zero columns", r->name);	/* the 1.0 format cannot */
+	for (int i = 0; i < r->ncols; i++)
+	{
+		int32		len;
+
+		if (!reader_fill(r, sizeof(len)))
+			truncated(r);
+		memcpy(&len, r->buf + r->start, sizeof(len));
+		r->start += sizeof(len);
+		if (i > 0)
+			appendStringInfoChar(&r->line, '\t');
+		if (len < 0)
+		{
+			tt_copy_text_append(&r->line, NULL, 0);
+			continue;
+		}
+		if (!reader_fill(r, len))
+			truncated(r);
+		tt_copy_text_append(&r->line, r->buf + r->start, len);
+		r->start += len;
+	}
+	appendStringInfoChar(&r->line, '\n');
+	return true;
+}
+
+/*
+ * tt_result_next_line
+ *		The next row: *line points at its COPY text (*len bytes, without the
+ *		newline), which the caller may change in place, including
+ *		(*line)[*len]; it stays valid until the next call.  Returns false at
+ *		the end of the result.
+ */
+bool
+tt_result_next_line(TTResultReader *r, char **line, int *len)
+{
+	int			scanned = 0;
+
+	if (r->legacy)
+	{
+		if (!r->pending && !legacy_next_line(r))
+			return false;
+		r->pending = false;
+		*line = r->line.data;
+		*len = r->line.len - 1;
+		return true;
+	}
+	for (;;)
+	{
+		char	   *base = r->buf + r->start;
+		char	   *nl = memchr(base + scanned, '\n', r->end - r->start - scanned);
+
+		if (nl != NULL)
+		{
+			*line = base;
+			*len = nl - base;
+			r->start += *len + 1;
+			return true;
+		}
+		scanned = r->end - r->start;
+		if (!reader_fill(r, scanned + 1))
+		{
+			if (r->end > r->start)
+				truncated(r);
+			return false;
+		}
+	}
+}
+
+/*
+ * tt_result_next_chunk
+ *		The next rows as they are stored: *data points at *len bytes of
+ *		whole lines, newlines included, at most max_bytes unless a single
+ *		line is longer (then that line alone), valid until the next call.
+ *		Returns false at the end of the result.
+ */
+bool
+tt_result_next_chunk(TTResultReader *r, int max_bytes, char **data, int *len)
+{
+	if (r->legacy)
+	{
+		/*
+		 * Convert whole rows while they fit; a row that does not fit waits
+		 * in r->line for the next chunk, unless it is the first.
+		 */
+		if (r->chunk.data == NULL)
+			initStringInfo(&r->chunk);
+		resetStringInfo(&r->chunk);
+		for (;;)
+		{
+			if (!r->pending && !legacy_next_line(r))
+				break;
+			r->pending = false;
+			if (r->chunk.len > 0 && r->chunk.len + r->line.len > max_bytes)
+			{
+				r->pending = true;
+				break;
+			}
+			appendBinaryStringInfo(&r->chunk, r->line.data, r->line.len);
+		}
+		*data = r->chunk.data;
+		*len = r->chunk.len;
+		return r->chunk.len > 0;
+	}
+
+	(void) reader_fill(r, max_bytes);
+	if (r->end == r->start)
+		return false;
+	{
+		char	   *base = r->buf + r->start;
+		int			avail = Min(r->end - r->start, max_bytes);
+		int			cut = avail;
+
+		/* the last newline within max_bytes ends the chunk */
+		while (cut > 0 && base[cut - 1] != '\n')
+			cut--;
+		if (cut == 0)
+		{
+			/* one line longer than max_bytes: the chunk is that line */
+			char	   *line;
+			int			linelen;
+
+			if (!tt_result_next_line(r, &line, &linelen))
+				return false;
+			*data = line;
+			*len = linelen + 1;
+			return true;
+		}
+		*data = base;
+		*len = cut;
+		r->start += cut;
+		return true;
+	}
+}
+
+/*
+ * tt_result_check_columns
+ *		The caller expects natts columns: error out if the result has
+ *		another number.
+ */
+void
+tt_result_check_columns(TTResultReader *r, int natts)
+{
+	if (r->ncols != natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("task result has %d columns but the column definition list has %d",
+						r->ncols, natts)));
 }
 
 /*
  * tt_result_read
- *		Read an open result file (the caller opened it with AllocateFile and
- *		frees it) into store as tuples of tupdesc.  The file must
- *		have as many columns as tupdesc; values go through the input
- *		functions of tupdesc's types.
+ *		Read a whole result into store as tuples of tupdesc (task_result).
+ *		The result must have as many columns as tupdesc; values go through
+ *		the input functions of tupdesc's types.  Does not close the reader.
  */
 void
-tt_result_read(FILE *f, const char *path, TupleDesc tupdesc, Tuplestorestate *store)
+tt_result_read(TTResultReader *r, TupleDesc tupdesc, Tuplestorestate *store)
 {
-	char		magic[4];
-	uint32		ncols;
 	int			natts = tupdesc->natts;
 	FmgrInfo   *infuncs;
 	Oid		   *ioparams;
 	Datum	   *values;
 	bool	   *nulls;
-	StringInfoData buf;
+	char	  **fields;
 	MemoryContext rowcxt;
 	MemoryContext oldcxt;
+	char	   *line;
+	int			len;
+	uint64		rows = 0;
 
-	read_exact(f, magic, 4, path);
-	if (memcmp(magic, TT_RESULT_MAGIC, 4) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("result file \"%s\" has an invalid header", path)));
-	read_exact(f, &ncols, sizeof(ncols), path);
-	if (ncols != natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("task result has %u columns but the column definition list has %d",
-						ncols, natts)));
-	for (uint32 i = 0; i < ncols; i++)
-	{
-		uint32		typid;
-
-		read_exact(f, &typid, sizeof(typid), path);
-	}
+	tt_result_check_columns(r, natts);
 
 	infuncs = palloc(sizeof(FmgrInfo) * natts);
 	ioparams = palloc(sizeof(Oid) * natts);
 	values = palloc(sizeof(Datum) * natts);
 	nulls = palloc(sizeof(bool) * natts);
+	fields = palloc(sizeof(char *) * Max(natts, 1));
 	for (int i = 0; i < natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
@@ -367,51 +692,33 @@ tt_result_read(FILE *f, const char *path, TupleDesc tupdesc, Tuplestorestate *st
 		fmgr_info(infunc, &infuncs[i]);
 	}
 
-	initStringInfo(&buf);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "task_result row",
 								   ALLOCSET_DEFAULT_SIZES);
-	for (;;)
+	while (tt_result_next_line(r, &line, &len))
 	{
-		int32		len;
-		size_t		n;
+		int			n = tt_copy_text_split(line, len, fields, natts);
 
-		CHECK_FOR_INTERRUPTS();
-		n = fread(&len, 1, sizeof(len), f);
-		if (n == 0 && feof(f))
-			break;
-		if (n != sizeof(len))
+		if (n != natts)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("result file \"%s\" is truncated", path)));
-
+					 errmsg("%s is corrupt: a row has %d columns instead of %d",
+							r->name, n, natts)));
 		oldcxt = MemoryContextSwitchTo(rowcxt);
 		for (int i = 0; i < natts; i++)
 		{
 			Form_pg_attribute att = TupleDescAttr(tupdesc, i);
 
-			if (i > 0)
-				read_exact(f, &len, sizeof(len), path);
-			if (len < 0)
-			{
-				values[i] = InputFunctionCall(&infuncs[i], NULL, ioparams[i], att->atttypmod);
-				nulls[i] = true;
-				continue;
-			}
-			resetStringInfo(&buf);
-			enlargeStringInfo(&buf, len + 1);
-			read_exact(f, buf.data, len, path);
-			buf.data[len] = '\0';
-			buf.len = len;
-			values[i] = InputFunctionCall(&infuncs[i], buf.data, ioparams[i], att->atttypmod);
-			nulls[i] = false;
+			values[i] = InputFunctionCall(&infuncs[i], fields[i], ioparams[i], att->atttypmod);
+			nulls[i] = (fields[i] == NULL);
 		}
 		MemoryContextSwitchTo(oldcxt);
 		tuplestore_putvalues(store, tupdesc, values, nulls);
 		MemoryContextReset(rowcxt);
+		if ((++rows & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
 	}
 	MemoryContextDelete(rowcxt);
 }
-
 /*
  * tt_result_detach_job
  *		Move the directory of a job out of the way (rename, cheap enough to

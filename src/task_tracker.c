@@ -13,6 +13,14 @@
  *	  defined and every function that needs the tracker reports that the
  *	  library must be preloaded.
  *
+ *	  Versions: the library serves the extension's SQL objects up to its
+ *	  own version (TASK_TRACKER_VERSION, what task_tracker.version()
+ *	  returns); the installed version is pg_extension.extversion.  Older
+ *	  SQL objects keep working with a newer library (ALTER EXTENSION
+ *	  task_tracker UPDATE not run yet); newer ones than the library serves
+ *	  (updated while the server still runs the old library) make every
+ *	  function that checks preloading fail with a clear error.
+ *
  * Locking
  *	  None here; see src/shmem.c.
  *
@@ -22,13 +30,22 @@
 
 #include <limits.h>
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "storage/sinval.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/rel.h"
 
 #include "task_tracker.h"
 #include "tt_coordinator.h"
@@ -222,7 +239,8 @@ tt_shmem_startup(void)
 
 /*
  * tt_check_preloaded
- *		Error out unless the library was loaded at server start.
+ *		Error out unless the library was loaded at server start, or when the
+ *		installed SQL objects are newer than it serves.
  */
 void
 tt_check_preloaded(void)
@@ -232,8 +250,114 @@ tt_check_preloaded(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task_tracker must be loaded via shared_preload_libraries"),
 				 errhint("Add task_tracker to shared_preload_libraries and restart the server.")));
+	tt_check_sql_version();
 }
 
+/*
+ * version_number
+ *		"major.minor" as major * 1000 + minor; -1 when it is not that.
+ */
+static int
+version_number(const char *version)
+{
+	char	   *end;
+	long		major;
+	long		minor;
+
+	major = strtol(version, &end, 10);
+	if (end == version || *end != '.' || major < 0 || major > 1000)
+		return -1;
+	version = end + 1;
+	minor = strtol(version, &end, 10);
+	if (end == version || *end != '\0' || minor < 0 || minor >= 1000)
+		return -1;
+	return major * 1000 + minor;
+}
+
+/*
+ * installed_version
+ *		The version of task_tracker installed in the current database
+ *		(palloc'd), or NULL when it is not installed.
+ */
+static char *
+installed_version(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("task_tracker"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tuple, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = text_to_cstring(DatumGetTextPP(d));
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * tt_check_sql_version
+ *		Error out when the extension installed in the current database is
+ *		newer than this library serves: ALTER EXTENSION task_tracker UPDATE
+ *		ran after a package update while the server still runs the library
+ *		it loaded at start.  An older installed version is fine.
+ *
+ *		pg_extension is read once per backend and database, and again after
+ *		this backend processed any catalog invalidation (an update of the
+ *		extension always changes catalogs: its script creates or replaces
+ *		objects), so the check costs nothing in the steady state.
+ */
+void
+tt_check_sql_version(void)
+{
+	static bool checked = false;
+	static Oid	checked_db = InvalidOid;
+	static uint64 checked_at = 0;	/* SharedInvalidMessageCounter then */
+	uint64		counter = SharedInvalidMessageCounter;
+	char	   *installed;
+
+	if (checked && checked_db == MyDatabaseId && checked_at == counter)
+		return;
+	if (!IsTransactionState() || !OidIsValid(MyDatabaseId))
+		return;
+	installed = installed_version();
+	if (installed != NULL)
+	{
+		int			n = version_number(installed);
+
+		if (n < 0 || n > version_number(TASK_TRACKER_VERSION))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension task_tracker version %s is installed, but the loaded library serves versions up to %s",
+							installed, TASK_TRACKER_VERSION),
+					 errdetail("The extension was updated after the server loaded its library."),
+					 errhint("Restart the server to load the library of version %s; if it is not installed, install the task_tracker package of that version.",
+							 installed)));
+		pfree(installed);
+	}
+	checked = true;
+	checked_db = MyDatabaseId;
+	checked_at = counter;
+}
+
+/*
+ * task_tracker.version()
+ *		The library's version: the newest version of the extension's SQL
+ *		objects it serves (see above).  It never checks the installed
+ *		version, so it answers even when that is newer.
+ */
 Datum
 task_tracker_version(PG_FUNCTION_ARGS)
 {

@@ -17,9 +17,15 @@
  *	  citus.max_running_tasks_per_node run; each runs on a session of its
  *	  owner in its database: an idle one kept from an earlier task of the
  *	  same (user, database), reset with DISCARD ALL after that task, or a
- *	  new one started with PQconnectStartParams.  The query is sent with
- *	  PQsendQueryParams in single-row mode and its rows are streamed into
- *	  the task's result file as they arrive.  When the result is complete
+ *	  new one started with PQconnectStartParams.  A query that returns rows
+ *	  and can run as COPY (assign_task decided, see worker_api.c) is sent
+ *	  as COPY (<query>) TO STDOUT and the COPY data, already in the stored
+ *	  format, is appended to the result as it arrives (PQgetCopyData in
+ *	  async mode); any other query is sent in single-row mode and the
+ *	  values of its rows are escaped the same way (src/result_file.c).  A
+ *	  COPY that the server refuses before any data (SQLSTATE 0A000, e.g.
+ *	  INSERT ... RETURNING into a table with a DO ALSO rule) is sent again
+ *	  as the plain query, in the same attempt.  When the result is complete
  *	  the task becomes succeeded, or failed (queued again) or
  *	  permanently_failed once citus.task_max_attempts attempts failed, and
  *	  the tracker broadcasts TTShared->cv so wait_for_tasks() returns.
@@ -91,6 +97,9 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 /* how long a stopping tracker waits for its stopped tasks' outcome */
 #define TT_STOP_GRACE_MS	2000
 
+/* reads of a streaming result per wake-up (each up to libpq's buffer) */
+#define TT_DRAIN_ROUNDS		64
+
 typedef enum SessionState
 {
 	SESSION_CONNECTING,			/* PQconnectPoll in progress */
@@ -122,7 +131,13 @@ typedef struct RunningTask
 	TTTaskKey	key;			/* the shared entry's key */
 	Oid			owner;			/* owner, for the result file name */
 	int			encoding;		/* its database's encoding */
-	char	   *query;			/* copy of the query until it is sent */
+	char	   *query;			/* copy of the query until it is sent (as
+								 * COPY: until the task ends) */
+	int32		copy_len;		/* run query[0..copy_len) as COPY, 0: plain */
+	bool		copy_out;		/* the COPY's data has begun */
+	bool		copying;		/* ... and not ended yet */
+	bool		resend_plain;	/* the COPY was refused: run the plain query */
+	uint64		received;		/* COPY rows and results read so far */
 	Session    *session;		/* session running it, or NULL */
 	TTResultWriter writer;		/* its result file */
 	bool		opened;			/* writer has a file */
@@ -490,6 +505,7 @@ schedule_tasks(TimestampTz now)
 		rt->owner = task->owner;
 		rt->encoding = task->encoding;
 		rt->query = MemoryContextStrdup(tracker_cxt, tt_text_get(task->query));
+		rt->copy_len = task->copy_len;
 		users[n] = pstrdup(NameStr(task->user_name));
 		dbs[n] = pstrdup(NameStr(task->database_name));
 		picked[n++] = rt;
@@ -615,37 +631,67 @@ connect_failed(RunningTask *rt, const char *message)
 }
 
 /*
- * send_query
- *		Send the task's query on its (connected, idle) session, in
- *		single-row mode, and mark it running.
+ * dispatch_query
+ *		Send the task's query on its session, without waiting: as COPY
+ *		(<query>) TO STDOUT when it runs as COPY, else in single-row mode.
+ *		Returns false, with the error recorded and the session marked
+ *		unusable, when it could not be sent.
  */
-static void
-send_query(RunningTask *rt)
+static bool
+dispatch_query(RunningTask *rt)
 {
 	Session    *s = rt->session;
+	char	   *copy_sql = NULL;
+	int			sent;
 	int			flush;
-	TTTask	   *task;
 
-	s->state = SESSION_BUSY;
-	if (!PQsendQueryParams(s->conn, rt->query, 0, NULL, NULL, NULL, NULL, 0))
+	/* the newline ends a comment the query may end with */
+	if (rt->copy_len > 0)
+		copy_sql = psprintf("COPY (%.*s\n) TO STDOUT", rt->copy_len, rt->query);
+	sent = PQsendQueryParams(s->conn, copy_sql ? copy_sql : rt->query,
+							 0, NULL, NULL, NULL, NULL, 0);
+	if (copy_sql)
+		pfree(copy_sql);
+	if (!sent)
 	{
 		rt->unusable = true;
 		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
-		finish_task(rt);
-		return;
+		return false;
 	}
-	pfree(rt->query);
-	rt->query = NULL;
-	(void) PQsetSingleRowMode(s->conn);
+	if (rt->copy_len == 0)
+	{
+		(void) PQsetSingleRowMode(s->conn);
+		pfree(rt->query);
+		rt->query = NULL;
+	}
 	flush = PQflush(s->conn);
 	if (flush < 0)
 	{
 		rt->unusable = true;
 		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+		return false;
+	}
+	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+	return true;
+}
+
+/*
+ * send_query
+ *		Send the task's query on its (connected, idle) session and mark it
+ *		running.
+ */
+static void
+send_query(RunningTask *rt)
+{
+	Session    *s = rt->session;
+	TTTask	   *task;
+
+	s->state = SESSION_BUSY;
+	if (!dispatch_query(rt))
+	{
 		finish_task(rt);
 		return;
 	}
-	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
@@ -691,9 +737,178 @@ fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
 }
 
 /*
+ * write_failed
+ *		A write of the result failed: record it (the rest of the result is
+ *		read and dropped).
+ */
+static void
+write_failed(RunningTask *rt)
+{
+	const char *code;
+	char	   *msg = tt_result_error(&rt->writer, &code);
+
+	fail_attempt(rt, code, msg);
+}
+
+/*
+ * start_result
+ *		The first rows (or the COPY's start) of the task's result arrived:
+ *		begin collecting it.
+ */
+static void
+start_result(RunningTask *rt, int ncols)
+{
+	if (!rt->opened)
+	{
+		tt_result_start(&rt->writer, rt->key.job_id, rt->key.task_id, rt->owner);
+		rt->opened = true;
+	}
+	if (!tt_result_begin(&rt->writer, ncols))
+		write_failed(rt);
+}
+
+/*
+ * drain_copy_data
+ *		Append the COPY data that has arrived to the result, without
+ *		waiting.  Returns false while more is to come, true once the data
+ *		has ended (the COPY's own result follows) or the connection failed.
+ */
+static bool
+drain_copy_data(RunningTask *rt)
+{
+	PGconn	   *conn = rt->session->conn;
+
+	for (;;)
+	{
+		char	   *buf = NULL;
+		int			len = PQgetCopyData(conn, &buf, 1);
+
+		if (len > 0)
+		{
+			rt->received++;
+			if (!rt->failed && !tt_result_add_line(&rt->writer, buf, len))
+				write_failed(rt);
+			PQfreemem(buf);
+			continue;
+		}
+		if (len == 0)
+			return false;
+		rt->copying = false;
+		if (len == -2)
+		{
+			rt->unusable = true;
+			fail_attempt(rt, "08006", tt_conn_error_message(conn));
+		}
+		return true;
+	}
+}
+
+/*
+ * drain_input
+ *		Consume every result (and COPY row) libpq has already read, without
+ *		blocking.  Returns true when the query is complete (PQgetResult gave
+ *		NULL) or the connection failed, false when more input is needed.
+ */
+static bool
+drain_input(RunningTask *rt)
+{
+	PGconn	   *conn = rt->session->conn;
+
+	for (;;)
+	{
+		PGresult   *res;
+
+		if (rt->copying)
+		{
+			if (!drain_copy_data(rt))
+				return false;
+			if (rt->unusable)
+				return true;
+		}
+		if (PQisBusy(conn))
+			return false;
+		res = PQgetResult(conn);
+		if (res == NULL)
+		{
+			if (!rt->resend_plain)
+				return true;
+
+			/* the server would not run it as COPY: run the query itself */
+			rt->resend_plain = false;
+			rt->copy_len = 0;
+			if (!dispatch_query(rt))
+				return true;
+			return false;
+		}
+
+		rt->received++;
+		switch (PQresultStatus(res))
+		{
+			case PGRES_SINGLE_TUPLE:
+			case PGRES_TUPLES_OK:
+				if (rt->failed)
+					break;
+				start_result(rt, PQnfields(res));
+				if (!rt->failed && !tt_result_add(&rt->writer, res))
+					write_failed(rt);
+				break;
+			case PGRES_COMMAND_OK:
+				{
+					/* a row-less statement's count; a COPY's count of rows */
+					const char *tuples = PQcmdTuples(res);
+
+					rt->rows = (tuples && tuples[0]) ? strtoi64(tuples, NULL, 10) : 0;
+				}
+				break;
+			case PGRES_COPY_OUT:
+				if (rt->copy_len > 0 && !rt->copy_out)
+				{
+					/* our COPY: its data is the result */
+					rt->copy_out = true;
+					rt->copying = true;
+					if (!rt->failed)
+						start_result(rt, PQnfields(res));
+					break;
+				}
+				/* FALLTHROUGH */
+			case PGRES_COPY_IN:
+			case PGRES_COPY_BOTH:
+				rt->unusable = true;
+				fail_attempt(rt, "0A000", "COPY to or from the client is not supported in a task");
+				PQclear(res);
+				return true;
+			default:
+				{
+					TTRemoteError err;
+
+					tt_remote_error_from_result(conn, res, &err);
+					if (rt->copy_len > 0 && !rt->copy_out && !rt->failed &&
+						strcmp(err.sqlstate, "0A000") == 0)
+					{
+						/*
+						 * Refused as COPY before running (a rule COPY does
+						 * not support, say): nothing ran, so run the query
+						 * itself once this result is over.
+						 */
+						rt->resend_plain = true;
+						break;
+					}
+					fail_attempt(rt, err.sqlstate, tt_remote_error_text(&err));
+				}
+				break;
+		}
+		PQclear(res);
+	}
+}
+
+/*
  * drain_results
- *		Consume every result available on a busy session without blocking.
- *		Returns true when the query is complete (PQgetResult gave NULL).
+ *		Read what has arrived on a busy session and consume it, without
+ *		blocking.  While rows keep coming (a large result streaming in), it
+ *		reads again at once rather than going back to the wait, up to
+ *		TT_DRAIN_ROUNDS reads, so that a big result costs one wait per
+ *		TT_DRAIN_ROUNDS reads instead of one per read; a socket with nothing
+ *		more to read ends it.  Returns true when the query is complete.
  */
 static bool
 drain_results(RunningTask *rt)
@@ -713,62 +928,20 @@ drain_results(RunningTask *rt)
 		}
 		s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
 	}
-	if (!PQconsumeInput(conn))
+	for (int round = 0; round < TT_DRAIN_ROUNDS; round++)
 	{
-		rt->unusable = true;
-		fail_attempt(rt, "08006", tt_conn_error_message(conn));
-		return true;
-	}
-	while (!PQisBusy(conn))
-	{
-		PGresult   *res = PQgetResult(conn);
+		uint64		before = rt->received;
 
-		if (res == NULL)
-			return true;
-
-		switch (PQresultStatus(res))
+		if (!PQconsumeInput(conn))
 		{
-			case PGRES_SINGLE_TUPLE:
-			case PGRES_TUPLES_OK:
-				if (rt->failed)
-					break;
-				if (!rt->opened)
-				{
-					tt_result_start(&rt->writer, rt->key.job_id, rt->key.task_id, rt->owner);
-					rt->opened = true;
-				}
-				if (!tt_result_add(&rt->writer, res))
-				{
-					const char *code;
-					char	   *msg = tt_result_error(&rt->writer, &code);
-
-					fail_attempt(rt, code, msg);
-				}
-				break;
-			case PGRES_COMMAND_OK:
-				{
-					const char *tuples = PQcmdTuples(res);
-
-					rt->rows = (tuples && tuples[0]) ? strtoi64(tuples, NULL, 10) : 0;
-				}
-				break;
-			case PGRES_COPY_IN:
-			case PGRES_COPY_OUT:
-			case PGRES_COPY_BOTH:
-				rt->unusable = true;
-				fail_attempt(rt, "0A000", "COPY to or from the client is not supported in a task");
-				PQclear(res);
-				return true;
-			default:
-				{
-					TTRemoteError err;
-
-					tt_remote_error_from_result(conn, res, &err);
-					fail_attempt(rt, err.sqlstate, tt_remote_error_text(&err));
-				}
-				break;
+			rt->unusable = true;
+			fail_attempt(rt, "08006", tt_conn_error_message(conn));
+			return true;
 		}
-		PQclear(res);
+		if (drain_input(rt))
+			return true;
+		if (rt->received == before || (s->events & WL_SOCKET_WRITEABLE))
+			break;				/* nothing new: wait for the socket */
 	}
 	return false;
 }
@@ -863,7 +1036,9 @@ finish_task(RunningTask *rt)
 			task->has_file = file;
 			if (DsaPointerIsValid(blob))
 				tt_task_set_result(task, blob, blob_size);
-			task->result_rows = rt->opened ? rt->writer.rows : rt->rows;
+			/* a COPY's rows are counted by the server (COPY n) */
+			Assert(!rt->copy_out || rt->rows == rt->writer.rows);
+			task->result_rows = (rt->opened && !rt->copy_out) ? rt->writer.rows : rt->rows;
 			tt_task_set_error(task, NULL, NULL);
 			tt_task_set_status(job, task, TT_SUCCEEDED);
 			tt_shared->succeeded++;

@@ -2,15 +2,18 @@
  *
  * worker_api.c
  *	  The worker protocol's SQL functions (assign_task, assign_tasks,
- *	  task_status, wait_for_tasks, task_result, cleanup_job) and the
- *	  functions behind the tasks and tracker views.
+ *	  task_status, wait_for_tasks, task_result, task_result_copy,
+ *	  cleanup_job) and the functions behind the tasks and tracker views.
  *
  * Design
  *	  Everything a backend does to the task table happens here, in the
  *	  calling user's backend: the assigning user is GetUserId(), checked
  *	  against the owner of every task and job touched.  Input is validated
  *	  completely (NULLs, ranges, length, parse) before the table is locked,
- *	  and a batch is applied all or nothing.  Waiting (wait_for_tasks,
+ *	  and a batch is applied all or nothing.  The raw parse that checks a
+ *	  query also decides whether the tracker may run it as COPY (<query>)
+ *	  TO STDOUT, the cheap way to get its rows in the stored format (see
+ *	  tt_result_file.h).  Waiting (wait_for_tasks,
  *	  cleanup_job, start-up readiness) is a condition-variable sleep: the
  *	  tracker broadcasts TTShared->cv whenever tasks finish.
  *
@@ -52,6 +55,7 @@ PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);
 PG_FUNCTION_INFO_V1(task_tracker_task_status);
 PG_FUNCTION_INFO_V1(task_tracker_wait_for_tasks);
 PG_FUNCTION_INFO_V1(task_tracker_task_result);
+PG_FUNCTION_INFO_V1(task_tracker_task_result_copy);
 PG_FUNCTION_INFO_V1(task_tracker_cleanup_job);
 PG_FUNCTION_INFO_V1(task_tracker_task_list);
 PG_FUNCTION_INFO_V1(task_tracker_tracker_info);
@@ -62,6 +66,7 @@ typedef struct NewTask
 	int32		task_id;
 	char	   *query;
 	int			query_len;
+	int32		copy_len;		/* see TTTask->copy_len */
 	dsa_pointer text;
 } NewTask;
 
@@ -133,11 +138,61 @@ task_parse_error_callback(void *arg)
 }
 
 /*
+ * copy_length
+ *		Whether the tracker may run the task's statement as COPY (<query>)
+ *		TO STDOUT: a SELECT (VALUES, TABLE, WITH ... SELECT, set operations)
+ *		that is not SELECT INTO, or an INSERT, UPDATE or DELETE with
+ *		RETURNING.  Returns the length of the statement's text without a
+ *		trailing semicolon (what goes inside the parentheses), or 0 when it
+ *		must run as it is.  Decided from the raw parse tree alone; the
+ *		tracker runs the plain statement anyway when the server refuses the
+ *		COPY (a rule COPY does not support, say).
+ */
+static int32
+copy_length(RawStmt *raw, int len)
+{
+	Node	   *stmt = raw->stmt;
+	bool		copy = false;
+
+	/* after an empty statement (";SELECT 1"): not worth the trouble */
+	if (raw->stmt_location != 0)
+		return 0;
+	switch (nodeTag(stmt))
+	{
+		case T_SelectStmt:
+			{
+				SelectStmt *sel = (SelectStmt *) stmt;
+
+				/* INTO sits in the leftmost SELECT of a set operation */
+				while (sel->op != SETOP_NONE && sel->larg != NULL)
+					sel = sel->larg;
+				copy = (sel->intoClause == NULL);
+			}
+			break;
+		case T_InsertStmt:
+			copy = ((InsertStmt *) stmt)->returningList != NIL;
+			break;
+		case T_UpdateStmt:
+			copy = ((UpdateStmt *) stmt)->returningList != NIL;
+			break;
+		case T_DeleteStmt:
+			copy = ((DeleteStmt *) stmt)->returningList != NIL;
+			break;
+		default:
+			break;
+	}
+	if (!copy)
+		return 0;
+	return raw->stmt_len > 0 ? raw->stmt_len : len;
+}
+
+/*
  * check_query
  *		A task is exactly one statement that parses and does not control
  *		the transaction; its text is within citus.max_task_query_size.
+ *		Returns its copy_length().
  */
-static void
+static int32
 check_query(const char *query, int len)
 {
 	List	   *stmts;
@@ -172,6 +227,7 @@ check_query(const char *query, int len)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("transaction control statements cannot be run as tasks"),
 				 errdetail("Each task runs in a transaction of its own.")));
+	return copy_length(raw, len);
 }
 
 /*
@@ -243,7 +299,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 	for (i = 0; i < n; i++)
 	{
 		check_task_id(tasks[i].task_id);
-		check_query(tasks[i].query, tasks[i].query_len);
+		tasks[i].copy_len = check_query(tasks[i].query, tasks[i].query_len);
 	}
 	qsort(tasks, n, sizeof(NewTask), new_task_cmp);
 	for (i = 1; i < n; i++)
@@ -349,6 +405,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 		task->user_name = user_name;
 		task->database_name = database_name;
 		task->query = tasks[i].text;
+		task->copy_len = tasks[i].copy_len;
 		task->attempts = 0;
 		task->backend_pid = 0;
 		task->result_rows = -1;
@@ -465,6 +522,8 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 	require_args(fcinfo, 2, "job_id", "task_id");
 	job_id = PG_GETARG_INT64(0);
 	task_id = PG_GETARG_INT32(1);
+	check_job_id(job_id);
+	check_task_id(task_id);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = lookup_own_task(job_id, task_id, NULL);
@@ -643,29 +702,24 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-Datum
-task_tracker_task_result(PG_FUNCTION_ARGS)
+/*
+ * open_result
+ *		Start reading the result of the caller's task (job_id, task_id):
+ *		copy its in-memory result, or open its file, under the lock, so
+ *		that cleanup cannot free or remove it before.  Errors out when the
+ *		task is not the caller's or has not succeeded.  Returns false when
+ *		it succeeded without a result (a statement that returns no rows).
+ *		name (MAXPGPATH bytes) must live as long as the reader.
+ */
+static bool
+open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		job_id;
-	int32		task_id;
 	TTTask	   *task;
-	char		path[MAXPGPATH];
 	FILE	   *file = NULL;
 	TTTaskStatus status;
 	char	   *copy = NULL;
 	Size		copy_size = 0;
 
-	require_args(fcinfo, 2, "job_id", "task_id");
-	job_id = PG_GETARG_INT64(0);
-	task_id = PG_GETARG_INT32(1);
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-
-	/*
-	 * Copy an in-memory result, or open the file, under the lock: cleanup
-	 * cannot free or remove it before.
-	 */
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = lookup_own_task(job_id, task_id, NULL);
 	status = task->status;
@@ -677,12 +731,12 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 	}
 	else if (status == TT_SUCCEEDED && task->has_file)
 	{
-		tt_task_file_path(path, sizeof(path), job_id, task_id, task->owner);
-		file = AllocateFile(path, PG_BINARY_R);
+		tt_task_file_path(name, MAXPGPATH, job_id, task_id, task->owner);
+		file = AllocateFile(name, PG_BINARY_R);
 		if (file == NULL)
 			ereport(ERROR,
 					(errcode_for_file_access(),
-					 errmsg("could not open result file \"%s\": %m", path)));
+					 errmsg("could not open result file \"%s\": %m", name)));
 	}
 	LWLockRelease(tt_shared->lock);
 
@@ -694,29 +748,159 @@ task_tracker_task_result(PG_FUNCTION_ARGS)
 						   tt_status_name(status))));
 	if (copy != NULL)
 	{
-		snprintf(path, sizeof(path), "in-memory result of task (job " INT64_FORMAT ", task %d)",
+		snprintf(name, MAXPGPATH, "in-memory result of task (job " INT64_FORMAT ", task %d)",
 				 job_id, task_id);
-		file = fmemopen(copy, copy_size, "rb");
-		if (file == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("could not read %s: %m", path)));
-		PG_TRY();
-		{
-			tt_result_read(file, path, rsinfo->setDesc, rsinfo->setResult);
-		}
-		PG_FINALLY();
-		{
-			fclose(file);
-		}
-		PG_END_TRY();
+		tt_result_reader_open_memory(reader, copy, copy_size, name);
+		return true;
 	}
-	else if (file != NULL)
+	if (file != NULL)
 	{
-		tt_result_read(file, path, rsinfo->setDesc, rsinfo->setResult);
-		FreeFile(file);
+		tt_result_reader_open_file(reader, file, name);
+		return true;
+	}
+	return false;
+}
+
+Datum
+task_tracker_task_result(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		job_id;
+	int32		task_id;
+	TTResultReader reader;
+	char		name[MAXPGPATH];
+
+	require_args(fcinfo, 2, "job_id", "task_id");
+	job_id = PG_GETARG_INT64(0);
+	task_id = PG_GETARG_INT32(1);
+	check_job_id(job_id);
+	check_task_id(task_id);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	if (open_result(job_id, task_id, &reader, name))
+	{
+		tt_result_read(&reader, rsinfo->setDesc, rsinfo->setResult);
+		tt_result_reader_close(&reader);
 	}
 	return (Datum) 0;
+}
+
+/* What task_result_copy keeps between its calls. */
+typedef struct ResultCopyState
+{
+	TTResultReader reader;		/* the stored result */
+	bool		open;			/* reader is open */
+	char		name[MAXPGPATH];	/* the result's name, for errors */
+} ResultCopyState;
+
+/*
+ * result_copy_close
+ *		Close the result: at the end of the rows, or from the expression
+ *		context's shutdown when the caller stops early (LIMIT, rescan).
+ */
+static void
+result_copy_close(Datum arg)
+{
+	ResultCopyState *st = (ResultCopyState *) DatumGetPointer(arg);
+
+	if (st->open)
+		tt_result_reader_close(&st->reader);
+	st->open = false;
+}
+
+/*
+ * result_copy_done
+ *		The last call: close the result and forget the shutdown callback,
+ *		whose state goes with the call sequence's memory.
+ */
+static void
+result_copy_done(FunctionCallInfo fcinfo, ResultCopyState *st)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	result_copy_close(PointerGetDatum(st));
+	UnregisterExprContextCallback(rsinfo->econtext, result_copy_close, PointerGetDatum(st));
+}
+
+/*
+ * task_tracker_task_result_copy
+ *		task_result_copy(job_id, task_id, skip_rows, columns): the stored
+ *		result of a succeeded task as COPY text, in chunks of whole lines
+ *		(about TT_RESULT_CHUNK_SIZE bytes each), after its first skip_rows
+ *		rows.  When columns is not NULL, the result must have that many
+ *		columns (the check task_result makes against its column definition
+ *		list).  Owner or superuser only, like task_result.  Value per call:
+ *		called in a select list, it streams without a tuplestore.
+ */
+Datum
+task_tracker_task_result_copy(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	ResultCopyState *st;
+	MemoryContext old;
+	char	   *data;
+	int			len;
+	bool		more;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+		int64		job_id;
+		int32		task_id;
+		int64		skip;
+
+		require_args(fcinfo, 3, "job_id", "task_id", "skip_rows");
+		job_id = PG_GETARG_INT64(0);
+		task_id = PG_GETARG_INT32(1);
+		skip = PG_GETARG_INT64(2);
+		check_job_id(job_id);
+		check_task_id(task_id);
+		if (skip < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("skip_rows must not be negative")));
+		if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("columns must not be negative")));
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		st = palloc0(sizeof(ResultCopyState));
+		st->open = open_result(job_id, task_id, &st->reader, st->name);
+		funcctx->user_fctx = st;
+		RegisterExprContextCallback(rsinfo->econtext, result_copy_close, PointerGetDatum(st));
+		if (st->open && !PG_ARGISNULL(3))
+			tt_result_check_columns(&st->reader, PG_GETARG_INT32(3));
+		for (int64 i = 0; st->open && i < skip; i++)
+		{
+			char	   *line;
+
+			if (!tt_result_next_line(&st->reader, &line, &len))
+				break;
+			if ((i & 1023) == 0)
+				CHECK_FOR_INTERRUPTS();
+		}
+		MemoryContextSwitchTo(old);
+	}
+
+	funcctx = SRF_PERCALL_SETUP();
+	st = (ResultCopyState *) funcctx->user_fctx;
+	if (!st->open)
+	{
+		result_copy_done(fcinfo, st);
+		SRF_RETURN_DONE(funcctx);
+	}
+
+	/* the reader's buffers live as long as the call sequence */
+	old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+	more = tt_result_next_chunk(&st->reader, TT_RESULT_CHUNK_SIZE, &data, &len);
+	MemoryContextSwitchTo(old);
+	if (more)
+		SRF_RETURN_NEXT(funcctx, PointerGetDatum(cstring_to_text_with_len(data, len)));
+	result_copy_done(fcinfo, st);
+	SRF_RETURN_DONE(funcctx);
 }
 
 Datum

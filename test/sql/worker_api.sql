@@ -81,7 +81,8 @@ SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS arguments,
   FROM pg_proc p
  WHERE p.pronamespace = 'task_tracker'::regnamespace
    AND p.proname IN ('assign_task', 'assign_tasks', 'task_status', 'wait_for_tasks',
-                     'task_result', 'cleanup_job', 'version', 'task_list', 'tracker_info')
+                     'task_result', 'task_result_copy', 'cleanup_job', 'version', 'task_list',
+                     'tracker_info')
  ORDER BY 1;
 \d task_tracker.tasks
 \d task_tracker.tracker
@@ -150,6 +151,18 @@ SELECT e = E'tab\there\nnewline \\ backslash "quote" ''single''' AS text_exact, 
 SELECT * FROM task_tracker.task_result(2, 1) AS t(g int, s text);
 -- columns may be read as text
 SELECT * FROM task_tracker.task_result(2, 1) AS t(g text, s text) WHERE g::int > 4;
+-- the stored result as COPY text (what the coordinator fetches): whole
+-- lines, escapes and NULLs as COPY writes them (shown with tabs as | and
+-- newlines as $)
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(2, 0) c;
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(2, 1) c;
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(2, 1, 4) c;
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(2, 1, 6) c;
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(2, 1, 100, 2) c;
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(2, 1, 0, 3)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(2, 1, -1)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(2, 1, NULL)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(0, 1)');
 RESET ROLE;
 
 --
@@ -178,6 +191,7 @@ SELECT job_id, task_id, status, user_name, query, error
   FROM task_tracker.tasks WHERE job_id = 1 ORDER BY task_id;
 SELECT public.tt_try('SELECT task_tracker.task_status(1, 0)');
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(1, 0) AS t(id int, name text, price numeric)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(1, 0)');
 SELECT public.tt_try('SELECT task_tracker.cleanup_job(1)');
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 99, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 2, 'SELECT 1')$$);

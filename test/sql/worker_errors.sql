@@ -87,6 +87,8 @@ SELECT public.tt_try('SELECT task_tracker.task_status(500, NULL)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(NULL, 0)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(500, NULL)');
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(NULL, 0) AS t(x text)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(NULL, 0)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(500, NULL)');
 SELECT public.tt_try('SELECT task_tracker.cleanup_job(NULL)');
 
 --
@@ -98,6 +100,13 @@ SELECT public.tt_try($$SELECT task_tracker.assign_task(-1, 0, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(501, -1, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_tasks(501, '{0,-5}', '{"SELECT 1","SELECT 2"}')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_tasks(-501, '{0}', '{"SELECT 1"}')$$);
+SELECT public.tt_try('SELECT task_tracker.task_status(0, 0)');
+SELECT public.tt_try('SELECT task_tracker.task_status(-1, 0)');
+SELECT public.tt_try('SELECT task_tracker.task_status(500, -1)');
+SELECT public.tt_try('SELECT * FROM task_tracker.task_result(0, 0) AS t(x text)');
+SELECT public.tt_try('SELECT * FROM task_tracker.task_result(500, -1) AS t(x text)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(-1, 0)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(500, -1)');
 -- the edges are fine
 SELECT public.tt_try($$SELECT task_tracker.assign_task(9223372036854775807, 2147483647, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 0, 'SELECT 1')$$);
@@ -180,6 +189,7 @@ SELECT task_tracker.task_status(505, 7);
 SELECT public.tt_try('SELECT task_tracker.task_status(505, 7)');
 SELECT public.tt_try('SELECT task_tracker.task_status(999999, 0)');
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(505, 7) AS t(x int)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(505, 7)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(999999, 0)');
 SELECT public.tt_try('SELECT task_tracker.cleanup_job(999999)');
 
@@ -195,10 +205,13 @@ SELECT count(*) FROM task_tracker.wait_for_tasks(500, 10);
 SELECT task_tracker.assign_task(506, 0, 'SELECT 1/0');
 SELECT public.tt_wait(506);
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(506, 0) AS t(x int)');
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(506, 0)');
 SELECT * FROM task_tracker.task_result(505, 0);
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(505, 0) AS t(x int, y int)');
 SELECT public.tt_try($$SELECT * FROM task_tracker.task_result(505, 0) AS t(x date)$$);
 SELECT * FROM task_tracker.task_result(505, 0) AS t(x int);
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(505, 0, 0, 2)');
+SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(505, 0, 0, 1) c;
 
 --
 -- the earlier work is intact after all those errors

@@ -26,14 +26,15 @@ tt_sql($node, q{SELECT task_tracker.assign_tasks(40, '{0,1}', ARRAY[
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) FROM pg_stat_activity
 		  WHERE application_name = 'task_tracker' AND usename = 'alice'
-		    AND state = 'active' AND query = 'SELECT pg_sleep(600)'}, '1'),
+		    AND state = 'active' AND query LIKE '%SELECT pg_sleep(600)%'}, '1'),
 	'the long task runs in a backend of its own user');
 ok( $node->poll_query_until('postgres',
 		q{SELECT status = 'running' AND backend_pid IS NOT NULL FROM task_tracker.tasks WHERE job_id = 40 AND task_id = 0}),
 	'tasks view shows it running with its backend pid');
 my $pid = tt_sql($node, 'SELECT backend_pid FROM task_tracker.tasks WHERE job_id = 40 AND task_id = 0');
+# (a query that returns rows runs as COPY (<query>) TO STDOUT)
 is( tt_sql($node, "SELECT query FROM pg_stat_activity WHERE pid = $pid"),
-	'SELECT pg_sleep(600)', 'backend_pid is the remote backend');
+	"COPY (SELECT pg_sleep(600)\n) TO STDOUT", 'backend_pid is the remote backend');
 is(tt_sql($node, 'SELECT task_tracker.task_status(40, 1)', user => 'alice'),
 	'assigned', 'the second task is queued');
 
