@@ -99,6 +99,15 @@ lat_row("2d", "  task-tracker, end to end from the client", "r2_task_tracker_cli
 lat_row("2e", "  peer: persistent dblink call (in coordinator)", "r2_dblink")
 lat_row("2f", "  peer: PL/Proxy RUN ON 0 (in coordinator)", "r2_plproxy")
 lat_row("2g", "  the in-server loop alone: EXECUTE of a local SELECT 1", "r2_loop")
+# the best any in-server caller can do: the loop calling a local one-row SRF
+# (no remote work) plus one raw round trip; its ratio is the floor of row 2a
+fl, _ = get("r2_floor")
+if fl and base:
+    add("2h", "  floor: row 1 + the loop calling a local one-row SRF",
+        "%s (SRF loop %s)" % (fmt_ms(fl["median_ms"] + base), fmt_ms(fl["median_ms"])),
+        "row 1 %s" % fmt_ms(base), (fl["median_ms"] + base) / base, "", "", data=fl)
+else:
+    add("2h", "  floor: row 1 + the loop calling a local one-row SRF", na="not measured")
 
 # ---------------------------------------------------------------- row 3
 lat_row("3", "tracker alone: assign_task -> wait_for_tasks succeeded (in worker)", "r3_tracker",

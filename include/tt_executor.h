@@ -141,7 +141,7 @@ extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);
 extern char *tt_copy_query(const char *query);
 extern int	tt_flush(PGconn *conn);
 extern void tt_wait_sockets(int n, pgsocket *socks, uint32 *events,
-							long timeout_ms);
+							bool *ready, long timeout_ms);
 extern long tt_ms_until(TimestampTz deadline);
 extern bool tt_conn_has_input(PGconn *conn);
 extern TTNode *tt_task_node(TTJob *job, TTTask *task);

@@ -283,7 +283,7 @@ tt_conncache_connect_poll(TTConn *c)
 		c->connecting = false;
 		return -1;
 	}
-	c->poll = PQconnectPoll(c->conn);
+	c->poll = tt_conn_poll(c->conn);
 	switch (c->poll)
 	{
 		case PGRES_POLLING_OK:

@@ -5,7 +5,9 @@
  *
  * Design
  *	  run_job(task_list) runs the task list query through SPI (as the
- *	  calling user), copies the tasks into a job of its own memory context,
+ *	  calling user; the plans of the last few task lists are kept, so a
+ *	  task list that is run again is not parsed and planned again), copies
+ *	  the tasks into a job of its own memory context,
  *	  and checks every placement against the node registry before any
  *	  remote work starts: a job may only target registered active nodes.
  *	  It then draws a job id, publishes the job in the progress table and
@@ -42,6 +44,64 @@
 
 PG_FUNCTION_INFO_V1(task_tracker_run_job);
 PG_FUNCTION_INFO_V1(task_tracker_run_on_workers);
+
+/*
+ * Saved plans of the task lists run last in this backend, in a small ring.
+ * Applications tend to run the same task list again and again; parsing and
+ * planning it every time cost more than the rest of run_job for a one-task
+ * job.  The plan cache revalidates a saved plan after DDL, a search_path or
+ * role change, as for any prepared statement.
+ */
+#define TT_TASK_LIST_PLANS	8
+
+typedef struct TaskListPlan
+{
+	char	   *text;			/* the task list query, or NULL */
+	SPIPlanPtr	plan;			/* its saved plan */
+} TaskListPlan;
+
+static TaskListPlan task_list_plans[TT_TASK_LIST_PLANS];
+static int	task_list_next;		/* slot the next new plan replaces */
+
+/*
+ * task_list_plan
+ *		The saved plan of task_list, prepared and saved on first use.
+ *		Caller is connected to SPI.
+ */
+static SPIPlanPtr
+task_list_plan(const char *task_list)
+{
+	TaskListPlan *slot;
+	SPIPlanPtr	plan;
+
+	for (int i = 0; i < TT_TASK_LIST_PLANS; i++)
+	{
+		if (task_list_plans[i].text != NULL &&
+			strcmp(task_list_plans[i].text, task_list) == 0)
+			return task_list_plans[i].plan;
+	}
+
+	plan = SPI_prepare(task_list, 0, NULL);
+	if (plan == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("task_list must be a query that returns rows"),
+				 errdetail("SPI_prepare failed: %s.", SPI_result_code_string(SPI_result))));
+
+	slot = &task_list_plans[task_list_next];
+	task_list_next = (task_list_next + 1) % TT_TASK_LIST_PLANS;
+	if (slot->text != NULL)
+	{
+		SPI_freeplan(slot->plan);
+		pfree(slot->text);
+		slot->text = NULL;
+	}
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	slot->plan = plan;
+	slot->text = MemoryContextStrdup(TopMemoryContext, task_list);
+	return plan;
+}
 
 /* index of node (host, port) in job->nodes, adding it if new */
 static int
@@ -87,7 +147,7 @@ read_task_list(TTJob *job, const char *task_list)
 	MemoryContext jobcxt = CurrentMemoryContext;
 
 	SPI_connect();
-	ret = SPI_execute(task_list, false, 0);
+	ret = SPI_execute_plan(task_list_plan(task_list), NULL, NULL, false, 0);
 	if (ret < 0 || SPI_tuptable == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -524,7 +584,7 @@ task_tracker_run_on_workers(PG_FUNCTION_ARGS)
 			}
 			if (n == 0 && timeout < 0)
 				break;
-			tt_wait_sockets(n, socks, events, timeout);
+			tt_wait_sockets(n, socks, events, NULL, timeout);
 		}
 	}
 	PG_CATCH();

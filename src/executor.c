@@ -62,6 +62,7 @@ static List *active_jobs = NIL;
 static bool xact_callback_registered = false;
 
 static void executor_xact_callback(XactEvent event, void *arg);
+static char *copy_query(const char *query);
 
 /*
  * Task queues: ring buffers of task pointers, allocated in the job's
@@ -398,10 +399,38 @@ drain_copy(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *er
  *		without data-modifying parts, no SELECT INTO, no FOR UPDATE), that
  *		COPY statement (palloc'd); else NULL.  Decided by the raw parser of
  *		the coordinator, without catalog access; a query that does not
- *		parse gets NULL (the worker reports its error).
+ *		parse gets NULL (the worker reports its error).  The answer for the
+ *		last query text is remembered: the tasks of a job, and the jobs of
+ *		an application, tend to repeat the same text.
  */
 char *
 tt_copy_query(const char *query)
+{
+	/* the answer for the last query text (jobs tend to repeat their tasks) */
+	static char *last_query = NULL;
+	static char *last_copy = NULL;
+	char	   *copy;
+
+	if (last_query == NULL || strcmp(last_query, query) != 0)
+	{
+		if (last_query != NULL)
+		{
+			pfree(last_query);
+			if (last_copy != NULL)
+				pfree(last_copy);
+			last_query = NULL;
+		}
+		copy = copy_query(query);
+		last_copy = copy ? MemoryContextStrdup(TopMemoryContext, copy) : NULL;
+		last_query = MemoryContextStrdup(TopMemoryContext, query);
+		return copy;
+	}
+	return last_copy ? pstrdup(last_copy) : NULL;
+}
+
+/* tt_copy_query without the cache */
+static char *
+copy_query(const char *query)
 {
 	MemoryContext old = CurrentMemoryContext;
 	List	   *stmts = NIL;
@@ -651,13 +680,14 @@ tt_conn_has_input(PGconn *conn)
 /*
  * tt_wait_sockets
  *		The executors' one wait: on the latch, postmaster death and the n
- *		sockets (for events[i]), for at most timeout_ms (-1: no limit).
+ *		sockets (for events[i]), for at most timeout_ms (-1: no limit);
+ *		ready[i] (when ready is not NULL) tells whether socks[i] fired.
  *		Processes interrupts afterwards (unless the caller holds them, as
  *		the cleanup paths do).
  */
 void
-tt_wait_sockets(int n, pgsocket *socks, uint32 *events, long timeout_ms)
+tt_wait_sockets(int n, pgsocket *socks, uint32 *events, bool *ready, long timeout_ms)
 {
-	tt_wait_sockets_raw(n, socks, events, NULL, timeout_ms, TT_WAIT_EXECUTOR);
+	tt_wait_sockets_raw(n, socks, events, ready, timeout_ms, TT_WAIT_EXECUTOR);
 	CHECK_FOR_INTERRUPTS();
 }

@@ -317,32 +317,10 @@ node_dead(TTJob *job, TTNode *node)
 }
 
 /*
- * note_input
- *		Before the slots read what a wait brought: has any busy connection
- *		of node received something?  Then the node is alive.
- */
-static void
-note_input(TTNode *node, TimestampTz now)
-{
-	int			i;
-
-	for (i = 0; i < node->nrt; i++)
-	{
-		TTRtConn   *slot = &node->rt[i];
-
-		if (slot->c != NULL && !slot->c->connecting && slot->task != NULL &&
-			tt_conn_has_input(slot->c->conn))
-		{
-			node->heard_at = now;
-			return;
-		}
-	}
-}
-
-/*
  * check_liveness
  *		Before a wait: start a probe when the node's busy connections have
- *		been silent (note_input) for citus.node_connection_timeout,
+ *		been silent (no input seen by the wait) for
+ *		citus.node_connection_timeout,
  *		advance a running probe, and declare the node dead when the probe
  *		ran out of time (see the file header).  *timeout is lowered to the
  *		node's next liveness deadline.  Throws as node_dead does.
@@ -440,6 +418,8 @@ tt_realtime_execute(TTJob *job)
 	int			nsocks = 0;
 	pgsocket   *socks;
 	uint32	   *events;
+	bool	   *ready;
+	int		   *busy_node;
 	int			i;
 
 	job->cleanup = realtime_cleanup;
@@ -452,6 +432,8 @@ tt_realtime_execute(TTJob *job)
 	nsocks += job->nnodes;		/* the probes */
 	socks = MemoryContextAlloc(job->cxt, sizeof(pgsocket) * nsocks);
 	events = MemoryContextAlloc(job->cxt, sizeof(uint32) * nsocks);
+	ready = MemoryContextAlloc(job->cxt, sizeof(bool) * nsocks);
+	busy_node = MemoryContextAlloc(job->cxt, sizeof(int) * nsocks);
 	tt_job_progress(job, TT_JOB_RUNNING);
 
 	for (;;)
@@ -482,6 +464,7 @@ tt_realtime_execute(TTJob *job)
 				node->probe.sock != PGINVALID_SOCKET)
 			{
 				socks[n] = node->probe.sock;
+				busy_node[n] = -1;
 				events[n++] = node->probe.events;
 			}
 			for (j = 0; j < node->nrt; j++)
@@ -515,6 +498,8 @@ tt_realtime_execute(TTJob *job)
 					timeout = 0;
 					continue;
 				}
+				/* input on a connection running a task: the node is alive */
+				busy_node[n] = slot->c->connecting ? -1 : i;
 				socks[n++] = sock;
 			}
 		}
@@ -523,14 +508,18 @@ tt_realtime_execute(TTJob *job)
 			elog(ERROR, "real-time executor has %d unfinished tasks but nothing to wait for",
 				 job->ntasks - job->tasks_done);
 
-		tt_wait_sockets(n, socks, events, timeout);
+		tt_wait_sockets(n, socks, events, ready, timeout);
 
 		now = GetCurrentTimestamp();
+		for (j = 0; j < n; j++)
+		{
+			if (ready[j] && busy_node[j] >= 0)
+				job->nodes[busy_node[j]].heard_at = now;
+		}
 		for (i = 0; i < job->nnodes; i++)
 		{
 			TTNode	   *node = &job->nodes[i];
 
-			note_input(node, now);
 			for (j = 0; j < node->nrt; j++)
 				advance(job, node, &node->rt[j]);
 		}

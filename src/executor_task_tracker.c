@@ -1274,7 +1274,7 @@ tt_task_tracker_execute(TTJob *job)
 		if (n == 0 && timeout < 0)
 			elog(ERROR, "task-tracker executor has %d unfinished tasks but nothing to wait for",
 				 job->ntasks - job->tasks_done);
-		tt_wait_sockets(n, socks, events, timeout);
+		tt_wait_sockets(n, socks, events, NULL, timeout);
 	}
 }
 
@@ -1637,7 +1637,7 @@ tracker_cleanup(TTJob *job, bool failed)
 			break;
 		if (unanswered)
 			timeout = Min(timeout, tt_ms_until(answer_by));
-		tt_wait_sockets(n, socks, events, timeout);
+		tt_wait_sockets(n, socks, events, NULL, timeout);
 	}
 
 	for (i = 0; i < job->nnodes; i++)

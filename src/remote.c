@@ -13,9 +13,11 @@
  *	  Every connection gets a notice receiver, so libpq never writes to the
  *	  server's stderr; notices are logged at DEBUG1.
  *
- *	  Nothing here waits: callers drive PQconnectPoll() from their own
- *	  WaitEventSet, using tt_poll_wait_events() to know which socket event
- *	  to wait for.
+ *	  The one wait of the product is here too: tt_wait_sockets_raw(), a
+ *	  WaitEventSet over the latch, postmaster death and the caller's
+ *	  sockets, kept from one call to the next while the sockets stay the
+ *	  same.  Callers drive tt_conn_poll() (PQconnectPoll) from it, using
+ *	  tt_poll_wait_events() to know which socket event to wait for.
  *
  * Locking
  *	  None: everything here is process-local.
@@ -30,11 +32,15 @@
 #include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
 
 #include "tt_remote.h"
 #include "tt_waits.h"
 
 static void tt_notice_receiver(void *arg, const PGresult *res);
+
+/* bumped whenever a libpq socket may have been opened or closed */
+static uint64 socket_generation = 1;
 
 /*
  * tt_conn_start
@@ -84,6 +90,7 @@ tt_conn_start(const TTConnTarget *target, char **error)
 	}
 
 	/* expand_dbname = false: dbname is a name, never a connection string */
+	socket_generation++;
 	conn = PQconnectStartParams(keywords, values, false);
 	if (conn == NULL)
 	{
@@ -106,8 +113,22 @@ tt_conn_finish(PGconn *conn)
 {
 	if (conn == NULL)
 		return;
+	socket_generation++;
 	PQfinish(conn);
 	ReleaseExternalFD();
+}
+
+/*
+ * tt_conn_poll
+ *		PQconnectPoll(), for every connection being established: libpq may
+ *		close its socket and open another while it tries the addresses of a
+ *		host, so the cached wait set is not reused after it.
+ */
+PostgresPollingStatusType
+tt_conn_poll(PGconn *conn)
+{
+	socket_generation++;
+	return PQconnectPoll(conn);
 }
 
 /*
@@ -297,6 +318,103 @@ tt_discard_results(PGconn *conn)
 }
 
 /*
+ * The wait set of the last tt_wait_sockets_raw call, kept for the next one.
+ *
+ * Building a WaitEventSet costs an epoll instance and one epoll_ctl per
+ * socket, more than the wait itself when the remote answers at once.  The
+ * set is reused while the caller passes the same sockets in the same order
+ * (changed events are applied with ModifyWaitEvent).  Socket numbers alone
+ * cannot tell that a socket is still the one registered: a closed socket
+ * leaves the epoll set by itself, and a new one may get its number.  So
+ * every step that can open or close a libpq socket (tt_conn_start,
+ * tt_conn_poll, tt_conn_finish) bumps socket_generation, and a set built
+ * under an older generation is not reused.  (libpq also closes a socket by
+ * itself when the server goes away; PQsocket() then answers -1, which
+ * callers leave out, so the list differs and the set is rebuilt.)
+ */
+typedef struct CachedWaitSet
+{
+	WaitEventSet *set;			/* the set, or NULL */
+	uint64		generation;		/* socket_generation when it was built */
+	int			n;				/* sockets in it (positions 2 .. n+1) */
+	int			size;			/* allocated length of socks/events */
+	pgsocket   *socks;			/* its sockets */
+	uint32	   *events;			/* their current events */
+	WaitEvent  *occurred;		/* output array, size + 2 long */
+} CachedWaitSet;
+
+static CachedWaitSet wait_cache;
+
+/*
+ * wait_set_for
+ *		The wait set for these sockets and events: the cached one when it
+ *		still fits, else a new one (which replaces it).
+ */
+static WaitEventSet *
+wait_set_for(int n, pgsocket *socks, uint32 *events)
+{
+	CachedWaitSet *c = &wait_cache;
+
+	if (c->set != NULL && c->generation == socket_generation && c->n == n &&
+		memcmp(c->socks, socks, sizeof(pgsocket) * n) == 0)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			if (c->events[i] != events[i])
+			{
+				ModifyWaitEvent(c->set, i + 2, events[i], NULL);
+				c->events[i] = events[i];
+			}
+		}
+		return c->set;
+	}
+
+	if (c->set != NULL)
+	{
+		FreeWaitEventSet(c->set);
+		c->set = NULL;
+	}
+	if (c->size == 0 || n > c->size)
+	{
+		int			size = Max(n, 8);
+
+		if (c->size > 0)
+		{
+			pfree(c->socks);
+			pfree(c->events);
+			pfree(c->occurred);
+		}
+		c->socks = MemoryContextAlloc(TopMemoryContext, sizeof(pgsocket) * size);
+		c->events = MemoryContextAlloc(TopMemoryContext, sizeof(uint32) * size);
+		c->occurred = MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * (size + 2));
+		c->size = size;
+	}
+
+	c->set = CreateWaitEventSet(TopMemoryContext, n + 2);
+	c->n = n;
+	c->generation = socket_generation;
+	PG_TRY();
+	{
+		AddWaitEventToSet(c->set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+		AddWaitEventToSet(c->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+		for (int i = 0; i < n; i++)
+		{
+			AddWaitEventToSet(c->set, events[i], socks[i], NULL, NULL);
+			c->socks[i] = socks[i];
+			c->events[i] = events[i];
+		}
+	}
+	PG_CATCH();
+	{
+		FreeWaitEventSet(c->set);
+		c->set = NULL;
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return c->set;
+}
+
+/*
  * tt_wait_sockets_raw
  *		The one wait of task_tracker, used by the tracker and the
  *		coordinator alike: a WaitEventSet over the latch, postmaster death
@@ -304,41 +422,38 @@ tt_discard_results(PGconn *conn)
  *		limit); the latch is reset afterwards.  When ready is not NULL,
  *		ready[i] tells whether socks[i] fired.  Does not process interrupts:
  *		callers that may be interrupted follow it with CHECK_FOR_INTERRUPTS
- *		(tt_wait_sockets), cleanup paths hold them.  The set is freed on
- *		every path.
+ *		(tt_wait_sockets), cleanup paths hold them.  The set is kept for the
+ *		next call with the same sockets (see CachedWaitSet); a wait that
+ *		throws drops it.
  */
 void
 tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, bool *ready,
 					long timeout_ms, uint32 wait_event_info)
 {
 	WaitEventSet *set;
-	WaitEvent  *occurred = palloc(sizeof(WaitEvent) * (n + 2));
+	int			nfired;
 
 	if (ready)
 		memset(ready, 0, sizeof(bool) * n);
-	set = CreateWaitEventSet(CurrentMemoryContext, n + 2);
+	set = wait_set_for(n, socks, events);
 	PG_TRY();
 	{
-		int			nfired;
-
-		AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-		AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-		for (int i = 0; i < n; i++)
-			AddWaitEventToSet(set, events[i], socks[i], NULL, (void *) (intptr_t) (i + 1));
-		nfired = WaitEventSetWait(set, timeout_ms, occurred, n + 2, wait_event_info);
-		for (int i = 0; ready && i < nfired; i++)
-		{
-			intptr_t	which = (intptr_t) occurred[i].user_data;
-
-			if (which > 0)
-				ready[which - 1] = true;
-		}
+		nfired = WaitEventSetWait(set, timeout_ms, wait_cache.occurred, n + 2,
+								  wait_event_info);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		FreeWaitEventSet(set);
+		FreeWaitEventSet(wait_cache.set);
+		wait_cache.set = NULL;
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pfree(occurred);
+	for (int i = 0; ready && i < nfired; i++)
+	{
+		int			pos = wait_cache.occurred[i].pos;
+
+		if (pos >= 2)
+			ready[pos - 2] = true;
+	}
 	ResetLatch(MyLatch);
 }

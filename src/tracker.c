@@ -1125,7 +1125,7 @@ progress_connecting(Session *s, TimestampTz now)
 		return;
 	}
 
-	st = PQconnectPoll(s->conn);
+	st = tt_conn_poll(s->conn);
 	switch (st)
 	{
 		case PGRES_POLLING_OK:
