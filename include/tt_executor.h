@@ -106,6 +106,8 @@ typedef struct TTJob
 	TupleDesc	tupdesc;		/* the result's columns */
 	AttInMetadata *attinmeta;	/* input functions of the columns */
 	char	  **values;			/* natts text values of the row at hand */
+	Datum	   *datums;			/* natts converted values of that row */
+	bool	   *nulls;			/* natts null flags of that row */
 	PGresult   *cur_res;		/* result being converted (cleared on error) */
 	char	   *cur_copy;		/* COPY row being converted (freed on error) */
 	char	   *coldefs;		/* "c1 type, c2 type" for task_result */
@@ -135,6 +137,7 @@ extern void tt_task_failed_at_placement(TTJob *job, TTTask *task,
 extern void tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err);
 extern void tt_task_done(TTJob *job, TTTask *task);
 extern void tt_raise_task_error(TTJob *job, TTTask *task) pg_attribute_noreturn();
+extern void tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len);
 extern TTDrainResult tt_job_drain(TTJob *job, PGconn *conn, TTTask *task,
 								  bool store_rows, TTRemoteError *err);
 extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);

@@ -320,6 +320,8 @@ task_tracker_run_job(PG_FUNCTION_ARGS)
 		job->tupdesc = rsinfo->setDesc;
 		job->attinmeta = TupleDescGetAttInMetadata(job->tupdesc);
 		job->values = palloc0(sizeof(char *) * Max(job->tupdesc->natts, 1));
+		job->datums = palloc0(sizeof(Datum) * Max(job->tupdesc->natts, 1));
+		job->nulls = palloc0(sizeof(bool) * Max(job->tupdesc->natts, 1));
 		job->coldefs = column_definitions(job->tupdesc);
 		job->user_name = GetUserNameFromId(GetUserId(), false);
 

@@ -63,6 +63,7 @@ static bool xact_callback_registered = false;
 
 static void executor_xact_callback(XactEvent event, void *arg);
 static char *copy_query(const char *query);
+static void store_values(TTJob *job);
 
 /*
  * Task queues: ring buffers of task pointers, allocated in the job's
@@ -290,7 +291,6 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
 	int			natts = job->tupdesc->natts;
 	int			ntuples = PQntuples(res);
 	int			nfields = PQnfields(res);
-	MemoryContext old;
 	int			i,
 				j;
 
@@ -305,37 +305,57 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
 				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
 							task->task_id, job->job_id, task->query)));
 	}
-	old = MemoryContextSwitchTo(job->rowcxt);
 	for (i = 0; i < ntuples; i++)
 	{
-		HeapTuple	tuple;
-
 		for (j = 0; j < natts; j++)
 			job->values[j] = PQgetisnull(res, i, j) ? NULL : PQgetvalue(res, i, j);
-		tuple = BuildTupleFromCStrings(job->attinmeta, job->values);
-		tuplestore_puttuple(job->tupstore, tuple);
-		MemoryContextReset(job->rowcxt);
+		store_values(job);
 	}
-	MemoryContextSwitchTo(old);
 	task->rows += ntuples;
 }
 
 /*
- * store_copy_row
- *		Put one row of COPY text data (len bytes at buf, ending with a
- *		newline; buf is ours to modify) into the result.
+ * store_values
+ *		Convert the text values of the row at hand (job->values, NULL for
+ *		an SQL NULL) with the input functions of the result's columns and
+ *		put the row into the result.
  */
 static void
-store_copy_row(TTJob *job, TTTask *task, char *buf, int len)
+store_values(TTJob *job)
+{
+	AttInMetadata *meta = job->attinmeta;
+	MemoryContext old = MemoryContextSwitchTo(job->rowcxt);
+
+	for (int i = 0; i < job->tupdesc->natts; i++)
+	{
+		job->nulls[i] = (job->values[i] == NULL);
+		job->datums[i] = InputFunctionCall(&meta->attinfuncs[i], job->values[i],
+										   meta->attioparams[i], meta->atttypmods[i]);
+	}
+	tuplestore_putvalues(job->tupstore, job->tupdesc, job->datums, job->nulls);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(job->rowcxt);
+}
+
+/*
+ * tt_job_store_copy_line
+ *		Put one row given as a COPY text line (len bytes at line, without
+ *		its newline; line[len] must be writable, and the line is ours to
+ *		change) into the result: split and de-escaped by the shared parser
+ *		(src/copy_text.c), each value through the input function of its
+ *		column, formed straight into the tuplestore.  Every path that
+ *		receives COPY text — the real-time executor's COPY, the task-tracker
+ *		executor's task_result_copy chunks and inline results — stores rows
+ *		here.  Throws when the line's columns do not match the column
+ *		definition list.
+ */
+void
+tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len)
 {
 	int			natts = job->tupdesc->natts;
-	MemoryContext old;
-	HeapTuple	tuple;
 	int			n;
 
-	if (len > 0 && buf[len - 1] == '\n')
-		len--;
-	n = tt_copy_text_split(buf, len, job->values, natts);
+	n = tt_copy_text_split(line, len, job->values, natts);
 	if (n != natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
@@ -343,11 +363,7 @@ store_copy_row(TTJob *job, TTTask *task, char *buf, int len)
 						task->task_id, n, natts),
 				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
 							task->task_id, job->job_id, task->query)));
-	old = MemoryContextSwitchTo(job->rowcxt);
-	tuple = BuildTupleFromCStrings(job->attinmeta, job->values);
-	tuplestore_puttuple(job->tupstore, tuple);
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(job->rowcxt);
+	store_values(job);
 	task->rows++;
 }
 
@@ -371,7 +387,8 @@ drain_copy(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *er
 		{
 			job->cur_copy = buf;	/* freed by tt_job_unregister on error */
 			if (store && err->message == NULL)
-				store_copy_row(job, task, buf, len);
+				tt_job_store_copy_line(job, task, buf,
+									   buf[len - 1] == '\n' ? len - 1 : len);
 			job->cur_copy = NULL;
 			PQfreemem(buf);
 			if ((task->rows & 1023) == 0)
