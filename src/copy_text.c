@@ -19,6 +19,11 @@
  *	  sessions use the database's encoding as client_encoding, and every
  *	  server encoding is ASCII-safe, so working byte by byte is exact.
  *
+ *	  Which statements run as COPY (statement) TO STDOUT is decided here
+ *	  too, from the raw parse tree (tt_copy_statement_length), and the
+ *	  COPY text is built here (tt_copy_wrap): the worker decides it at
+ *	  assignment for the tracker, the real-time executor per task.
+ *
  *	  Users: the tracker escapes the values of statements it cannot run as
  *	  COPY (src/tracker.c, through src/result_file.c); task_result()
  *	  (src/result_file.c) and both coordinator executors (src/executor.c,
@@ -30,6 +35,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "nodes/parsenodes.h"
 
 #include "tt_copy_text.h"
 
@@ -260,4 +267,63 @@ tt_copy_text_append(StringInfo buf, const char *value, int len)
 	}
 	if (end > run)
 		appendBinaryStringInfo(buf, run, end - run);
+}
+
+/*
+ * tt_copy_statement_length
+ *		Can the one statement raw (from raw_parser on a text of len bytes)
+ *		run as COPY (statement) TO STDOUT?  A SELECT, VALUES, TABLE, WITH or
+ *		set operation without INTO (which sits in the leftmost SELECT of a
+ *		set operation), and INSERT, UPDATE or DELETE with RETURNING can.
+ *		Returns how many bytes of the text, from its start, to wrap; 0 when
+ *		the statement cannot be wrapped (or does not start the text, as
+ *		after an empty statement: not worth the trouble).  Where the
+ *		server still refuses (a rule, say: 0A000 before any row), callers
+ *		run the statement as it is.
+ */
+int
+tt_copy_statement_length(RawStmt *raw, int len)
+{
+	Node	   *stmt = raw->stmt;
+	bool		copy = false;
+
+	if (raw->stmt_location != 0)
+		return 0;
+	switch (nodeTag(stmt))
+	{
+		case T_SelectStmt:
+			{
+				SelectStmt *sel = (SelectStmt *) stmt;
+
+				while (sel->op != SETOP_NONE && sel->larg != NULL)
+					sel = sel->larg;
+				copy = (sel->intoClause == NULL);
+			}
+			break;
+		case T_InsertStmt:
+			copy = ((InsertStmt *) stmt)->returningList != NIL;
+			break;
+		case T_UpdateStmt:
+			copy = ((UpdateStmt *) stmt)->returningList != NIL;
+			break;
+		case T_DeleteStmt:
+			copy = ((DeleteStmt *) stmt)->returningList != NIL;
+			break;
+		default:
+			break;
+	}
+	if (!copy)
+		return 0;
+	return raw->stmt_len > 0 ? raw->stmt_len : len;
+}
+
+/*
+ * tt_copy_wrap
+ *		COPY (the first len bytes of query) TO STDOUT, palloc'd.  The
+ *		newline before the parenthesis ends a trailing -- comment.
+ */
+char *
+tt_copy_wrap(const char *query, int len)
+{
+	return psprintf("COPY (%.*s\n) TO STDOUT", len, query);
 }

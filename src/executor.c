@@ -411,12 +411,12 @@ drain_copy(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *er
 
 /*
  * tt_copy_query
- *		When query is one statement that returns rows and can run as
- *		COPY (query) TO STDOUT (a SELECT, VALUES or TABLE, WITH ... SELECT
- *		without data-modifying parts, no SELECT INTO, no FOR UPDATE), that
- *		COPY statement (palloc'd); else NULL.  Decided by the raw parser of
- *		the coordinator, without catalog access; a query that does not
- *		parse gets NULL (the worker reports its error).  The answer for the
+ *		When query is one statement that can run as COPY (query) TO STDOUT
+ *		(tt_copy_statement_length, the same rule the worker applies to
+ *		tracked tasks), that COPY statement (palloc'd); else NULL.  Decided
+ *		by the raw parser of the coordinator, without catalog access; a
+ *		query that does not parse gets NULL (the worker reports its error);
+ *		one the worker still refuses as COPY (0A000) is run as it is.  The answer for the
  *		last query text is remembered: the tasks of a job, and the jobs of
  *		an application, tend to repeat the same text.
  */
@@ -451,10 +451,6 @@ copy_query(const char *query)
 {
 	MemoryContext old = CurrentMemoryContext;
 	List	   *stmts = NIL;
-	RawStmt    *raw;
-	SelectStmt *sel;
-	ListCell   *lc;
-	int			start;
 	int			len;
 
 	PG_TRY();
@@ -471,27 +467,8 @@ copy_query(const char *query)
 
 	if (list_length(stmts) != 1)
 		return NULL;
-	raw = linitial_node(RawStmt, stmts);
-	if (!IsA(raw->stmt, SelectStmt))
-		return NULL;
-	sel = (SelectStmt *) raw->stmt;
-	if (sel->intoClause != NULL || sel->lockingClause != NIL)
-		return NULL;
-	if (sel->withClause != NULL)
-	{
-		foreach(lc, sel->withClause->ctes)
-		{
-			CommonTableExpr *cte = lfirst_node(CommonTableExpr, lc);
-
-			if (!IsA(cte->ctequery, SelectStmt))
-				return NULL;
-		}
-	}
-	start = raw->stmt_location;
-	len = raw->stmt_len > 0 ? raw->stmt_len : (int) strlen(query) - start;
-	if (start < 0 || len <= 0)
-		return NULL;
-	return psprintf("COPY (%.*s\n) TO STDOUT", len, query + start);
+	len = tt_copy_statement_length(linitial_node(RawStmt, stmts), strlen(query));
+	return len > 0 ? tt_copy_wrap(query, len) : NULL;
 }
 
 /*
