@@ -38,6 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "task_tracker.h"
 #include "tt_node_registry.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_add_node);
@@ -252,6 +253,7 @@ task_tracker_add_node(PG_FUNCTION_ARGS)
 	bool		isnull;
 
 	require_superuser("add_node");
+	tt_check_sql_version();
 	check_node_args(fcinfo, &name, &port);
 	args[0] = CStringGetTextDatum(name);
 	args[1] = Int32GetDatum(port);
@@ -294,6 +296,7 @@ change_registered_node(FunctionCallInfo fcinfo, const char *what, const char *sq
 	Datum		args[3];
 
 	require_superuser(what);
+	tt_check_sql_version();
 	check_node_args(fcinfo, &name, &port);
 	args[0] = CStringGetTextDatum(name);
 	args[1] = Int32GetDatum(port);
