@@ -1,7 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * tt_persist.h
- *	  Saving the task table at shutdown and restoring it at start.
+ *	  Saving the task table at shutdown and restoring it at start
+ *	  (src/persist.c).
+ *
+ * Files under $PGDATA/pg_task_tracker: tasks.state (the saved table),
+ * tasks.state.tmp (while it is written), tasks.state.lost (a save failed:
+ * how many tasks were lost, and why; $PGDATA/pg_task_tracker.lost when the
+ * area cannot take it), tasks.state.corrupt (a damaged state file, kept for
+ * inspection).
  *
  *-------------------------------------------------------------------------
  */
@@ -10,5 +17,6 @@
 
 extern void tt_persist_save(void);
 extern void tt_persist_restore(void);
+extern void tt_persist_discard(void);
 
 #endif							/* TT_PERSIST_H */

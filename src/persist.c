@@ -8,12 +8,28 @@
  *	  On SIGTERM (pg_ctl stop, smart or fast) the tracker has already
  *	  stopped its running tasks and put them back in the queue; it then
  *	  writes every task to $PGDATA/pg_task_tracker/tasks.state (written to
- *	  a temporary name and renamed, so a half-written file is never read).
- *	  When the tracker starts on freshly initialised shared memory it loads
- *	  that file and removes it.  If there is no file but the directory
- *	  exists, the previous run did not stop cleanly (kill -9, immediate
- *	  stop, crash): the table starts empty, every leftover job directory is
- *	  removed, and a LOG line says so.
+ *	  a temporary name, fsynced and renamed, so a half-written file is
+ *	  never read).  When the tracker starts on freshly initialised shared
+ *	  memory it loads that file and removes it.  If there is no file but
+ *	  the directory exists, the previous run did not stop cleanly (kill -9,
+ *	  immediate stop, crash): the table starts empty, every leftover job
+ *	  directory is removed, and a LOG line says so.
+ *
+ *	  Saving can fail: a full disk, an I/O error, no memory for the copy.
+ *	  The partial temporary file is then removed at once (on a full disk
+ *	  that gives its space back), the LOG line says why and how many tasks
+ *	  are lost, and a marker, tasks.state.lost, records the same in a few
+ *	  bytes, which fit where the partial file was (if the area cannot take
+ *	  even that, say it is read-only, the marker goes to
+ *	  $PGDATA/pg_task_tracker.lost, as autoprewarm keeps its file in
+ *	  $PGDATA).  There is nothing to
+ *	  restore at the next start, so the table starts empty and the leftover
+ *	  job directories are removed as after a crash, but the marker lets the
+ *	  LOG line tell the truth: the last stop was clean, its save failed.
+ *	  (A smaller second save, say without the finished tasks, would
+ *	  restore some jobs half: a coordinator then assigns again the tasks
+ *	  the tracker lost, but a task that had finished would run twice.  All
+ *	  or nothing is the rule, as for a crash.)
  *
  *	  The format is private and versioned: "TTS4", then, per task in
  *	  assignment order, a byte 1 and the record; a byte 0 ends the file.
@@ -22,10 +38,19 @@
  *	  plain statements.  In-memory results are saved as they are stored
  *	  (tt_result_file.h reads both the current and the 1.0 format).
  *
+ *	  The reader trusts nothing in the file.  Every length is checked
+ *	  against what is left of the file before anything is allocated, every
+ *	  field against its valid values, and a task seen twice is damage.  A
+ *	  damaged (truncated, overwritten) or unreadable file is restored up to
+ *	  the damage, kept as tasks.state.corrupt for inspection, and a WARNING
+ *	  says what was wrong; the tracker then starts normally.  After any
+ *	  restore, job directories no restored task uses are removed.
+ *
  * Locking
- *	  Saving reads the table under TTShared->lock in shared mode; restoring
- *	  fills it under the lock in exclusive mode before the tracker marks
- *	  itself ready (backends wait for readiness before assigning).
+ *	  Saving reads the table under TTShared->lock in shared mode and
+ *	  writes the file after releasing it; restoring fills the table under
+ *	  the lock in exclusive mode before the tracker marks itself ready
+ *	  (backends wait for readiness before assigning).
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +59,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/memutils.h"
@@ -45,8 +71,17 @@
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"
+#define TT_STATE_LOST		TT_DATA_DIR "/tasks.state.lost"
+#define TT_STATE_LOST_ROOT	"pg_task_tracker.lost"	/* in $PGDATA itself */
+#define TT_STATE_CORRUPT	TT_DATA_DIR "/tasks.state.corrupt"
 #define TT_STATE_MAGIC		"TTS4"
 #define TT_STATE_MAGIC_V3	"TTS3"	/* written by the 1.0 library */
+
+/* the saved table is built in pieces of about this size */
+#define TT_SAVE_CHUNK		(1024 * 1024)
+
+/* longest reason kept in the tasks.state.lost marker */
+#define TT_LOST_REASON_LEN	512
 
 /* The fixed part of one saved task. */
 typedef struct SavedTask
@@ -97,6 +132,27 @@ typedef struct SavedTaskV3
 	int32		result_len;
 } SavedTaskV3;
 
+/* How many tasks a save covers, for the messages about it. */
+typedef struct SaveCounts
+{
+	int			total;			/* tasks in the table */
+	int			waiting;		/* queued, to be retried, or were running */
+	int			finished;		/* in a final state */
+} SaveCounts;
+
+/* A state file being read. */
+typedef struct StateReader
+{
+	FILE	   *f;				/* the file */
+	off_t		size;			/* its size when opened */
+	off_t		pos;			/* bytes read so far */
+	bool		v3;				/* a "TTS3" file */
+	char	   *problem;		/* why reading stopped early, or NULL */
+} StateReader;
+
+static void remove_file(const char *path);
+static void remove_lost_markers(void);
+
 static int
 seq_cmp(const void *a, const void *b)
 {
@@ -109,30 +165,40 @@ seq_cmp(const void *a, const void *b)
 }
 
 /*
- * tt_persist_save
- *		Write the whole task table to the state file.  Tasks still marked
- *		active are saved as queued (their attempt is already counted).
+ * serialize_table
+ *		Copy the whole task table, in the file's format, into a list of
+ *		StringInfos of about TT_SAVE_CHUNK bytes each (so that a table
+ *		larger than one allocation can be saved), and count its tasks.
+ *		Tasks still marked active are saved as queued (their attempt is
+ *		already counted).  Takes the lock in shared mode; may throw (out
+ *		of memory), with the lock then held: the caller releases it.
  */
-void
-tt_persist_save(void)
+static List *
+serialize_table(SaveCounts *counts)
 {
-	StringInfoData buf;
+	List	   *chunks = NIL;
+	StringInfo	buf = makeStringInfo();
 	HASH_SEQ_STATUS seq;
 	TTTask	   *task;
 	TTTask	  **all;
 	int			n = 0;
-	int			fd;
 	char		more = 1;
 	char		end = 0;
 
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, TT_STATE_MAGIC, 4);
+	appendBinaryStringInfo(buf, TT_STATE_MAGIC, 4);
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
 	all = palloc(sizeof(TTTask *) * (tt_shared->ntasks + 1));
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
+	{
 		all[n++] = task;
+		if (TT_STATUS_IS_FINAL(task->status))
+			counts->finished++;
+		else
+			counts->waiting++;
+	}
+	counts->total = n;
 	qsort(all, n, sizeof(TTTask *), seq_cmp);
 
 	for (int i = 0; i < n; i++)
@@ -140,6 +206,12 @@ tt_persist_save(void)
 		SavedTask	s;
 		char	   *query;
 		char	   *error;
+
+		if (buf->len >= TT_SAVE_CHUNK)
+		{
+			chunks = lappend(chunks, buf);
+			buf = makeStringInfo();
+		}
 
 		task = all[i];
 		memset(&s, 0, sizeof(s));
@@ -165,46 +237,255 @@ tt_persist_save(void)
 		s.error_len = error ? strlen(error) : -1;
 		s.result_len = DsaPointerIsValid(task->result) ? (int32) task->result_size : -1;
 		s.copy_len = task->copy_len;
-		appendBinaryStringInfo(&buf, &more, 1);
-		appendBinaryStringInfo(&buf, (char *) &s, sizeof(s));
+		appendBinaryStringInfo(buf, &more, 1);
+		appendBinaryStringInfo(buf, (char *) &s, sizeof(s));
 		if (s.query_len > 0)
-			appendBinaryStringInfo(&buf, query, s.query_len);
+			appendBinaryStringInfo(buf, query, s.query_len);
 		if (s.error_len > 0)
-			appendBinaryStringInfo(&buf, error, s.error_len);
+			appendBinaryStringInfo(buf, error, s.error_len);
 		if (s.result_len > 0)
-			appendBinaryStringInfo(&buf, tt_text_get(task->result), s.result_len);
+			appendBinaryStringInfo(buf, tt_text_get(task->result), s.result_len);
 	}
 	LWLockRelease(tt_shared->lock);
-	appendBinaryStringInfo(&buf, &end, 1);
+
+	appendBinaryStringInfo(buf, &end, 1);
+	return lappend(chunks, buf);
+}
+
+/*
+ * write_state_file
+ *		Write the chunks to the temporary file, fsync it and rename it to
+ *		tasks.state.  Returns NULL on success.  On failure the temporary
+ *		file is closed and removed, errno tells the cause and the result is
+ *		what failed (e.g. "could not write file \"...\"").
+ */
+static char *
+write_state_file(List *chunks)
+{
+	ListCell   *lc;
+	int			fd;
+	int			save_errno = 0;
+	char	   *failed = NULL;
 
 	tt_result_ensure_dir();
 	fd = OpenTransientFilePerm(TT_STATE_TMP, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
 							   S_IRUSR | S_IWUSR);
-	if (fd < 0 || write(fd, buf.data, buf.len) != buf.len ||
-		pg_fsync(fd) != 0 || CloseTransientFile(fd) != 0)
+	if (fd < 0)
+	{
+		save_errno = errno;
+		failed = psprintf("could not create file \"%s\"", TT_STATE_TMP);
+		goto fail;
+	}
+	foreach(lc, chunks)
+	{
+		StringInfo	chunk = (StringInfo) lfirst(lc);
+
+		errno = 0;
+		if (write(fd, chunk->data, chunk->len) != chunk->len)
+		{
+			/* a write that returns short without an error: no disk space */
+			save_errno = errno ? errno : ENOSPC;
+			failed = psprintf("could not write file \"%s\"", TT_STATE_TMP);
+			goto fail;
+		}
+	}
+	if (pg_fsync(fd) != 0)
+	{
+		save_errno = errno;
+		failed = psprintf("could not fsync file \"%s\"", TT_STATE_TMP);
+		goto fail;
+	}
+	if (CloseTransientFile(fd) != 0)
+	{
+		fd = -1;
+		save_errno = errno;
+		failed = psprintf("could not close file \"%s\"", TT_STATE_TMP);
+		goto fail;
+	}
+	fd = -1;
+
+	/* durable_rename logs its own failures */
+	if (durable_rename(TT_STATE_TMP, TT_STATE_FILE, LOG) != 0)
+	{
+		save_errno = errno;
+
+		/*
+		 * Once the rename itself is done the file is complete under its
+		 * name; only the directory's fsync failed.  The start reads it.
+		 */
+		if (access(TT_STATE_TMP, F_OK) != 0 && errno == ENOENT &&
+			access(TT_STATE_FILE, F_OK) == 0)
+			return NULL;
+		failed = psprintf("could not rename file \"%s\" to \"%s\"",
+						  TT_STATE_TMP, TT_STATE_FILE);
+		goto fail;
+	}
+	return NULL;
+
+fail:
+	if (fd >= 0)
+		(void) CloseTransientFile(fd);
+	if (unlink(TT_STATE_TMP) != 0 && errno != ENOENT)
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not remove file \"%s\": %m", TT_STATE_TMP)));
+	errno = save_errno;
+	return failed;
+}
+
+/*
+ * create_lost_marker
+ *		Create (or truncate) the marker at path; -1 with errno set if not.
+ */
+static int
+create_lost_marker(const char *path)
+{
+	return OpenTransientFilePerm(path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
+								 S_IRUSR | S_IWUSR);
+}
+
+/*
+ * write_lost_marker
+ *		Record that a save failed: tasks.state.lost holds the number of
+ *		tasks lost and the reason, one line each.  The file's existence is
+ *		what counts; if even its few bytes do not fit, it stays empty.  If
+ *		it cannot be created in the area, it is made in $PGDATA itself.
+ */
+static void
+write_lost_marker(int ntasks, const char *reason)
+{
+	char	   *text = psprintf("%d\n%.*s\n", ntasks, TT_LOST_REASON_LEN, reason);
+	int			len = strlen(text);
+	const char *path = TT_STATE_LOST;
+	const char *dir = TT_DATA_DIR;
+	int			fd;
+
+	fd = create_lost_marker(path);
+	if (fd < 0)
+	{
+		path = TT_STATE_LOST_ROOT;
+		dir = ".";
+		fd = create_lost_marker(path);
+	}
+	if (fd < 0)
 	{
 		ereport(LOG,
 				(errcode_for_file_access(),
-				 errmsg("task tracker could not save its task table to \"%s\": %m",
-						TT_STATE_TMP)));
+				 errmsg("could not create file \"%s\": %m", path),
+				 errdetail("The next start will report the lost task table as the result of a crash.")));
 		return;
 	}
-	if (durable_rename(TT_STATE_TMP, TT_STATE_FILE, LOG) == 0)
+	errno = 0;
+	if (write(fd, text, len) != len)
+	{
+		if (errno == 0)
+			errno = ENOSPC;
 		ereport(LOG,
-				(errmsg("task tracker saved %d tasks", n)));
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", path)));
+	}
+	else if (pg_fsync(fd) != 0)
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", path)));
+	(void) CloseTransientFile(fd);
+	(void) fsync_fname_ext(dir, true, false, LOG);
+	pfree(text);
+}
+
+/*
+ * tt_persist_save
+ *		Write the whole task table to the state file.
+ *
+ * Never throws: on any failure (a full disk, an I/O error, out of memory)
+ * it logs why and how many tasks are lost, leaves no partial file, and
+ * leaves the tasks.state.lost marker for the next start.
+ */
+void
+tt_persist_save(void)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	SaveCounts	counts;
+	char	   *volatile failed = NULL;
+	char	   *volatile reason = NULL;
+	volatile int save_errno = 0;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "task tracker save",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	memset(&counts, 0, sizeof(counts));
+
+	PG_TRY();
+	{
+		List	   *chunks = serialize_table(&counts);
+
+		failed = write_state_file(chunks);
+		save_errno = errno;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		if (LWLockHeldByMe(tt_shared->lock))
+			LWLockRelease(tt_shared->lock);
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		(void) unlink(TT_STATE_TMP);
+		reason = edata->message;
+	}
+	PG_END_TRY();
+
+	if (reason != NULL)
+	{
+		ereport(LOG,
+				(errmsg("task tracker could not save its task table: %s", reason),
+				 errdetail("%d tasks (%d waiting to run, %d finished) are lost. The next start begins with an empty task table.",
+						   counts.total, counts.waiting, counts.finished)));
+		write_lost_marker(counts.total, reason);
+	}
+	else if (failed != NULL)
+	{
+		errno = save_errno;
+		reason = psprintf("%s: %m", failed);
+		errno = save_errno;
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("task tracker could not save its task table to \"%s\": %m",
+						TT_STATE_TMP),
+				 errdetail("%d tasks (%d waiting to run, %d finished) are lost: %s. The next start begins with an empty task table.",
+						   counts.total, counts.waiting, counts.finished, failed)));
+		write_lost_marker(counts.total, reason);
+	}
+	else
+	{
+		/* a marker of an earlier failure is stale now */
+		remove_lost_markers();
+		ereport(LOG,
+				(errmsg("task tracker saved %d tasks", counts.total)));
+	}
+
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
 }
 
 /*
  * restore_one
- *		Insert one saved task.  Caller holds the lock exclusively.
+ *		Insert one saved task whose record has been checked.  Caller holds
+ *		the lock exclusively.  Returns 1 when the task is restored, 0 when
+ *		it is dropped because the table is full (with a WARNING), -1 with
+ *		*problem set when shared memory has no room for its query text
+ *		(nothing is inserted then).
  */
-static void
+static int
 restore_one(const SavedTask *s, const char *query, const char *error,
-			const char *result)
+			const char *result, char **problem)
 {
 	TTJob	   *job;
 	TTTask	   *task;
 	TTTaskStatus status = (TTTaskStatus) s->status;
+	dsa_pointer qtext;
 
 	if (tt_shared->ntasks >= max_tracked_tasks_per_node)
 	{
@@ -212,7 +493,14 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 				(errmsg("task tracker dropped saved task (job " INT64_FORMAT ", task %d): task table is full",
 						s->job_id, s->task_id),
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
-		return;
+		return 0;
+	}
+	qtext = tt_text_store(query, s->query_len, true);
+	if (!DsaPointerIsValid(qtext))
+	{
+		*problem = psprintf("There is no shared memory left for the query of task (job " INT64_FORMAT ", task %d).",
+							s->job_id, s->task_id);
+		return -1;
 	}
 	job = tt_job_lookup(s->job_id, true, s->owner);
 	task = tt_task_insert(job, s->job_id, s->task_id);
@@ -227,7 +515,7 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 	task->assigned_at = s->assigned_at;
 	task->started_at = s->started_at;
 	task->has_file = s->has_file;
-	task->query = tt_text_store(query, s->query_len, false);
+	task->query = qtext;
 	task->copy_len = (s->copy_len > 0 && s->copy_len <= s->query_len) ? s->copy_len : 0;
 	if (error)
 		tt_task_set_error(task, s->sqlstate, error);
@@ -237,6 +525,17 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 
 		if (DsaPointerIsValid(blob))
 			tt_task_set_result(task, blob, s->result_len);
+		else if (status == TT_SUCCEEDED)
+		{
+			/* its result cannot come back: say so instead of losing it */
+			ereport(WARNING,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("task tracker could not restore the result of task (job " INT64_FORMAT ", task %d): out of shared memory",
+							s->job_id, s->task_id)));
+			tt_task_set_error(task, "53200",
+							  "its result was lost at a restart: out of shared memory");
+			status = TT_PERMANENTLY_FAILED;
+		}
 	}
 	if (s->seq >= tt_shared->next_seq)
 		tt_shared->next_seq = s->seq + 1;
@@ -252,6 +551,32 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 		tt_task_set_status(job, task, status);
 		task->finished_at = s->finished_at;
 	}
+	return 1;
+}
+
+/*
+ * read_bytes
+ *		Read exactly len bytes of the state file, never past its end.
+ *		Returns false, with r->problem set, when they are not there.
+ */
+static bool
+read_bytes(StateReader *r, void *buf, size_t len, const char *what, int n)
+{
+	if ((off_t) len > r->size - r->pos)
+	{
+		r->problem = psprintf("The file ends in the middle of %s of saved task %d.", what, n + 1);
+		return false;
+	}
+	if (fread(buf, 1, len, r->f) != len)
+	{
+		if (ferror(r->f))
+			r->problem = psprintf("Could not read %s of saved task %d: %m.", what, n + 1);
+		else
+			r->problem = psprintf("The file ends in the middle of %s of saved task %d.", what, n + 1);
+		return false;
+	}
+	r->pos += len;
+	return true;
 }
 
 /*
@@ -259,13 +584,13 @@ restore_one(const SavedTask *s, const char *query, const char *error,
  *		Read the fixed part of one saved task, of either format version.
  */
 static bool
-read_saved_task(FILE *f, bool v3, SavedTask *s)
+read_saved_task(StateReader *r, SavedTask *s, int n)
 {
 	SavedTaskV3 old;
 
-	if (!v3)
-		return fread(s, 1, sizeof(*s), f) == sizeof(*s);
-	if (fread(&old, 1, sizeof(old), f) != sizeof(old))
+	if (!r->v3)
+		return read_bytes(r, s, sizeof(*s), "the record", n);
+	if (!read_bytes(r, &old, sizeof(old), "the record", n))
 		return false;
 	memset(s, 0, sizeof(*s));
 	s->job_id = old.job_id;
@@ -283,7 +608,7 @@ read_saved_task(FILE *f, bool v3, SavedTask *s)
 	s->user_name = old.user_name;
 	s->database_name = old.database_name;
 	memcpy(s->sqlstate, old.sqlstate, sizeof(s->sqlstate));
-	s->has_file = old.has_file;
+	memcpy(&s->has_file, &old.has_file, 1);
 	s->query_len = old.query_len;
 	s->error_len = old.error_len;
 	s->result_len = old.result_len;
@@ -292,19 +617,347 @@ read_saved_task(FILE *f, bool v3, SavedTask *s)
 }
 
 /*
+ * check_saved_task
+ *		Is the fixed part of a saved task one a save could have written?
+ *		Returns NULL if so, else what is wrong with it.
+ */
+static const char *
+check_saved_task(const SavedTask *s, const StateReader *r)
+{
+	off_t		left = r->size - r->pos;
+	uint8		has_file;
+
+	memcpy(&has_file, &s->has_file, 1);
+	if (s->job_id <= 0 || s->task_id < 0)
+		return "its job or task id is out of range";
+	if (s->status != TT_ASSIGNED && s->status != TT_FAILED &&
+		s->status != TT_SUCCEEDED && s->status != TT_PERMANENTLY_FAILED &&
+		s->status != TT_CANCELED)
+		return "its status is invalid";
+	if (!PG_VALID_BE_ENCODING(s->encoding))
+		return "its encoding is invalid";
+	if (s->attempts < 0 || has_file > 1)
+		return "a field is out of range";
+	if (memchr(NameStr(s->user_name), '\0', NAMEDATALEN) == NULL ||
+		NameStr(s->user_name)[0] == '\0' ||
+		memchr(NameStr(s->database_name), '\0', NAMEDATALEN) == NULL ||
+		NameStr(s->database_name)[0] == '\0')
+		return "its user or database name is invalid";
+	if (memchr(s->sqlstate, '\0', sizeof(s->sqlstate)) == NULL)
+		return "its SQLSTATE is invalid";
+	if (s->query_len < 0 || s->error_len < -1 || s->result_len < -1 ||
+		s->copy_len < 0 || s->copy_len > s->query_len)
+		return "a text length is invalid";
+	if ((off_t) s->query_len + Max(s->error_len, 0) + Max(s->result_len, 0) > left)
+		return "its texts are longer than the rest of the file";
+	if ((Size) s->query_len >= MaxAllocSize ||
+		(Size) Max(s->error_len, 0) >= MaxAllocSize ||
+		(Size) Max(s->result_len, 0) >= MaxAllocSize)
+		return "a text length is invalid";
+	if (tt_task_lookup(s->job_id, s->task_id) != NULL)
+		return "it is saved twice";
+	return NULL;
+}
+
+/*
+ * read_text
+ *		Read a text of len bytes that must not contain a NUL byte; returns a
+ *		NUL-terminated palloc'd copy, or NULL with r->problem set.
+ */
+static char *
+read_text(StateReader *r, int len, const char *what, int n)
+{
+	char	   *text = palloc(len + 1);
+
+	if (!read_bytes(r, text, len, what, n))
+		return NULL;
+	if (memchr(text, '\0', len) != NULL)
+	{
+		r->problem = psprintf("The %s of saved task %d contains a zero byte.", what, n + 1);
+		return NULL;
+	}
+	text[len] = '\0';
+	return text;
+}
+
+/*
+ * read_tasks
+ *		Restore every task of an opened state file, up to any damage.
+ *		Caller holds the lock exclusively.  Texts are read into cxt, reset
+ *		for every task.  Returns the number of tasks restored; r->problem
+ *		(allocated in cxt) says why it stopped early, if it did.
+ */
+static int
+read_tasks(StateReader *r, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	char		magic[4];
+	int			n = 0;			/* tasks restored */
+	int			i;				/* tasks read */
+
+	if (r->size < 5 || fread(magic, 1, 4, r->f) != 4)
+	{
+		r->problem = pstrdup("The file is too short to be a saved task table.");
+		goto done;
+	}
+	r->pos = 4;
+	if (memcmp(magic, TT_STATE_MAGIC_V3, 4) == 0)
+		r->v3 = true;
+	else if (memcmp(magic, TT_STATE_MAGIC, 4) != 0)
+	{
+		r->problem = pstrdup("The file does not start with the mark of a saved task table.");
+		goto done;
+	}
+
+	for (i = 0;; i++)
+	{
+		SavedTask	s;
+		char		marker;
+		char	   *query;
+		char	   *error = NULL;
+		char	   *result = NULL;
+		const char *bad;
+
+		MemoryContextReset(cxt);
+		if (r->pos == r->size)
+		{
+			r->problem = psprintf("The file ends after %d saved tasks, without its end mark.", i);
+			break;
+		}
+		if (!read_bytes(r, &marker, 1, "the start", i))
+			break;
+		if (marker == 0)
+		{
+			if (r->pos != r->size)
+				r->problem = psprintf("The file goes on after the end of its %d tasks.", i);
+			break;
+		}
+		if (marker != 1)
+		{
+			r->problem = psprintf("Saved task %d does not start with the expected byte.", i + 1);
+			break;
+		}
+		if (!read_saved_task(r, &s, i))
+			break;
+		if ((bad = check_saved_task(&s, r)) != NULL)
+		{
+			r->problem = psprintf("Saved task %d (job " INT64_FORMAT ", task %d) cannot be restored: %s.",
+								  i + 1, s.job_id, s.task_id, bad);
+			break;
+		}
+		if ((query = read_text(r, s.query_len, "query", i)) == NULL)
+			break;
+		if (s.error_len >= 0 &&
+			(error = read_text(r, s.error_len, "error", i)) == NULL)
+			break;
+		if (s.result_len >= 0)
+		{
+			result = palloc(Max(s.result_len, 1));
+			if (!read_bytes(r, result, s.result_len, "the result", i))
+				break;
+		}
+		switch (restore_one(&s, query, error, result, &r->problem))
+		{
+			case 1:
+				n++;
+				break;
+			case 0:
+				break;			/* dropped: the table is full */
+			default:
+				goto done;
+		}
+	}
+
+done:
+	MemoryContextSwitchTo(old);
+	return n;
+}
+
+/*
+ * read_state_file
+ *		Restore the tasks of the state file f.  Returns the number of tasks
+ *		restored and sets *problem (palloc'd) if the file was damaged or
+ *		something went wrong before its end.  Never throws.
+ */
+static int
+read_state_file(FILE *f, char **problem)
+{
+	MemoryContext old = CurrentMemoryContext;
+	MemoryContext cxt;
+	StateReader r;
+	struct stat st;
+	volatile int n = 0;
+
+	*problem = NULL;
+	memset(&r, 0, sizeof(r));
+	r.f = f;
+	if (fstat(fileno(f), &st) != 0)
+	{
+		*problem = psprintf("Could not stat the file: %m.");
+		return 0;
+	}
+	r.size = st.st_size;
+
+	cxt = AllocSetContextCreate(old, "task tracker restore", ALLOCSET_DEFAULT_SIZES);
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	PG_TRY();
+	{
+		n = read_tasks(&r, cxt);
+		if (r.problem)
+			*problem = MemoryContextStrdup(old, r.problem);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(old);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*problem = psprintf("Restoring stopped on an error: %s.", edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	LWLockRelease(tt_shared->lock);
+	MemoryContextDelete(cxt);
+
+	return n;
+}
+
+/*
+ * read_lost_marker
+ *		Did the last shutdown fail to save the table?  Returns true if a
+ *		marker exists (in the area or in $PGDATA); *ntasks (-1 when unknown)
+ *		and reason (empty when unknown) say what it recorded.
+ */
+static bool
+read_lost_marker(int *ntasks, char *reason, size_t reason_size)
+{
+	const char *paths[] = {TT_STATE_LOST, TT_STATE_LOST_ROOT};
+	FILE	   *f = NULL;
+	char		line[32];
+	bool		found = false;
+
+	*ntasks = -1;
+	reason[0] = '\0';
+	for (int i = 0; i < lengthof(paths) && f == NULL; i++)
+	{
+		f = AllocateFile(paths[i], PG_BINARY_R);
+		if (f == NULL && errno != ENOENT)
+		{
+			/* there is a marker, we cannot read what it says */
+			ereport(LOG,
+					(errcode_for_file_access(),
+					 errmsg("could not open file \"%s\": %m", paths[i])));
+			found = true;
+		}
+	}
+	if (f == NULL)
+		return found;
+	if (fgets(line, sizeof(line), f) != NULL)
+	{
+		char	   *end;
+		long		v;
+
+		errno = 0;
+		v = strtol(line, &end, 10);
+		if (errno == 0 && end != line && *end == '\n' && v >= 0 && v <= INT_MAX)
+			*ntasks = (int) v;
+		if (fgets(reason, reason_size, f) == NULL)
+			reason[0] = '\0';
+		reason[strcspn(reason, "\n")] = '\0';
+	}
+	FreeFile(f);
+	return true;
+}
+
+/*
+ * remove_file
+ *		unlink() that tolerates a missing file and logs other failures.
+ */
+static void
+remove_file(const char *path)
+{
+	if (unlink(path) != 0 && errno != ENOENT)
+		ereport(LOG,
+				(errcode_for_file_access(),
+				 errmsg("could not remove file \"%s\": %m", path)));
+}
+
+/*
+ * remove_lost_markers
+ *		Remove the marker of a failed save, wherever it is.
+ */
+static void
+remove_lost_markers(void)
+{
+	remove_file(TT_STATE_LOST);
+	remove_file(TT_STATE_LOST_ROOT);
+}
+
+/*
+ * remove_orphan_job_dirs
+ *		Remove the job directories of jobs that are not in the table (their
+ *		tasks were not saved, or not restored) and any directory a drop left
+ *		behind.  Only names the tracker itself makes are touched.  Returns
+ *		how many were removed.
+ */
+static int
+remove_orphan_job_dirs(void)
+{
+	DIR		   *d;
+	struct dirent *de;
+	int			removed = 0;
+
+	d = AllocateDir(TT_DATA_DIR);
+	if (d == NULL)
+		return 0;
+	while ((de = ReadDir(d, TT_DATA_DIR)) != NULL)
+	{
+		char		path[MAXPGPATH];
+		bool		orphan = false;
+
+		if (strncmp(de->d_name, "dropped_", 8) == 0)
+			orphan = true;
+		else if (strncmp(de->d_name, "job_", 4) == 0)
+		{
+			char	   *end;
+			int64		job_id;
+
+			errno = 0;
+			job_id = strtoi64(de->d_name + 4, &end, 10);
+			if (errno != 0 || end == de->d_name + 4 || *end != '\0' || job_id <= 0)
+				continue;
+			LWLockAcquire(tt_shared->lock, LW_SHARED);
+			orphan = (hash_search(tt_job_hash, &job_id, HASH_FIND, NULL) == NULL);
+			LWLockRelease(tt_shared->lock);
+		}
+		if (!orphan)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", TT_DATA_DIR, de->d_name);
+		if (rmtree(path, true))
+			removed++;
+	}
+	FreeDir(d);
+	return removed;
+}
+
+/*
  * tt_persist_restore
  *		Called by the tracker on fresh shared memory: load the saved table,
- *		or clean up after an unclean stop.
+ *		or clean up after an unclean stop or a failed save.  Never fails on
+ *		what it finds on disk: whatever it is, the tracker starts.
  */
 void
 tt_persist_restore(void)
 {
 	struct stat st;
 	FILE	   *f;
-	char		magic[4];
+	char	   *problem = NULL;
+	char		reason[TT_LOST_REASON_LEN + 2];
+	int			nlost;
+	bool		lost;
 	int			n = 0;
-	bool		ok = true;
-	bool		v3 = false;
+	int			removed;
 
 	if (stat(TT_DATA_DIR, &st) != 0)
 	{
@@ -313,85 +966,83 @@ tt_persist_restore(void)
 		return;
 	}
 
-	f = AllocateFile(TT_STATE_FILE, PG_BINARY_R);
-	if (f == NULL)
-	{
-		int			removed = tt_result_remove_all();
+	/* what a save cut short by a crash left (normally removed at once) */
+	remove_file(TT_STATE_TMP);
+	lost = read_lost_marker(&nlost, reason, sizeof(reason));
 
-		ereport(LOG,
-				(errmsg("task tracker: task table starts empty after a crash or unclean stop; removed %d leftover job directories",
-						removed)));
+	f = AllocateFile(TT_STATE_FILE, PG_BINARY_R);
+	if (f == NULL && errno == ENOENT)
+	{
+		removed = tt_result_remove_all();
+		if (lost)
+		{
+			ereport(LOG,
+					(errmsg("task tracker: task table starts empty because the last shutdown could not save it; removed %d leftover job directories",
+							removed),
+					 nlost >= 0 && reason[0] != '\0' ?
+					 errdetail("The shutdown lost %d tasks: %s.", nlost, reason) :
+					 nlost >= 0 ? errdetail("The shutdown lost %d tasks.", nlost) : 0));
+			remove_lost_markers();
+		}
+		else
+			ereport(LOG,
+					(errmsg("task tracker: task table starts empty after a crash or unclean stop; removed %d leftover job directories",
+							removed)));
 		return;
 	}
 
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-	if (fread(magic, 1, 4, f) != 4)
-		ok = false;
-	else if (memcmp(magic, TT_STATE_MAGIC_V3, 4) == 0)
-		v3 = true;
-	else if (memcmp(magic, TT_STATE_MAGIC, 4) != 0)
-		ok = false;
-	while (ok)
+	if (f == NULL)
+		problem = psprintf("Could not open the file: %m.");
+	else
 	{
-		SavedTask	s;
-		char	   *query;
-		char	   *error = NULL;
-		char	   *result = NULL;
-		char		marker;
-
-		if (fread(&marker, 1, 1, f) != 1)
-		{
-			ok = false;
-			break;
-		}
-		if (marker == 0)
-			break;
-		if (!read_saved_task(f, v3, &s) || s.query_len < 0)
-		{
-			ok = false;
-			break;
-		}
-		query = palloc(s.query_len + 1);
-		if (fread(query, 1, s.query_len, f) != (size_t) s.query_len)
-		{
-			ok = false;
-			break;
-		}
-		query[s.query_len] = '\0';
-		if (s.error_len >= 0)
-		{
-			error = palloc(s.error_len + 1);
-			if (fread(error, 1, s.error_len, f) != (size_t) s.error_len)
-			{
-				ok = false;
-				break;
-			}
-			error[s.error_len] = '\0';
-		}
-		if (s.result_len >= 0)
-		{
-			result = palloc(Max(s.result_len, 1));
-			if (fread(result, 1, s.result_len, f) != (size_t) s.result_len)
-			{
-				ok = false;
-				break;
-			}
-		}
-		restore_one(&s, query, error, result);
-		n++;
+		n = read_state_file(f, &problem);
+		FreeFile(f);
 	}
-	LWLockRelease(tt_shared->lock);
-	FreeFile(f);
 
-	if (!ok)
+	if (problem != NULL)
+	{
+		/* keep the damaged file for inspection, replacing an older one */
+		if (rename(TT_STATE_FILE, TT_STATE_CORRUPT) != 0)
+		{
+			ereport(LOG,
+					(errcode_for_file_access(),
+					 errmsg("could not rename file \"%s\" to \"%s\": %m",
+							TT_STATE_FILE, TT_STATE_CORRUPT)));
+			remove_file(TT_STATE_FILE);
+		}
 		ereport(WARNING,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("task tracker state file \"%s\" is corrupt; restored %d tasks before the damage",
-						TT_STATE_FILE, n)));
-	if (unlink(TT_STATE_FILE) != 0)
-		ereport(LOG,
-				(errcode_for_file_access(),
-				 errmsg("could not remove \"%s\": %m", TT_STATE_FILE)));
+						TT_STATE_FILE, n),
+				 errdetail("%s", problem),
+				 errhint("The file is kept as \"%s\". The tasks saved after the damage are lost.",
+						 TT_STATE_CORRUPT)));
+	}
+	else
+		remove_file(TT_STATE_FILE);
+	/* a state file makes a marker of an earlier failure stale */
+	if (lost)
+		remove_lost_markers();
+
+	removed = remove_orphan_job_dirs();
 	ereport(LOG,
 			(errmsg("task tracker restored %d tasks from the last clean shutdown", n)));
+	if (removed > 0)
+		ereport(LOG,
+				(errmsg("task tracker removed %d job directories no restored task uses",
+						removed)));
+}
+
+/*
+ * tt_persist_discard
+ *		The tracker restarted on intact shared memory (it exited on an error
+ *		or was terminated while the server kept running): what its exit
+ *		saved, or failed to save, is stale.
+ */
+void
+tt_persist_discard(void)
+{
+	remove_file(TT_STATE_FILE);
+	remove_file(TT_STATE_TMP);
+	remove_lost_markers();
 }

@@ -8,9 +8,10 @@
  *	  One process per server.  Its only wait is one WaitEventSet over its
  *	  latch, postmaster death and the socket of every session it holds;
  *	  the timeout is the nearest real deadline (a connection attempt's
- *	  wall-clock limit, an idle session's expiry, a job's expiry, or the
- *	  housekeeping pass while it has work).  With no tasks to run and no
- *	  sessions open, it waits with no timeout at all.
+ *	  wall-clock limit, a refused task's time to connect again, an idle
+ *	  session's expiry, a job's expiry, or the housekeeping pass while it
+ *	  has work).  With no tasks to run and no sessions open, it waits with
+ *	  no timeout at all.
  *
  *	  Backends queue tasks (worker_api.c) and set the tracker's latch.  The
  *	  tracker pops tasks, oldest first, while fewer than
@@ -33,6 +34,13 @@
  *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
  *	  (any failure, a cancel, or a session left inside a transaction block
  *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
+ *
+ *	  A connection refused for a transient reason (no slot left, 53300; not
+ *	  accepting connections now, 57P03; a full listen queue, EAGAIN: see
+ *	  connect_error) does not end the task's attempt: the task keeps its
+ *	  slot without a session and connects again after a back-off, a
+ *	  deadline of the one wait, for up to citus.node_connection_timeout
+ *	  after the first refusal; a refusal after that fails the attempt.
  *
  *	  cleanup_job() marks running tasks cancel_requested; the tracker then
  *	  cancels the statement (SIGINT to the task's backend, what
@@ -64,6 +72,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "common/pg_prng.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -100,6 +109,14 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 /* reads of a streaming result per wake-up (each up to libpq's buffer) */
 #define TT_DRAIN_ROUNDS		64
 
+/*
+ * Back-off between connection tries refused for a transient reason (see
+ * connect_error): it doubles from the first to the second bound; each wait
+ * is between half of it and all of it, at random.
+ */
+#define TT_RECONNECT_MIN_MS	10
+#define TT_RECONNECT_MAX_MS	500
+
 typedef enum SessionState
 {
 	SESSION_CONNECTING,			/* PQconnectPoll in progress */
@@ -130,6 +147,8 @@ typedef struct RunningTask
 	dlist_node	node;			/* link in running */
 	TTTaskKey	key;			/* the shared entry's key */
 	Oid			owner;			/* owner, for the result file name */
+	NameData	user;			/* owner's name, to log in as */
+	NameData	database;		/* database to connect to */
 	int			encoding;		/* its database's encoding */
 	char	   *query;			/* copy of the query until it is sent (as
 								 * COPY: until the task ends) */
@@ -145,6 +164,12 @@ typedef struct RunningTask
 	bool		unusable;		/* the session must be closed afterwards */
 	bool		cancel_sent;	/* SIGINT sent; session deadline = escalation */
 	int64		rows;			/* rows affected by a row-less statement */
+	TimestampTz retry_at;		/* no session: connect again then; 0 = not
+								 * waiting */
+	TimestampTz refused_until;	/* transient refusals are retried until
+								 * then; 0 = none so far in this attempt */
+	int			backoff_ms;		/* current back-off, see TT_RECONNECT_* */
+	int			refusals;		/* transient refusals in this attempt */
 } RunningTask;
 
 static dlist_head sessions = DLIST_STATIC_INIT(sessions);
@@ -176,9 +201,11 @@ static void terminate_backend(Session *s);
 static void recover_orphans(void);
 static void requeue_or_cancel(TTTask *task);
 static void remove_detached_dirs(void);
-static void start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now);
+static void start_task(RunningTask *rt, TimestampTz now);
+static void retry_connects(TimestampTz now);
 static void send_query(RunningTask *rt);
-static void connect_failed(RunningTask *rt, const char *message);
+static char *connect_error(PGconn *conn, bool *transient);
+static void connect_failed(RunningTask *rt, const char *message, bool transient);
 static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *message);
 static void finish_task(RunningTask *rt);
 static void close_session(Session *s);
@@ -275,7 +302,7 @@ requeue_or_cancel(TTTask *task)
  *		The tracker restarted on intact shared memory (it exited after an
  *		error, or was terminated): its sessions are gone, so tasks it was
  *		running go back to the queue, cancel requests complete, and a state
- *		file left by that exit is stale.
+ *		file (or the marker of a failed save) left by that exit is stale.
  */
 static void
 recover_orphans(void)
@@ -283,7 +310,7 @@ recover_orphans(void)
 	HASH_SEQ_STATUS seq;
 	TTTask	   *task;
 
-	(void) unlink(TT_DATA_DIR "/tasks.state");
+	tt_persist_discard();
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, tt_task_hash);
@@ -331,7 +358,10 @@ main_loop(void)
 		if (stop_pending)
 			begin_stopping(now);
 		if (!SERVER_STOPPING())
+		{
+			retry_connects(now);
 			schedule_tasks(now);
+		}
 		if (now >= next_housekeeping || (next_expiry_check != 0 && now >= next_expiry_check))
 			housekeeping(now);
 
@@ -365,6 +395,14 @@ nearest_deadline(void)
 
 		if (s->deadline != 0 && (nearest == 0 || s->deadline < nearest))
 			nearest = s->deadline;
+	}
+	/* tasks waiting to connect again after a transient refusal */
+	dlist_foreach(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+
+		if (rt->retry_at != 0 && (nearest == 0 || rt->retry_at < nearest))
+			nearest = rt->retry_at;
 	}
 	if (nearest == 0)
 		return -1;
@@ -475,16 +513,12 @@ schedule_tasks(TimestampTz now)
 {
 	int			slots = max_running_tasks_per_node - nrunning;
 	RunningTask **picked;
-	char	  **users;
-	char	  **dbs;
 	int			n = 0;
 
 	if (slots <= 0 || dlist_is_empty(&tt_shared->pending))
 		return;
 
 	picked = palloc(sizeof(RunningTask *) * slots);
-	users = palloc(sizeof(char *) * slots);
-	dbs = palloc(sizeof(char *) * slots);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	while (n < slots && !dlist_is_empty(&tt_shared->pending))
@@ -503,11 +537,11 @@ schedule_tasks(TimestampTz now)
 
 		rt->key = task->key;
 		rt->owner = task->owner;
+		rt->user = task->user_name;
+		rt->database = task->database_name;
 		rt->encoding = task->encoding;
 		rt->query = MemoryContextStrdup(tracker_cxt, tt_text_get(task->query));
 		rt->copy_len = task->copy_len;
-		users[n] = pstrdup(NameStr(task->user_name));
-		dbs[n] = pstrdup(NameStr(task->database_name));
 		picked[n++] = rt;
 	}
 	LWLockRelease(tt_shared->lock);
@@ -516,18 +550,21 @@ schedule_tasks(TimestampTz now)
 	{
 		dlist_push_tail(&running, &picked[i]->node);
 		nrunning++;
-		start_task(picked[i], users[i], dbs[i], now);
+		start_task(picked[i], now);
 	}
 }
 
 /*
  * start_task
  *		Give a picked task a session: an idle one of the same user and
- *		database, or a new connection.
+ *		database, or a new connection.  Also used to connect again for a
+ *		task whose connection was refused for a transient reason.
  */
 static void
-start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
+start_task(RunningTask *rt, TimestampTz now)
 {
+	const char *user = NameStr(rt->user);
+	const char *db = NameStr(rt->database);
 	Session    *s = task_tracker_reuse_connections ? find_idle_session(user, db) : NULL;
 	TTConnTarget target;
 	char	   *error;
@@ -586,12 +623,19 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 	}
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
-		char	   *msg = tt_conn_error_message(conn);
+		bool		transient;
+		char	   *msg = connect_error(conn, &transient);
 
 		tt_conn_finish(conn);
-		connect_failed(rt, msg);
+		connect_failed(rt, msg, transient);
 		return;
 	}
+
+	/*
+	 * Until the session is established, errors carry their SQLSTATE in
+	 * their text (connect_error); nothing has been sent or received yet.
+	 */
+	(void) PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
 
 	s = MemoryContextAllocZero(tracker_cxt, sizeof(Session));
 	s->conn = conn;
@@ -608,14 +652,190 @@ start_task(RunningTask *rt, const char *user, const char *db, TimestampTz now)
 }
 
 /*
- * connect_failed
- *		The task's session could not be established.  During a shutdown that
- *		is not the task's fault: its attempt is given back and it is
- *		requeued; otherwise the attempt failed.
+ * location_prefix
+ *		What libpq puts before the source location of an error in verbose
+ *		mode, in the language of its messages.
+ */
+static const char *
+location_prefix(void)
+{
+#ifdef ENABLE_NLS
+	return dgettext("libpq5-" PG_MAJORVERSION, "LOCATION:  ");
+#else
+	return "LOCATION:  ";
+#endif
+}
+
+/*
+ * connect_error
+ *		The error of a failed connection attempt, as the task keeps it, and
+ *		whether it is transient: the server too busy to take a session
+ *		(53300: "sorry, too many clients already", the remaining slots
+ *		reserved for superusers, a role's or database's connection limit),
+ *		not accepting connections now (57P03), or the connection refused
+ *		with EAGAIN (a Unix socket's listen queue is full; no local port
+ *		free; the postmaster could not fork).
+ *
+ * libpq keeps the SQLSTATE of an error the server sends during start-up to
+ * itself; only the text is there, in PQerrorMessage.  Sessions are
+ * therefore started in PQERRORS_VERBOSE mode (start_task), where the text
+ * carries it ("FATAL:  53300: sorry, too many clients already") and ends
+ * with a "LOCATION:  ..." line; both are removed again here, so the message
+ * kept reads exactly as libpq's default one.  An error libpq makes itself
+ * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
+ * gets from the same C library in the same process.  Every other failure —
+ * authentication, a missing role or database, NOLOGIN, no CONNECT
+ * privilege, a connection refused outright — is not transient.
+ */
+static char *
+connect_error(PGconn *conn, bool *transient)
+{
+	char	   *msg = tt_conn_error_message(conn);
+	char		sqlstate[6] = "";
+	char	   *p;
+
+	/* the server's error: "SEVERITY:  XXXXX: message" */
+	for (p = strstr(msg, ":  "); p != NULL; p = strstr(p + 1, ":  "))
+	{
+		char	   *code = p + 3;
+		int			i;
+
+		for (i = 0; i < 5; i++)
+		{
+			if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
+				break;
+		}
+		if (i == 5 && code[5] == ':' && code[6] == ' ')
+		{
+			const char *prefix = location_prefix();
+			size_t		plen = strlen(prefix);
+			char	   *line = NULL;
+			char	   *nl;
+
+			memcpy(sqlstate, code, 5);
+			memmove(code, code + 7, strlen(code + 7) + 1);
+
+			/* the last LOCATION line after it (its own text comes first) */
+			for (nl = strchr(code, '\n'); nl != NULL; nl = strchr(nl + 1, '\n'))
+			{
+				if (strncmp(nl + 1, prefix, plen) == 0)
+					line = nl;
+			}
+			if (line != NULL)
+			{
+				char	   *next = strchr(line + 1, '\n');
+
+				if (next != NULL)
+					memmove(line, next, strlen(next) + 1);
+				else
+					*line = '\0';
+			}
+			break;
+		}
+	}
+
+	if (sqlstate[0] != '\0')
+		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
+	else
+		*transient = (strstr(msg, strerror(EAGAIN)) != NULL);
+	return msg;
+}
+
+/*
+ * defer_connect
+ *		The task's connection was refused for a transient reason: close what
+ *		is left of its session and connect again after a back-off, without
+ *		ending the attempt.  The task stays "scheduled", its error tells why
+ *		it waits; the back-off is a deadline of the tracker's one wait.
  */
 static void
-connect_failed(RunningTask *rt, const char *message)
+defer_connect(RunningTask *rt, const char *message, TimestampTz now)
 {
+	Session    *s = rt->session;
+	TTTask	   *task;
+	int			wait_ms;
+
+	if (s != NULL)
+	{
+		s->task = NULL;
+		rt->session = NULL;
+		close_session(s);
+	}
+	rt->unusable = false;
+	rt->refusals++;
+	rt->backoff_ms = (rt->backoff_ms == 0) ? TT_RECONNECT_MIN_MS :
+		Min(rt->backoff_ms * 2, TT_RECONNECT_MAX_MS);
+	/* tasks refused together should not come back together */
+	wait_ms = rt->backoff_ms / 2 +
+		(int) pg_prng_uint64_range(&pg_global_prng_state, 0, rt->backoff_ms / 2);
+	rt->retry_at = Min(TimestampTzPlusMilliseconds(now, wait_ms), rt->refused_until);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL)
+		tt_task_set_error(task, "08001", message);
+	LWLockRelease(tt_shared->lock);
+
+	ereport(DEBUG1,
+			(errmsg_internal("task tracker: connection as \"%s\" for task (job " INT64_FORMAT ", task %d) refused, trying again in %d ms",
+							 NameStr(rt->user), rt->key.job_id, rt->key.task_id, wait_ms),
+			 errdetail_internal("%s", message)));
+}
+
+/*
+ * retry_connects
+ *		Connect again for the tasks whose back-off after a transient
+ *		refusal is over.
+ */
+static void
+retry_connects(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+
+		if (rt->session == NULL && rt->retry_at != 0 && now >= rt->retry_at)
+		{
+			rt->retry_at = 0;
+			start_task(rt, now);
+		}
+	}
+}
+
+/*
+ * connect_failed
+ *		The task's session could not be established.
+ *
+ * A transient refusal (connect_error) does not end the attempt: the tracker
+ * connects again after a back-off, for up to citus.node_connection_timeout
+ * after the first refusal of the attempt; a refusal after that fails the
+ * attempt with its error, like any other connection failure.  During a
+ * shutdown no failure is the task's fault: its attempt is given back and it
+ * is requeued.  Otherwise the attempt failed.
+ */
+static void
+connect_failed(RunningTask *rt, const char *message, bool transient)
+{
+	if (transient && !SERVER_STOPPING() && !postmaster_is_stopping())
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (rt->refused_until == 0)
+			rt->refused_until = TimestampTzPlusMilliseconds(now, node_connection_timeout);
+		if (now < rt->refused_until)
+		{
+			defer_connect(rt, message, now);
+			return;
+		}
+		ereport(LOG,
+				(errmsg("task tracker gave up connecting as \"%s\" for task (job " INT64_FORMAT ", task %d): refused %d times within citus.node_connection_timeout (%d ms)",
+						NameStr(rt->user), rt->key.job_id, rt->key.task_id,
+						rt->refusals + 1, node_connection_timeout),
+				 errdetail_internal("%s", message)));
+	}
+
 	fail_attempt(rt, "08001", message);
 	if (SERVER_STOPPING())
 	{
@@ -1130,14 +1350,17 @@ progress_connecting(Session *s, TimestampTz now)
 	{
 		case PGRES_POLLING_OK:
 			s->deadline = 0;
+			/* later errors read as libpq's defaults (see connect_error) */
+			(void) PQsetErrorVerbosity(s->conn, PQERRORS_DEFAULT);
 			send_query(rt);
 			break;
 		case PGRES_POLLING_FAILED:
 			{
-				char	   *msg = tt_conn_error_message(s->conn);
+				bool		transient;
+				char	   *msg = connect_error(s->conn, &transient);
 
 				rt->unusable = true;
-				connect_failed(rt, msg);
+				connect_failed(rt, msg, transient);
 			}
 			break;
 		default:
@@ -1518,6 +1741,30 @@ begin_stopping(TimestampTz now)
 			close_session(s);
 		else
 			terminate_backend(s);
+	}
+
+	/*
+	 * A task waiting to connect again after a transient refusal never
+	 * started: back to the queue, its attempt given back.
+	 */
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+		TTTask	   *task;
+
+		if (rt->session != NULL || rt->retry_at == 0)
+			continue;
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		if (task != NULL)
+		{
+			if (task->attempts > 0)
+				task->attempts--;
+			requeue_or_cancel(task);
+		}
+		LWLockRelease(tt_shared->lock);
+		free_running_task(rt);
+		completed = true;
 	}
 }
 

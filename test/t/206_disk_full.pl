@@ -23,9 +23,12 @@
 #    the crash cleanup at start remove job directories through it, and the
 #    symlink stays;
 # E. the area full when `pg_ctl stop` saves the task table
-#    (pg_task_tracker/tasks.state): the stop completes, the failure is in
-#    the log, the node starts (with an empty table, the documented fallback
-#    when no state file is found) and runs tasks; once space is freed, file
+#    (pg_task_tracker/tasks.state): the stop completes, the log says why the
+#    save failed (No space left on device) and how many tasks are lost, no
+#    partial state file is left taking space, only the small marker of the
+#    failed save (tasks.state.lost); the start says the table starts empty
+#    because the last shutdown could not save it (not "after a crash"),
+#    consumes the marker, and the node runs tasks; once space is freed, file
 #    results work again.
 #
 # Throughout, the tracker keeps its pid (except across the restarts of D
@@ -249,7 +252,7 @@ symlink($disk, $area) or die "symlink $disk $area: $!";
 
 my $pos = tt_log_position($worker1);
 $worker1->start;
-ok($worker1->log_contains(qr/task tracker restored 2 tasks from the last clean shutdown/, $pos),
+ok($worker1->wait_for_log(qr/task tracker restored 2 tasks from the last clean shutdown/, $pos),
 	'D: the saved table is restored through the symlink');
 is(tt_sql($worker1, 'SELECT * FROM task_tracker.task_result(5, 0) AS t(x int)', user => 'alice'), '5',
 	'D: ... its in-memory result reads');
@@ -264,7 +267,7 @@ ok(-d "$disk/job_6", 'D: a new job writes its file through the symlink');
 $worker1->stop('immediate');
 $pos = tt_log_position($worker1);
 $worker1->start;
-ok( $worker1->log_contains(
+ok( $worker1->wait_for_log(
 		qr/task table starts empty after a crash or unclean stop; removed 1 leftover job directories/, $pos),
 	'D: after an immediate stop the start removes the job directory through the symlink');
 ok(!-e "$disk/job_6", 'D: ... it is gone');
@@ -293,26 +296,30 @@ my $stoplog = slurp_file($worker1->logfile, $pos);
 like($stoplog, qr/task tracker could not save its task table to "pg_task_tracker\/tasks\.state\.tmp"/,
 	'E: the log says the task table could not be saved')
   or diag($stoplog);
-TODO:
-{
-	local $TODO = 'persist.c reports errno of a short write() (a full disk) as it stood before the call';
-	like($stoplog, qr/could not save its task table to "[^"]*": No space left on device/,
-		'E: ... and why: No space left on device');
-}
-TODO:
-{
-	local $TODO = 'persist.c leaves the partial tasks.state.tmp of a failed save on the full disk';
-	ok(!-e "$disk/tasks.state.tmp", 'E: no partial state file is left taking space');
-}
+like($stoplog, qr/could not save its task table to "[^"]*": No space left on device/,
+	'E: ... and why: No space left on device (a short write is a full disk)');
+like($stoplog, qr/DETAIL:  40 tasks \(0 waiting to run, 40 finished\) are lost: could not write file "pg_task_tracker\/tasks\.state\.tmp"\. The next start begins with an empty task table\./,
+	'E: ... which step failed and how many tasks are lost')
+  or diag($stoplog);
 note('E: left on the area after the stop: ' . join(' ', map { s{.*/}{}r . ' (' . (-s $_) . ' bytes)' } glob("$disk/*")));
+ok(!-e "$disk/tasks.state.tmp" && !-e "$disk/tasks.state", 'E: no partial state file is left taking space');
+ok(-f "$disk/tasks.state.lost", 'E: ... only the small marker of the failed save, which fits where it was');
 
 $pos = tt_log_position($worker1);
 $worker1->start;
-ok($worker1->log_contains(qr/task table starts empty after a crash or unclean stop/, $pos),
-	'E: the node starts on the full area, with an empty task table (no state file was saved)');
-note('E: tasks of job 7 after the start: '
-	  . tt_sql($worker1, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 7')
-	  . ' of 40 (the table could not be saved)');
+ok( $worker1->wait_for_log(
+		qr/task tracker: task table starts empty because the last shutdown could not save it; removed \d+ leftover job directories/,
+		$pos),
+	'E: the node starts on the full area; the log says the table starts empty because its save failed');
+my $startlog = slurp_file($worker1->logfile, $pos);
+like($startlog,
+	qr/DETAIL:  The shutdown lost 40 tasks: could not write file "pg_task_tracker\/tasks\.state\.tmp": No space left on device\./,
+	'E: ... how many tasks the failed save lost, and why')
+  or diag($startlog);
+unlike($startlog, qr/after a crash or unclean stop/, 'E: ... and does not call the clean stop a crash');
+ok(!-e "$disk/tasks.state.lost", 'E: the marker is consumed by the start');
+is(tt_sql($worker1, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 7'), '0',
+	'E: the tasks of job 7 are gone (the table could not be saved)');
 my $tracker2 = tt_sql($worker1, 'SELECT pid FROM task_tracker.tracker');
 tt_sql($worker1, "SELECT task_tracker.assign_tasks(8, '{0,1}', ARRAY['SELECT 8', \$\$$file_query\$\$])",
 	user => 'alice');
