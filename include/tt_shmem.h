@@ -81,9 +81,13 @@ typedef struct TTTask
 	TimestampTz finished_at;	/* when it reached a final state, or 0 */
 	bool		queued;			/* linked into TTShared->pending */
 	bool		in_done;		/* final, linked into its job's done list */
-	uint64		final_seq;		/* its place in the job's done list */
 	bool		has_file;		/* a result file exists for it (COPY text,
 								 * see tt_result_file.h) */
+	uint64		final_seq;		/* its place in the job's done list */
+	uint64		assigner;		/* stamp of the session that assigned it
+								 * (worker_api.c), 0 = none: only that
+								 * session may drop it once it reported it
+								 * with its rows (wait_for_task_results) */
 	dlist_node	queue_node;		/* link in TTShared->pending */
 	dlist_node	job_node;		/* link in TTJob->tasks */
 	dlist_node	done_node;		/* link in TTJob->done */

@@ -52,6 +52,23 @@ RETURNS SETOF text
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'task_tracker_task_result_copy';
 
+-- wait_for_tasks, and with each succeeded task reported its rows (COPY text,
+-- as task_result_copy gives them) when they are kept in shared memory and,
+-- all together, within max_bytes; with columns given, only results of that
+-- many columns.  A task whose rows came along is dropped from the table
+-- (dropped = true) when the calling session assigned it; the others are
+-- fetched with task_result_copy.  Owner or superuser only (checked in C).
+CREATE FUNCTION task_tracker.wait_for_task_results(job_id bigint, timeout_ms integer,
+                                                   max_bytes integer DEFAULT 65536,
+                                                   columns integer DEFAULT NULL,
+                                                   OUT task_id integer, OUT status text,
+                                                   OUT error text, OUT sqlstate text,
+                                                   OUT result_rows bigint, OUT result text,
+                                                   OUT dropped boolean)
+RETURNS SETOF record
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'task_tracker_wait_for_task_results';
+
 CREATE FUNCTION task_tracker.cleanup_job(job_id bigint)
 RETURNS void
 LANGUAGE C VOLATILE

@@ -2,9 +2,10 @@
  *
  * executor_task_tracker.c
  *	  The task-tracker executor: hands a job's tasks to the workers' task
- *	  trackers, learns of their completion through wait_for_tasks, fetches
- *	  each succeeded task's rows at once, and drops the job on every node
- *	  at the end.
+ *	  trackers, learns of their completion through wait_for_task_results
+ *	  (wait_for_tasks on a worker still at 1.0), which brings small results
+ *	  along, fetches the other succeeded tasks' rows at once, and drops the
+ *	  job on every node at the end where anything of it may be left.
  *
  * Design
  *	  One connection per node (from the per-backend cache), driven by a
@@ -15,22 +16,30 @@
  *		- assign queued tasks with assign_tasks(), at most
  *		  citus.max_assign_task_batch_size per round trip, never keeping more
  *		  of our tasks in the tracker's table than it can hold;
- *		- fetch the rows of each succeeded task straight into the result:
- *		  from a worker at version 1.1 or later, task_result_copy(), which
- *		  hands out the stored COPY text in chunks of whole lines (single-row
- *		  mode, one chunk per result) at the cost of a file read there, and
- *		  the lines go through the shared COPY text parser (copy_text.c) and
- *		  the input functions of run_job's columns; from a worker still at
- *		  1.0, COPY (SELECT * FROM task_result() AS t(c1 text, ...)) TO
- *		  STDOUT, parsed by tt_job_drain;
+ *		- wait for tasks to finish: from a worker at version 1.1 or later,
+ *		  wait_for_task_results(), which blocks on the worker until a task
+ *		  of the job finishes and brings the rows of succeeded tasks kept
+ *		  in the worker's shared memory along (up to TT_WAIT_RESULT_BYTES
+ *		  per call), dropping those tasks there (they were assigned over
+ *		  this connection); from a worker still at 1.0, wait_for_tasks();
+ *		  the last assign_tasks a node gets travels in the same round trip,
+ *		  so a small job costs one round trip per node and no cleanup;
+ *		- fetch the rows of each other succeeded task straight into the
+ *		  result: from a worker at version 1.1 or later, task_result_copy(),
+ *		  which hands out the stored COPY text in chunks of whole lines
+ *		  (single-row mode, one chunk per result) at the cost of a file
+ *		  read there, and the lines go through the shared COPY text parser
+ *		  (copy_text.c) and the input functions of run_job's columns; from
+ *		  a worker still at 1.0, COPY (SELECT * FROM task_result() AS t(c1
+ *		  text, ...)) TO STDOUT, parsed by tt_job_drain;
  *		- when the tracker's table holds as many of our tasks as it can and
- *		  all of them are fetched, drop them (cleanup_job) and go on;
- *		- otherwise wait_for_tasks(), which blocks on the worker until a
- *		  task of the job finishes.
- *	  Every node's query is in flight at once and the coordinator waits on
- *	  all their sockets and its latch together (tt_wait_sockets); there is
- *	  no status polling.  wait_for_tasks() is given a timeout only so a
- *	  node also picks up tasks that failed over to it while it waited.
+ *		  all of them are fetched, drop them (cleanup_job) and go on.
+ *	  Rows that come with a report, and fetched chunks, go through the
+ *	  same step (store_chunk).  Every node's query is in flight at once and
+ *	  the coordinator waits on all their sockets and its latch together
+ *	  (tt_wait_sockets); there is no status polling.  The wait is given a
+ *	  timeout only so a node also picks up tasks that failed over to it
+ *	  while it waited.
  *
  *	  A broken connection (tracker restart, node lost) is retried, with a
  *	  growing delay, for citus.node_reconnect_timeout.  Once reconnected,
@@ -38,9 +47,12 @@
  *	  tracker still has are waited for or fetched (a fetch cut short goes on
  *	  after the rows already received: task_result_copy's skip_rows, or
  *	  OFFSET; a stored result is always read in the same order), missing
- *	  ones are assigned again.  When the node does not come back, its tasks
- *	  move to their next placements.  A node that cannot be reached before
- *	  anything was assigned to it is down for the job at once.
+ *	  ones are assigned again.  A task the worker dropped when it sent its
+ *	  rows, whose rows were lost with the connection, is missing too and
+ *	  runs again: tasks run at least once, as when a tracker crash or a
+ *	  failover runs a task again.  When the node does not come back, its
+ *	  tasks move to their next placements.  A node that cannot be reached
+ *	  before anything was assigned to it is down for the job at once.
  *
  *	  Liveness: a node can stop answering without closing its sockets (a
  *	  frozen or hung machine, a lost network).  Every query the executor
@@ -60,6 +72,9 @@
  *	  At the end, on error and on cancel, cleanup_job() runs on every node
  *	  that got tasks, all in parallel and with a bounded wait; a node that
  *	  cannot be cleaned up gets a WARNING naming it and the command to run.
+ *	  After a job that succeeded, a node where every task we assigned was
+ *	  dropped as its rows came (tracked == 0, nothing in flight) has
+ *	  nothing left to clean up and gets no cleanup_job.
  *	  A node that gives no sign of life within citus.node_connection_timeout
  *	  + citus.node_reconnect_timeout of the start of the cleanup (in a
  *	  backend that is exiting: Min(citus.node_connection_timeout,
@@ -82,7 +97,6 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_copy_text.h"
 #include "tt_executor.h"
 
 /* timeout of one wait_for_tasks call, ms */
@@ -96,6 +110,10 @@
 #define TT_CLEANUP_ANSWER_TIME		2000
 /* first worker version (major * 1000 + minor) with task_result_copy() */
 #define TT_VERSION_RESULT_COPY		1001
+/* ... and with wait_for_task_results() */
+#define TT_VERSION_WAIT_RESULTS		1001
+/* rows one wait_for_task_results call may bring along, bytes */
+#define TT_WAIT_RESULT_BYTES		(256 * 1024)
 /* connections whose node version is remembered before the memory is reset */
 #define TT_MAX_NODE_VERSIONS		256
 
@@ -117,8 +135,9 @@ typedef enum TNPhase
 	TN_RECOVER,					/* reading task_tracker.tasks after reconnecting */
 	TN_READY,					/* connected, nothing in flight */
 	TN_ASSIGN,					/* assign_tasks in flight */
-	TN_ASSIGN_WAIT,				/* assign_tasks + wait_for_tasks in flight */
-	TN_WAIT,					/* wait_for_tasks in flight */
+	TN_ASSIGN_WAIT,				/* assign_tasks + the wait in flight */
+	TN_WAIT,					/* wait_for_task_results / wait_for_tasks in
+								 * flight */
 	TN_FETCH,					/* task_result_copy / task_result in flight */
 	TN_PURGE					/* cleanup_job in flight to free the table */
 } TNPhase;
@@ -132,7 +151,8 @@ typedef struct TTTrackerNode
 	bool		used;			/* tasks were assigned: clean up at the end */
 	bool		no_pipeline;	/* do not send assign and wait together */
 	int			capacity;		/* our tasks its table may hold at once */
-	int			tracked;		/* our tasks in its table now */
+	int			tracked;		/* our tasks in its table now (dropped ones
+								 * are not) */
 	int			outstanding;	/* assigned, not final yet */
 	TTTask	  **batch;			/* tasks of the assign in flight */
 	int			nbatch;			/* length of batch */
@@ -428,6 +448,26 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 	tn->retry_delay = Min(tn->retry_delay * 2, TT_RECONNECT_DELAY_MAX);
 }
 
+/*
+ * append_wait
+ *		Append the node's wait to buf: wait_for_task_results, which brings
+ *		the rows of small results along (checked against run_job's column
+ *		count: others are fetched and fail there), from a worker at 1.1 or
+ *		later; wait_for_tasks from one at 1.0.  Rows come as columns 5
+ *		(result) and 6 (dropped) after wait_for_tasks' five.
+ */
+static void
+append_wait(StringInfo buf, TTJob *job, TTTrackerNode *tn)
+{
+	if (node_version(tn->c) >= TT_VERSION_WAIT_RESULTS)
+		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_task_results(" INT64_FORMAT ", %d, %d, %d)",
+						 job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT, TT_WAIT_RESULT_BYTES,
+						 job->tupdesc->natts);
+	else
+		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_tasks(" INT64_FORMAT ", %d)",
+						 job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT);
+}
+
 /* append s to buf as an element of an array literal */
 static void
 append_array_element(StringInfo buf, const char *s)
@@ -445,9 +485,10 @@ append_array_element(StringInfo buf, const char *s)
 /*
  * send_assign
  *		Send assign_tasks for the next n queued tasks of node.  When pipelined,
- *		wait_for_tasks goes in the same round trip (one simple-protocol query
- *		of two statements): used for the last batch a node gets, it saves a
- *		round trip per job.  Returns false if the connection failed.
+ *		the wait (append_wait) goes in the same round trip (one
+ *		simple-protocol query of two statements): used for the last batch a
+ *		node gets, it saves a round trip per job.  Returns false if the
+ *		connection failed.
  */
 static bool
 send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
@@ -505,14 +546,16 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 			pipelined = false;	/* e.g. bad encoding: let assign_tasks say so */
 		else
 		{
-			char	   *sql = psprintf("SELECT task_tracker.assign_tasks(%s, '%s'::integer[], %s::text[]);"
-									   "SELECT * FROM task_tracker.wait_for_tasks(%s, %d)",
-									   jobstr, ids.data, lit, jobstr, TT_WAIT_FOR_TASKS_TIMEOUT);
+			StringInfoData sql;
 
+			initStringInfo(&sql);
+			appendStringInfo(&sql, "SELECT task_tracker.assign_tasks(%s, '%s'::integer[], %s::text[]);",
+							 jobstr, ids.data, lit);
+			append_wait(&sql, job, tn);
 			PQfreemem(lit);
 			tn->phase = TN_ASSIGN_WAIT;
-			r = tt_send_query(tn->c->conn, sql, false);
-			pfree(sql);
+			r = tt_send_query(tn->c->conn, sql.data, false);
+			pfree(sql.data);
 		}
 	}
 	if (!pipelined)
@@ -557,22 +600,102 @@ assign_failed(TTJob *job, TTNode *node)
 	tn->nbatch = 0;
 }
 
-/* a row of wait_for_tasks: task_id, status, error, sqlstate, result_rows */
+/*
+ * store_chunk
+ *		Put the rows of whole COPY text lines (len bytes at data, which is
+ *		ours to change: a chunk of task_result_copy, or the rows that came
+ *		with a report of wait_for_task_results) into the result, line by
+ *		line through the executors' one step for COPY text
+ *		(tt_job_store_copy_line).
+ */
+static void
+store_chunk(TTJob *job, TTTask *task, char *data, int len)
+{
+	char	   *end = data + len;
+
+	while (data < end)
+	{
+		char	   *nl = memchr(data, '\n', end - data);
+
+		if (nl == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("task %d returned an incomplete row", task->task_id),
+					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+								task->task_id, job->job_id, task->query)));
+		tt_job_store_copy_line(job, task, data, nl - data);
+		data = nl + 1;
+	}
+}
+
+/*
+ * task_reported
+ *		A row of the wait: task_id, status, error, sqlstate, result_rows,
+ *		and from wait_for_task_results result and dropped.  A succeeded
+ *		task whose rows came along is done (the whole result has arrived:
+ *		nothing is stored before); one that was dropped there no longer
+ *		counts in the tracker's table.  Other succeeded tasks are queued
+ *		for the fetch; failed ones move on.
+ *
+ *		A task may also be reported after a recovery queued it for the
+ *		fetch (from the tasks view, when a failed wait had not taken its
+ *		report): rows that come along then are used and the fetch is
+ *		skipped (its queue entry is stale, see tn_ready).  Rows of a task
+ *		whose fetch already delivered some cannot be used; if the worker
+ *		dropped it, the rest is lost and the task fails (which fails the
+ *		job: its rows are partly in the result).
+ */
 static void
 task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
 {
 	TTTrackerNode *tn = node->tn;
 	int			task_id = atoi(PQgetvalue(res, row, 0));
 	const char *status = PQgetvalue(res, row, 1);
+	bool		has_rows = PQnfields(res) >= 7 && !PQgetisnull(res, row, 5);
+	bool		dropped = has_rows && strcmp(PQgetvalue(res, row, 6), "t") == 0;
 	TTTask	   *task;
 
 	if (task_id < 1 || task_id > job->ntasks)
 		return;
 	task = &job->tasks[task_id - 1];
-	if (task->state != TT_TASK_RUNNING || tt_task_node(job, task) != node)
-		return;					/* already known, e.g. from a recovery */
+	if (tt_task_node(job, task) != node)
+		return;
+	if (task->state == TT_TASK_SUCCEEDED && has_rows && task->rows == 0)
+	{
+		/* queued for the fetch by a recovery: its rows came instead */
+		store_chunk(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
+		if (dropped)
+			tn->tracked--;
+		tt_task_done(job, task);
+		return;
+	}
+	if (task->state != TT_TASK_RUNNING)
+	{
+		/* already known, e.g. from a recovery */
+		if (dropped && task->state == TT_TASK_DONE)
+			tn->tracked--;
+		else if (dropped && task->state == TT_TASK_SUCCEEDED)
+		{
+			TTRemoteError err;
+
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, "08006", sizeof(err.sqlstate));
+			err.message = psprintf("the rest of the result of task %d was dropped on node %s",
+								   task->task_id, node->name);
+			tt_task_failed_at_placement(job, task, &err);
+		}
+		return;
+	}
 	tn->outstanding--;
-	if (strcmp(status, "succeeded") == 0)
+	if (strcmp(status, "succeeded") == 0 && has_rows)
+	{
+		/* its rows came with the report */
+		store_chunk(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
+		if (dropped)
+			tn->tracked--;
+		tt_task_done(job, task);
+	}
+	else if (strcmp(status, "succeeded") == 0)
 	{
 		task->state = TT_TASK_SUCCEEDED;
 		tt_queue_push(&tn->fetchq, task);
@@ -678,56 +801,6 @@ recovered(TTJob *job, TTNode *node, PGresult *res)
 }
 
 /*
- * store_chunk
- *		Put the rows of one chunk of task_result_copy (len bytes of whole
- *		COPY text lines at data, which is ours to change) into the result:
- *		each line through the shared parser and the input functions of
- *		run_job's columns.
- */
-static void
-store_chunk(TTJob *job, TTTask *task, char *data, int len)
-{
-	int			natts = job->tupdesc->natts;
-	AttInMetadata *meta = job->attinmeta;
-	char	   *end = data + len;
-	MemoryContext old = MemoryContextSwitchTo(job->rowcxt);
-	Datum	   *datums = palloc(sizeof(Datum) * Max(natts, 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(natts, 1));
-
-	while (data < end)
-	{
-		char	   *nl = memchr(data, '\n', end - data);
-		int			n;
-
-		if (nl == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("task %d returned an incomplete row", task->task_id),
-					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-								task->task_id, job->job_id, task->query)));
-		n = tt_copy_text_split(data, nl - data, job->values, natts);
-		if (n != natts)
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("task %d returned %d columns, but the column definition list has %d",
-							task->task_id, n, natts),
-					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-								task->task_id, job->job_id, task->query)));
-		for (int i = 0; i < natts; i++)
-		{
-			datums[i] = InputFunctionCall(&meta->attinfuncs[i], job->values[i],
-										  meta->attioparams[i], meta->atttypmods[i]);
-			nulls[i] = (job->values[i] == NULL);
-		}
-		tuplestore_putvalues(job->tupstore, job->tupdesc, datums, nulls);
-		task->rows++;
-		data = nl + 1;
-	}
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(job->rowcxt);
-}
-
-/*
  * fetch_chunks
  *		Read what has arrived of a task_result_copy fetch (single-row mode):
  *		each chunk's rows go into the result, an error is kept in *err.
@@ -818,6 +891,11 @@ tn_ready(TTJob *job, TTNode *node)
 	char	   *sql;
 	bool		ok;
 
+	/* tasks whose rows came with a report after they were queued here */
+	while (tn->fetchq.len > 0 &&
+		   tn->fetchq.items[tn->fetchq.head]->state != TT_TASK_SUCCEEDED)
+		(void) tt_queue_pop(&tn->fetchq);
+
 	if (tn->needs_recover)
 	{
 		sql = psprintf("SELECT task_id, status, error, error_sqlstate "
@@ -893,8 +971,11 @@ tn_ready(TTJob *job, TTNode *node)
 	}
 	else if (tn->outstanding > 0)
 	{
-		sql = psprintf("SELECT * FROM task_tracker.wait_for_tasks(" INT64_FORMAT ", %d)",
-					   job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT);
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		append_wait(&buf, job, tn);
+		sql = buf.data;
 		ok = tn_send(tn, sql, TN_WAIT, false);
 	}
 	else
@@ -1370,6 +1451,9 @@ tracker_cleanup(TTJob *job, bool failed)
 		tn_clear_result(tn);
 		if (tn->inline_cleaned)
 			tn->used = false;	/* its last fetch dropped the job already */
+		else if (!failed && tn->used && tn->tracked == 0 && tn->c != NULL &&
+				 tn->phase == TN_READY && !tn->needs_recover && !job->nodes[i].down)
+			tn->used = false;	/* every task was dropped as its rows came */
 		if (!tn->used)
 		{
 			tn->cleanup_done = tn->cleanup_ok = true;

@@ -2,8 +2,9 @@
  *
  * worker_api.c
  *	  The worker protocol's SQL functions (assign_task, assign_tasks,
- *	  task_status, wait_for_tasks, task_result, task_result_copy,
- *	  cleanup_job) and the functions behind the tasks and tracker views.
+ *	  task_status, wait_for_tasks, wait_for_task_results, task_result,
+ *	  task_result_copy, cleanup_job) and the functions behind the tasks
+ *	  and tracker views.
  *
  * Design
  *	  Everything a backend does to the task table happens here, in the
@@ -13,9 +14,20 @@
  *	  and a batch is applied all or nothing.  The raw parse that checks a
  *	  query also decides whether the tracker may run it as COPY (<query>)
  *	  TO STDOUT, the cheap way to get its rows in the stored format (see
- *	  tt_result_file.h).  Waiting (wait_for_tasks,
+ *	  tt_result_file.h).  Waiting (wait_for_tasks, wait_for_task_results,
  *	  cleanup_job, start-up readiness) is a condition-variable sleep: the
  *	  tracker broadcasts TTShared->cv whenever tasks finish.
+ *
+ *	  wait_for_task_results reports like wait_for_tasks and also hands out
+ *	  the rows of succeeded tasks whose result is kept in shared memory,
+ *	  so that a small task costs its caller no fetch.  A task reported
+ *	  with its rows is dropped at once (no cleanup_job needed for it) only
+ *	  in the session that assigned it: every session records a stamp in
+ *	  the tasks it assigns (TTTask->assigner), so another session waiting
+ *	  on the same job (a monitor, a superuser) never takes a task away
+ *	  from the session that will fetch it.  Dropping is not transactional:
+ *	  rows handed out but lost on the way (a cut connection) are gone from
+ *	  this node, and the caller runs the task again (at least once).
  *
  * Locking
  *	  Each function takes TTShared->lock once, does its work on the shared
@@ -54,11 +66,18 @@ PG_FUNCTION_INFO_V1(task_tracker_assign_task);
 PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);
 PG_FUNCTION_INFO_V1(task_tracker_task_status);
 PG_FUNCTION_INFO_V1(task_tracker_wait_for_tasks);
+PG_FUNCTION_INFO_V1(task_tracker_wait_for_task_results);
 PG_FUNCTION_INFO_V1(task_tracker_task_result);
 PG_FUNCTION_INFO_V1(task_tracker_task_result_copy);
 PG_FUNCTION_INFO_V1(task_tracker_cleanup_job);
 PG_FUNCTION_INFO_V1(task_tracker_task_list);
 PG_FUNCTION_INFO_V1(task_tracker_tracker_info);
+
+/*
+ * This session's stamp: drawn from TTShared->next_seq (under the lock) when
+ * it first assigns, and recorded in every task it assigns.  0 until then.
+ */
+static uint64 session_stamp = 0;
 
 /* One task of a batch being assigned. */
 typedef struct NewTask
@@ -376,6 +395,8 @@ assign(int64 job_id, NewTask *tasks, int n)
 
 	/* from here on nothing can fail */
 	now = GetCurrentTimestamp();
+	if (session_stamp == 0)
+		session_stamp = tt_shared->next_seq++;
 	if (job == NULL)
 		job = tt_job_lookup(job_id, true, owner);
 	for (i = 0; i < n; i++)
@@ -410,6 +431,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 		task->backend_pid = 0;
 		task->result_rows = -1;
 		task->seq = tt_shared->next_seq++;
+		task->assigner = session_stamp;
 		task->assigned_at = now;
 		task->started_at = 0;
 		tt_task_enqueue(task);
@@ -532,7 +554,7 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(cstring_to_text(status));
 }
 
-/* A final task reported by wait_for_tasks. */
+/* A final task reported by wait_for_tasks or wait_for_task_results. */
 typedef struct Reported
 {
 	int32		task_id;
@@ -540,7 +562,22 @@ typedef struct Reported
 	char	   *error;
 	char		sqlstate[6];
 	int64		result_rows;
+	text	   *result;			/* its rows as COPY text, or NULL: not given */
+	bool		dropped;		/* removed from the table with its rows */
 } Reported;
+
+/*
+ * What wait_for_task_results asks of take_reported(): the rows of the
+ * succeeded tasks it reports, when kept in shared memory, within a budget.
+ */
+typedef struct ResultRequest
+{
+	int64		budget;			/* bytes of rows still to hand out */
+	int32		columns;		/* columns a result must have; -1: any */
+	bool		inline_ok;		/* rows reach the client unconverted */
+	char	   *detached;		/* out: directory of a job that went away */
+	bool		job_gone;		/* out: the last task was dropped, and the job */
+} ResultRequest;
 
 /*
  * What this backend has been told about each job: the job's incarnation
@@ -556,20 +593,79 @@ typedef struct SeenJob
 static HTAB *seen_jobs = NULL;
 
 /*
+ * give_result
+ *		For wait_for_task_results: hand out the rows of a reported succeeded
+ *		task if they may go with its report, and say whether the task may be
+ *		dropped.  They may go when the caller may read them (owner or
+ *		superuser, as for task_result) and they are kept in shared memory in
+ *		the current format with the requested number of columns, within the
+ *		budget; a task that succeeded without rows to keep (INSERT, DDL)
+ *		gives an empty text.  A result in a file, one kept in the 1.0
+ *		library's format or one over the budget is left to task_result_copy.
+ *		The task may be dropped when its rows went out, in the session that
+ *		assigned it, and nothing else is under way for the job (cleanup).
+ *		Caller holds the lock; r describes task.
+ */
+static void
+give_result(TTJob *job, TTTask *task, Reported *r, ResultRequest *want)
+{
+	Size		len = 0;
+	const char *rows = NULL;
+
+	if (r->status != TT_SUCCEEDED || !may_act_for(task->owner) || !want->inline_ok)
+		return;
+	if (DsaPointerIsValid(task->result))
+	{
+		TTResultReader reader;
+
+		/* only reads the header: the area's memory is not copied */
+		tt_result_reader_open_memory(&reader, tt_text_get(task->result),
+									 task->result_size, "in-memory result");
+		if (!reader.legacy && (want->columns < 0 || reader.ncols == want->columns))
+		{
+			rows = reader.buf + reader.start;
+			len = reader.end - reader.start;
+		}
+		tt_result_reader_close(&reader);
+		if (rows == NULL)
+			return;
+	}
+	else if (task->has_file)
+		return;
+	if ((int64) len > want->budget)
+		return;
+
+	r->result = (text *) palloc(VARHDRSZ + len);
+	SET_VARSIZE(r->result, VARHDRSZ + len);
+	if (len > 0)
+		memcpy(VARDATA(r->result), rows, len);
+	want->budget -= len;
+	r->dropped = (session_stamp != 0 && task->assigner == session_stamp &&
+				  !job->dropping);
+}
+
+/*
  * take_reported
  *		The job's tasks that reached a final state since this backend last
  *		asked (each caller is told of every final state once).  Returns how
- *		many, -1 if the job does not exist for this user.  Caller holds the
- *		lock; the work is O(tasks reported).
+ *		many, -1 if the job does not exist for this user.  With want
+ *		(wait_for_task_results), also the rows of the succeeded ones (see
+ *		give_result), and the tasks whose rows went out in this session are
+ *		dropped; when that was the job's last task, the job goes too, and
+ *		want->detached is its renamed directory for the caller to remove
+ *		after releasing the lock.  Caller holds the lock exclusively; the
+ *		work is O(tasks reported).
  */
 static int
-take_reported(int64 job_id, Reported **out)
+take_reported(int64 job_id, Reported **out, ResultRequest *want)
 {
 	TTJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
 	SeenJob    *seen;
 	bool		found;
 	dlist_iter	iter;
+	TTTask	  **tasks;
 	int			n = 0;
+	int			ndrop = 0;
 
 	if (job == NULL || !may_act_for(job->owner))
 		return -1;
@@ -595,6 +691,7 @@ take_reported(int64 job_id, Reported **out)
 		return 0;
 
 	*out = palloc(sizeof(Reported) * (job->final_seq - seen->last_seq));
+	tasks = palloc(sizeof(TTTask *) * (job->final_seq - seen->last_seq));
 	dlist_reverse_foreach(iter, &job->done)
 	{
 		TTTask	   *task = dlist_container(TTTask, done_node, iter.cur);
@@ -603,6 +700,7 @@ take_reported(int64 job_id, Reported **out)
 
 		if (task->final_seq <= seen->last_seq)
 			break;
+		tasks[n] = task;
 		r = &(*out)[n++];
 		error = tt_text_get(task->error);
 		r->task_id = task->key.task_id;
@@ -610,34 +708,65 @@ take_reported(int64 job_id, Reported **out)
 		r->error = (error && task->status != TT_SUCCEEDED) ? pstrdup(error) : NULL;
 		memcpy(r->sqlstate, task->sqlstate, sizeof(r->sqlstate));
 		r->result_rows = task->result_rows;
+		r->result = NULL;
+		r->dropped = false;
 	}
-	seen->last_seq = job->final_seq;
 
 	/* oldest first */
 	for (int i = 0; i < n / 2; i++)
 	{
 		Reported	tmp = (*out)[i];
+		TTTask	   *t = tasks[i];
 
 		(*out)[i] = (*out)[n - 1 - i];
 		(*out)[n - 1 - i] = tmp;
+		tasks[i] = tasks[n - 1 - i];
+		tasks[n - 1 - i] = t;
 	}
+
+	/* the rows that go with the reports (this may throw: nothing changed yet) */
+	if (want != NULL)
+	{
+		for (int i = 0; i < n; i++)
+		{
+			give_result(job, tasks[i], &(*out)[i], want);
+			if ((*out)[i].dropped)
+				tasks[ndrop++] = tasks[i];
+		}
+	}
+
+	/* from here on nothing can fail */
+	seen->last_seq = job->final_seq;
+	for (int i = 0; i < ndrop; i++)
+		tt_task_remove(job, tasks[i]);
+	if (ndrop > 0 && job->ntasks == 0)
+	{
+		/* its last task is gone: so is the job, as after cleanup_job */
+		(void) tt_job_drop(job, &want->detached);
+		want->job_gone = true;
+	}
+	pfree(tasks);
 	return n;
 }
 
-Datum
-task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
+/*
+ * wait_reported
+ *		The body of wait_for_tasks and wait_for_task_results: sleep
+ *		(interruptibly, on the condition variable) until at least one task
+ *		of the job reached a final state not yet reported to this session,
+ *		or the timeout passes, and return the reports; want as for
+ *		take_reported.  The result's columns are wait_for_tasks', plus
+ *		result and dropped when want is given.
+ */
+static void
+wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultRequest *want)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int64		job_id;
-	int32		timeout_ms;
 	TimestampTz deadline;
 	Reported   *reported = NULL;
 	int			n;
 	bool		sleeping = false;
 
-	require_args(fcinfo, 2, "job_id", "timeout_ms");
-	job_id = PG_GETARG_INT64(0);
-	timeout_ms = PG_GETARG_INT32(1);
 	check_job_id(job_id);
 	if (timeout_ms < 0)
 		ereport(ERROR,
@@ -652,7 +781,7 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 		long		left;
 
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		n = take_reported(job_id, &reported);
+		n = take_reported(job_id, &reported, want);
 		LWLockRelease(tt_shared->lock);
 
 		if (n < 0)
@@ -678,10 +807,17 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 	if (sleeping)
 		ConditionVariableCancelSleep();
 
+	if (want != NULL && want->job_gone)
+	{
+		/* what this backend was told about the job goes with it */
+		hash_search(seen_jobs, &job_id, HASH_REMOVE, NULL);
+		tt_result_remove_detached(want->detached);
+	}
+
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[5];
-		bool		nulls[5] = {false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 
 		values[0] = Int32GetDatum(reported[i].task_id);
 		values[1] = CStringGetTextDatum(tt_status_name(reported[i].status));
@@ -697,8 +833,58 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 			values[4] = Int64GetDatum(reported[i].result_rows);
 		else
 			nulls[4] = true;
+		if (want != NULL)
+		{
+			values[5] = PointerGetDatum(reported[i].result);
+			nulls[5] = (reported[i].result == NULL);
+			values[6] = BoolGetDatum(reported[i].dropped);
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
+}
+
+Datum
+task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
+{
+	require_args(fcinfo, 2, "job_id", "timeout_ms");
+	wait_reported(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), NULL);
+	return (Datum) 0;
+}
+
+/*
+ * task_tracker_wait_for_task_results
+ *		wait_for_task_results(job_id, timeout_ms, max_bytes, columns): like
+ *		wait_for_tasks, and each succeeded task reported comes with its rows
+ *		(COPY text, as task_result_copy gives them) when they are kept in
+ *		shared memory and, all together, within max_bytes; with columns
+ *		given, only results of that many columns come along.  A task whose
+ *		rows came along is dropped (dropped = true) when this session
+ *		assigned it.  Others are reported without rows (result NULL): fetch
+ *		them with task_result_copy.  Rows come only to a session whose
+ *		client_encoding is the database's (or SQL_ASCII): anything else
+ *		would convert them on the way out, which could fail after the drop.
+ */
+Datum
+task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
+{
+	ResultRequest want;
+	int			client = pg_get_client_encoding();
+
+	require_args(fcinfo, 3, "job_id", "timeout_ms", "max_bytes");
+	if (PG_GETARG_INT32(2) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_bytes must not be negative")));
+	if (!PG_ARGISNULL(3) && PG_GETARG_INT32(3) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns must not be negative")));
+
+	memset(&want, 0, sizeof(want));
+	want.budget = PG_GETARG_INT32(2);
+	want.columns = PG_ARGISNULL(3) ? -1 : PG_GETARG_INT32(3);
+	want.inline_ok = (client == GetDatabaseEncoding() || client == PG_SQL_ASCII);
+	wait_reported(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), &want);
 	return (Datum) 0;
 }
 

@@ -110,6 +110,7 @@ SELECT extversion FROM pg_extension WHERE extname = 'task_tracker';
 -- version() is the library's: the newest SQL version it serves
 SELECT task_tracker.version();
 SELECT count(*) AS task_result_copy_exists FROM pg_proc WHERE proname = 'task_result_copy';
+SELECT count(*) AS wait_for_task_results_exists FROM pg_proc WHERE proname = 'wait_for_task_results';
 
 -- the 1.0 functions keep working with the newer library
 SELECT task_tracker.assign_task(1, 0, $$SELECT 'one' AS a, E'x\ty\\z' AS b, NULL AS c$$);
@@ -135,9 +136,11 @@ SELECT count(*) > 50 AS described FROM public.tt_fresh;
 SELECT 'only after update' AS "where", * FROM (TABLE public.tt_updated EXCEPT ALL TABLE public.tt_fresh) x
 UNION ALL
 SELECT 'only in fresh install', * FROM (TABLE public.tt_fresh EXCEPT ALL TABLE public.tt_updated) y;
--- the new function is there, with its defaults
+-- the new functions are there, with their defaults
 SELECT pg_get_function_arguments('task_tracker.task_result_copy'::regproc) AS arguments,
        pg_get_function_result('task_tracker.task_result_copy'::regproc) AS result;
+SELECT pg_get_function_arguments('task_tracker.wait_for_task_results'::regproc) AS arguments,
+       pg_get_function_result('task_tracker.wait_for_task_results'::regproc) AS result;
 
 --
 -- an installed version newer than the library serves (updated while the

@@ -52,6 +52,37 @@ BEGIN
 END
 $$;
 
+-- tt_results(job, n, max_bytes, columns): the same through
+-- wait_for_task_results, with the rows that came along (tabs shown as |,
+-- newlines as $)
+CREATE TYPE public.tt_result AS
+	(task_id int, status text, sqlstate text, result_rows bigint, result text, dropped bool);
+CREATE FUNCTION public.tt_results(job bigint, expected int, max_bytes int DEFAULT 65536,
+								  ncols int DEFAULT NULL)
+RETURNS SETOF public.tt_result
+LANGUAGE plpgsql AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + interval '60 s';
+	acc public.tt_result[] := '{}';
+	batch public.tt_result[];
+BEGIN
+	LOOP
+		SELECT coalesce(array_agg(ROW(w.task_id, w.status, w.sqlstate, w.result_rows,
+									  translate(w.result, E'\t\n', '|$'),
+									  w.dropped)::public.tt_result), '{}')
+		  INTO batch
+		  FROM task_tracker.wait_for_task_results(job, 1000, max_bytes, ncols) w;
+		acc := acc || batch;
+		EXIT WHEN cardinality(acc) >= expected;
+		IF clock_timestamp() > deadline THEN
+			RAISE EXCEPTION 'only % of % tasks of job % reported',
+				cardinality(acc), expected, job;
+		END IF;
+	END LOOP;
+	RETURN QUERY SELECT * FROM unnest(acc) u ORDER BY u.task_id;
+END
+$$;
+
 -- tt_try(sql): run a statement, return 'ok' or 'SQLSTATE: message'
 CREATE FUNCTION public.tt_try(sql text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -81,8 +112,8 @@ SELECT p.proname, pg_get_function_identity_arguments(p.oid) AS arguments,
   FROM pg_proc p
  WHERE p.pronamespace = 'task_tracker'::regnamespace
    AND p.proname IN ('assign_task', 'assign_tasks', 'task_status', 'wait_for_tasks',
-                     'task_result', 'task_result_copy', 'cleanup_job', 'version', 'task_list',
-                     'tracker_info')
+                     'wait_for_task_results', 'task_result', 'task_result_copy', 'cleanup_job',
+                     'version', 'task_list', 'tracker_info')
  ORDER BY 1;
 \d task_tracker.tasks
 \d task_tracker.tracker
@@ -219,6 +250,75 @@ SELECT task_tracker.task_status(3, 0);
 SELECT task_tracker.cleanup_job(3);
 
 --
+-- wait_for_task_results: reports with the rows of small results; a task
+-- whose rows came along is dropped at once (this session assigned it)
+--
+SET ROLE regress_tt_alice;
+SELECT task_tracker.assign_tasks(4, '{0,1,2,3,4}', ARRAY[
+	'SELECT id, name, price FROM public.tt_items WHERE id <= 3 ORDER BY id',
+	'DO $do$ BEGIN NULL; END $do$',
+	'SELECT 1/0',
+	'SELECT g, repeat(''x'', 100) FROM generate_series(1, 400) g',
+	$q$SELECT E'tab\there\nnewline \\ backslash' AS e, NULL::text AS f, '' AS g, '\x00ff'::bytea AS h$q$]);
+SELECT * FROM public.tt_results(4, 5);
+-- left in the table: the failed task and the result in a file (fetched
+-- with task_result_copy), for cleanup_job
+SELECT task_id, status FROM task_tracker.tasks WHERE job_id = 4 ORDER BY task_id;
+SELECT count(*), sum(length(c)) FROM task_tracker.task_result_copy(4, 3) c;
+SELECT public.tt_try('SELECT task_tracker.task_status(4, 0)');
+-- nothing is reported twice
+SELECT count(*) FROM task_tracker.wait_for_task_results(4, 0);
+-- a result over the budget, or of another width than asked, is reported
+-- without its rows and stays for task_result_copy (which says why)
+SELECT task_tracker.assign_task(5, 0, 'SELECT repeat(''y'', 200), 2');
+SELECT * FROM public.tt_results(5, 1, 100);
+SELECT task_tracker.assign_task(5, 1, 'SELECT 1, 2');
+SELECT * FROM public.tt_results(5, 1, 65536, 3);
+SELECT public.tt_try('SELECT task_tracker.task_result_copy(5, 1, 0, 3)');
+SELECT task_tracker.assign_task(5, 2, 'SELECT 1, 2');
+SELECT * FROM public.tt_results(5, 1, 65536, 2);
+SELECT task_id, status FROM task_tracker.tasks WHERE job_id = 5 ORDER BY task_id;
+SELECT task_tracker.cleanup_job(5);
+-- a job whose last task is dropped is gone, as after cleanup_job
+SELECT task_tracker.assign_task(6, 0, 'SELECT 6');
+SELECT * FROM public.tt_results(6, 1);
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(6, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(6, 0)');
+-- ... and its id can be used again
+SELECT task_tracker.assign_task(6, 0, 'SELECT 66');
+SELECT * FROM public.tt_results(6, 1);
+SELECT count(*) FROM task_tracker.tasks WHERE job_id = 6;
+-- rows are given only when they reach the client unconverted
+SELECT CASE WHEN getdatabaseencoding() = 'LATIN1' THEN 'UTF8' ELSE 'LATIN1' END AS other_encoding \gset
+SET client_encoding = :'other_encoding';
+SELECT task_tracker.assign_task(7, 0, 'SELECT 7');
+SELECT * FROM public.tt_results(7, 1);
+RESET client_encoding;
+SELECT * FROM task_tracker.task_result(7, 0) AS t(x int);
+SELECT task_tracker.cleanup_job(7);
+RESET ROLE;
+-- a task of another user in alice's job (a superuser may assign there):
+-- alice learns its status, not its rows, and it is not dropped
+SET ROLE regress_tt_alice;
+SELECT task_tracker.assign_task(8, 0, 'SELECT ''alice''');
+RESET ROLE;
+SELECT task_tracker.assign_task(8, 1, 'SELECT ''superuser''');
+SET ROLE regress_tt_alice;
+SELECT * FROM public.tt_results(8, 2);
+SELECT task_id, user_name FROM task_tracker.tasks WHERE job_id = 8;
+RESET ROLE;
+-- bob cannot wait for, see the rows of, or drop alice's tasks
+SET ROLE regress_tt_bob;
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(4, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(8, 0)');
+RESET ROLE;
+SELECT task_id, status FROM task_tracker.tasks WHERE job_id IN (4, 8) ORDER BY job_id, task_id;
+SET ROLE regress_tt_alice;
+SELECT task_tracker.cleanup_job(4);
+SELECT task_tracker.cleanup_job(8);
+RESET ROLE;
+
+--
 -- cleanup_job
 --
 SET ROLE regress_tt_alice;
@@ -243,6 +343,8 @@ SELECT tasks_succeeded >= 9 AS counted_successes, tasks_failed >= 2 AS counted_f
 -- nothing left behind
 SELECT count(*) AS tasks_left FROM task_tracker.tasks;
 DROP FUNCTION public.tt_reports(bigint, int);
+DROP FUNCTION public.tt_results(bigint, int, int, int);
+DROP TYPE public.tt_result;
 DROP FUNCTION public.tt_try(text);
 DROP TYPE public.tt_report;
 DROP TABLE public.tt_items;

@@ -86,6 +86,9 @@ SELECT public.tt_try('SELECT task_tracker.task_status(NULL, 0)');
 SELECT public.tt_try('SELECT task_tracker.task_status(500, NULL)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(NULL, 0)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(500, NULL)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(NULL, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(500, NULL)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(500, 0, NULL)');
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(NULL, 0) AS t(x text)');
 SELECT public.tt_try('SELECT task_tracker.task_result_copy(NULL, 0)');
 SELECT public.tt_try('SELECT task_tracker.task_result_copy(500, NULL)');
@@ -107,6 +110,8 @@ SELECT public.tt_try('SELECT * FROM task_tracker.task_result(0, 0) AS t(x text)'
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(500, -1) AS t(x text)');
 SELECT public.tt_try('SELECT task_tracker.task_result_copy(-1, 0)');
 SELECT public.tt_try('SELECT task_tracker.task_result_copy(500, -1)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(0, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(-9223372036854775808, 0)');
 -- the edges are fine
 SELECT public.tt_try($$SELECT task_tracker.assign_task(9223372036854775807, 2147483647, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 0, 'SELECT 1')$$);
@@ -191,6 +196,8 @@ SELECT public.tt_try('SELECT task_tracker.task_status(999999, 0)');
 SELECT public.tt_try('SELECT * FROM task_tracker.task_result(505, 7) AS t(x int)');
 SELECT public.tt_try('SELECT task_tracker.task_result_copy(505, 7)');
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(999999, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(999999, 0)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(9223372036854775806, 2147483647)');
 SELECT public.tt_try('SELECT task_tracker.cleanup_job(999999)');
 
 --
@@ -198,6 +205,14 @@ SELECT public.tt_try('SELECT task_tracker.cleanup_job(999999)');
 --
 SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_tasks(505, -1)');
 SELECT count(*) FROM task_tracker.wait_for_tasks(500, 10);
+-- wait_for_task_results: bad timeout, budget, column count; a timeout
+-- returns no rows (and drops nothing)
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(505, -1)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(505, 0, -1)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(505, 0, -2147483648)');
+SELECT public.tt_try('SELECT * FROM task_tracker.wait_for_task_results(505, 0, 0, -1)');
+SELECT count(*) FROM task_tracker.wait_for_task_results(500, 10);
+SELECT count(*) FROM task_tracker.tasks WHERE job_id = 500;
 
 --
 -- task_result: not succeeded, wrong column lists

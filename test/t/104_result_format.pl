@@ -5,10 +5,11 @@
 # executors return, byte for byte, values with every COPY escape, non-ASCII
 # text, NULLs, empty strings and every byte of a bytea, for tasks run as
 # COPY and in single-row mode (CALL, SHOW, EXPLAIN) and for INSERT ...
-# RETURNING; the task-tracker executor fetches with task_result_copy from
-# the 1.1 worker and with task_result from the 1.0 one, until that one is
-# updated; a column definition list of the wrong width is an error even for
-# an empty result.
+# RETURNING; the task-tracker executor gets small results with the reports
+# of wait_for_task_results and fetches big ones with task_result_copy from
+# the 1.1 worker, and waits with wait_for_tasks and fetches with
+# task_result from the 1.0 one, until that one is updated; a column
+# definition list of the wrong width is an error even for an empty result.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -89,22 +90,30 @@ SELECT * FROM task_tracker.run_job(\$\$SELECT 'SELECT id, v, b FROM vals WHERE f
 }
 is(tt_sql($workers[$_], 'SELECT count(*) FROM log'), '16', 'each INSERT ... RETURNING ran once') for (0, 1);
 
-# how the task-tracker executor fetched: task_result_copy from 1.1,
-# task_result from 1.0
-ok($workers[0]->log_contains(qr/SELECT task_tracker\.task_result_copy\(/, $w1pos),
-	'worker 1 (1.1): fetched with task_result_copy');
+# how the task-tracker executor got the rows: from 1.1, small results with
+# the reports of wait_for_task_results, the big one (a result file) with
+# task_result_copy; from 1.0, wait_for_tasks and task_result
+ok($workers[0]->log_contains(qr/wait_for_task_results\(/, $w1pos)
+	  && !$workers[0]->log_contains(qr/wait_for_tasks\(/, $w1pos),
+	'worker 1 (1.1): waited with wait_for_task_results');
+my @w1_fetches = (slurp_file($workers[0]->logfile, $w1pos) =~ /statement: [^\n]*task_result_copy\(/g);
+is(scalar(@w1_fetches), 2,
+	'worker 1 (1.1): fetched only the big result and the wrong-width one with task_result_copy');
 ok($workers[1]->log_contains(qr/COPY \(SELECT \* FROM task_tracker\.task_result\(/, $w2pos)
-	  && !$workers[1]->log_contains(qr/task_result_copy/, $w2pos),
-	'worker 2 (1.0): fetched with task_result');
+	  && $workers[1]->log_contains(qr/wait_for_tasks\(/, $w2pos)
+	  && !$workers[1]->log_contains(qr/task_result_copy|wait_for_task_results/, $w2pos),
+	'worker 2 (1.0): waited with wait_for_tasks, fetched with task_result');
 
-# once worker 2 is updated, new coordinator connections use the new fetch
+# once worker 2 is updated, new coordinator connections use the new wait
+# and fetch
 tt_sql($workers[1], 'ALTER EXTENSION task_tracker UPDATE');
 $w2pos = tt_log_position($workers[1]);
 is(run('task-tracker', "SELECT 'SELECT id, v, b FROM vals' AS query, ARRAY['$place[1]'] AS placements",
 		'id int, v text, b bytea', $digest),
 	$want, 'worker 2 updated: every value exactly');
-ok($workers[1]->log_contains(qr/SELECT task_tracker\.task_result_copy\(/, $w2pos),
-	'worker 2 updated: fetched with task_result_copy');
+ok($workers[1]->log_contains(qr/wait_for_task_results\(/, $w2pos)
+	  && !$workers[1]->log_contains(qr/task_result_copy|cleanup_job/, $w2pos),
+	'worker 2 updated: the rows came with the report (no fetch, no cleanup)');
 
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no jobs left');
 tt_check_no_leftovers($_) for @workers;

@@ -1,11 +1,12 @@
 
 # Bad input, table driven (SPEC §7, README "Errors you can get"): every
-# worker SQL function with NULLs, empty strings, out-of-range and extreme
-# ids, a 100 MB query text, invalid UTF-8, SQL failing at parse, plan and run
-# time, transaction control, statements that try to leak session state
-# (SET ROLE, SET SESSION AUTHORIZATION, settings) into the next task of the
-# same user, COPY to the client, a task killing its own session, duplicate
-# assignment, unknown tasks and wrong column definition lists.
+# worker SQL function (wait_for_task_results too) with NULLs, empty strings,
+# out-of-range and extreme ids, a 100 MB query text, invalid UTF-8, SQL
+# failing at parse, plan and run time, transaction control, statements that
+# try to leak session state (SET ROLE, SET SESSION AUTHORIZATION, settings)
+# into the next task of the same user, COPY to the client, a task killing
+# its own session, duplicate assignment, unknown tasks and wrong column
+# definition lists.
 #
 # Each case must fail with its documented SQLSTATE; throughout, a job of
 # another user that was queued before (one task running, one finished)
@@ -80,6 +81,9 @@ my @cases = (
 	[ q{SELECT task_tracker.task_status(1, NULL)}, '22004', 'task_id must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(NULL, 0)}, '22004', 'job_id must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(1, NULL)}, '22004', 'timeout_ms must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(NULL, 0)}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, NULL)}, '22004', 'timeout_ms must not be NULL' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, NULL)}, '22004', 'max_bytes must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.task_result(NULL, 1) AS t(x int)}, '22004', 'job_id must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.task_result(1, NULL) AS t(x int)}, '22004', 'task_id must not be NULL' ],
 	[ q{SELECT task_tracker.cleanup_job(NULL)}, '22004', 'job_id must not be NULL' ],
@@ -103,6 +107,8 @@ my @cases = (
 	[ q{SELECT task_tracker.assign_tasks(1, '{0,-1}', '{"SELECT 1","SELECT 2"}')}, '22003', 'task id -1 is out of range' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(0, 0)}, '22003', 'job id 0 is out of range' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(-1, 0)}, '22003', 'job id -1 is out of range' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(0, 0)}, '22003', 'job id 0 is out of range' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(-9223372036854775808, 0, 0, 0)}, '22003', 'job id -9223372036854775808 is out of range' ],
 	[ q{SELECT task_tracker.cleanup_job(0)}, '22003', 'job id 0 is out of range' ],
 	[ q{SELECT task_tracker.cleanup_job(-1)}, '22003', 'job id -1 is out of range' ],
 	# an id that can never exist is out of range for every function
@@ -116,6 +122,11 @@ my @cases = (
 	[ q{SELECT task_tracker.task_result_copy(1, 0, -1)}, '22023', 'skip_rows must not be negative' ],
 	[ q{SELECT task_tracker.task_result_copy(1, 0, 0, -1)}, '22023', 'columns must not be negative' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(1, -1)}, '22023', 'timeout_ms must not be negative' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, -1)}, '22023', 'timeout_ms must not be negative' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, -1)}, '22023', 'max_bytes must not be negative' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, -2147483648)}, '22023', 'max_bytes must not be negative' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, 0, -1)}, '22023', 'columns must not be negative' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, 2147483648::int)}, '22003', 'integer out of range' ],
 
 	# unknown tasks and jobs, extreme ids
 	[ qq{SELECT task_tracker.task_status($big, 2147483647)}, '42704', "task \\(job $big, task 2147483647\\) not found" ],
@@ -123,6 +134,11 @@ my @cases = (
 	[ q{SELECT * FROM task_tracker.task_result(1, 2147483647) AS t(x int)}, '42704', 'task \(job 1, task 2147483647\) not found' ],
 	[ qq{SELECT * FROM task_tracker.wait_for_tasks($big, 0)}, '42704', "job $big not found" ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(777, 2147483647)}, '42704', 'job 777 not found' ],
+	[ qq{SELECT * FROM task_tracker.wait_for_task_results($big, 0)}, '42704', "job $big not found" ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(777, 2147483647, 2147483647, 1600)}, '42704', 'job 777 not found' ],
+	# bob's sentinel job: alice can neither learn of its tasks nor take (drop) them
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(900, 0)}, '42704', 'job 900 not found' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(900, 100, 2147483647)}, '42704', 'job 900 not found' ],
 
 	# batches: shapes and duplicates
 	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1","SELECT 2","SELECT 3"}')}, '2202E', 'task_ids has 2 elements but queries has 3' ],

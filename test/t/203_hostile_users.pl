@@ -5,8 +5,13 @@
 # * each user sees only its own tasks' query text, errors and results;
 #   other users' rows show query / error / error_sqlstate as NULL; a
 #   pg_read_all_stats member (and a member of the owner's role) sees them;
-# * nobody can status / fetch / wait for (42704) or clean up / assign into
-#   (42501) another user's job, also not by trying a range of job ids;
+# * nobody can status / fetch / wait for (42704; wait_for_task_results
+#   too: no rows, nothing dropped) or clean up / assign into (42501)
+#   another user's job, also not by trying a range of job ids;
+# * another session waiting on a job (a superuser's, another of the
+#   owner's) takes no reports away from the owner's session, and through
+#   wait_for_task_results gets the rows but never drops a task: only the
+#   session that assigned it does;
 # * a task runs with exactly its owner's privileges: no reading what the
 #   owner may not read, no SET ROLE / SET SESSION AUTHORIZATION beyond the
 #   owner's memberships, no signalling another user's task backend, no
@@ -93,6 +98,8 @@ for my $who ('bob', 'watcher', 'alice_admin')
 		'task \(job 301, task 0\) not found', "$who: task_result of alice's task", user => $who);
 	tt_expect_error($node, 'SELECT * FROM task_tracker.wait_for_tasks(301, 0)', '42704',
 		'job 301 not found', "$who: wait_for_tasks on alice's job", user => $who);
+	tt_expect_error($node, 'SELECT * FROM task_tracker.wait_for_task_results(301, 0)', '42704',
+		'job 301 not found', "$who: wait_for_task_results on alice's job", user => $who);
 	tt_expect_error($node, 'SELECT task_tracker.cleanup_job(301)', '42501',
 		'job 301 belongs to another user', "$who: cleanup_job of alice's job", user => $who);
 	tt_expect_error($node, q{SELECT task_tracker.assign_task(301, 7, 'SELECT 1')}, '42501',
@@ -124,12 +131,13 @@ DECLARE
 	outcome text;
 BEGIN
 	FOR j IN 290..330 LOOP
-		FOREACH op IN ARRAY ARRAY['status', 'result', 'wait', 'cleanup', 'assign'] LOOP
+		FOREACH op IN ARRAY ARRAY['status', 'result', 'wait', 'results', 'cleanup', 'assign'] LOOP
 			BEGIN
 				CASE op
 					WHEN 'status' THEN PERFORM task_tracker.task_status(j, 0);
 					WHEN 'result' THEN PERFORM * FROM task_tracker.task_result(j, 0) AS t(x text);
 					WHEN 'wait' THEN PERFORM * FROM task_tracker.wait_for_tasks(j, 0);
+					WHEN 'results' THEN PERFORM * FROM task_tracker.wait_for_task_results(j, 0);
 					WHEN 'cleanup' THEN PERFORM task_tracker.cleanup_job(j);
 					WHEN 'assign' THEN PERFORM task_tracker.assign_task(j, 0, 'SELECT 1');
 				END CASE;
@@ -144,8 +152,8 @@ END $$;
 SELECT job, string_agg(op || '=' || outcome, ' ' ORDER BY op) AS outcomes FROM guess GROUP BY job;
 }, user => 'bob');
 my %guess = map { split /\|/ } split /\n/, $guess_out;
-my $foreign = 'assign=42501 cleanup=42501 result=42704 status=42704 wait=42704';
-my $free = 'assign=ok cleanup=ok result=42704 status=42704 wait=42704';
+my $foreign = 'assign=42501 cleanup=42501 result=42704 results=42704 status=42704 wait=42704';
+my $free = 'assign=ok cleanup=ok result=42704 results=42704 status=42704 wait=42704';
 my @wrong = grep {
 	$guess{$_} ne (($_ == 301 || $_ == 303 || $_ == 311 || $_ == 321) ? $foreign : $free)
 } sort keys %guess;
@@ -181,6 +189,34 @@ is(tt_sql($node, 'SELECT string_agg(task_id::text, \',\' ORDER BY task_id) FROM 
 is(tt_sql($node, 'SELECT string_agg(task_id::text, \',\' ORDER BY task_id) FROM task_tracker.wait_for_tasks(700, 2000)', user => 'alice'),
 	'1,2', 'alice\'s own session is still told about both tasks');
 tt_sql($node, 'SELECT task_tracker.cleanup_job(700)', user => 'alice');
+
+# wait_for_task_results hands out rows to every session that may read them,
+# but drops a task only in the session that assigned it: the superuser's
+# session and another session of alice's get the rows of job 701 and leave
+# the tasks for alice's assigning session, which then drops them (and the
+# job); bob gets nothing
+my $alice = $node->background_psql('postgres', extra_params => [ '-U', 'alice' ]);
+$alice->query_safe(q{SELECT task_tracker.assign_tasks(701, '{1,2}', ARRAY['SELECT ''alice-701-1''', 'SELECT ''alice-701-2'''])});
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) FROM task_tracker.tasks WHERE job_id = 701 AND status = 'succeeded'}, '2'),
+	'job 701 finished');
+my $results701 = q{SELECT string_agg(format('%s:%s:%s', task_id, rtrim(result, E'\n'), dropped), ',' ORDER BY task_id)
+	FROM task_tracker.wait_for_task_results(701, 2000)};
+is(tt_sql($node, $results701), '1:alice-701-1:f,2:alice-701-2:f',
+	'the superuser\'s session gets the rows of alice\'s tasks, and drops nothing');
+is(tt_sql($node, $results701, user => 'alice'), '1:alice-701-1:f,2:alice-701-2:f',
+	'another session of alice\'s gets the rows, and drops nothing');
+tt_expect_error($node, 'SELECT * FROM task_tracker.wait_for_task_results(701, 0)', '42704',
+	'job 701 not found', 'bob: wait_for_task_results on alice\'s job 701', user => 'bob');
+is(tt_sql($node, q{SELECT count(*) FROM task_tracker.tasks WHERE job_id = 701}), '2',
+	'alice\'s tasks are still there for her assigning session');
+is($alice->query_safe($results701), '1:alice-701-1:t,2:alice-701-2:t',
+	'alice\'s assigning session gets the rows and drops the tasks');
+is(tt_sql($node, q{SELECT count(*) FROM task_tracker.tasks WHERE job_id = 701}), '0',
+	'job 701 has no task left');
+tt_expect_error($node, 'SELECT * FROM task_tracker.wait_for_tasks(701, 0)', '42704',
+	'job 701 not found', 'job 701 is gone with its last task', user => 'alice');
+$alice->quit;
 
 # ---------------------------------------------------------------- task privileges
 # bob's task that alice's tasks will try to disturb: it waits on a lock
