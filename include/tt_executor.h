@@ -47,6 +47,9 @@ typedef struct TTTask
 	bool		tail_failed;	/* ... and that second statement failed */
 	bool		use_copy;		/* its query in flight is a COPY ... TO STDOUT
 								 * whose data rows are the task's rows */
+	bool		copy_chunks;	/* its query in flight returns the task's rows
+								 * as one-column rows of COPY text lines
+								 * (task-tracker: task_result_copy) */
 	bool		copying;		/* ... and its COPY data is being read */
 	bool		no_copy;		/* real-time: never fetch it with COPY */
 	bool		copy_checked;	/* real-time: copy_sql was decided */
@@ -138,6 +141,7 @@ extern void tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err)
 extern void tt_task_done(TTJob *job, TTTask *task);
 extern void tt_raise_task_error(TTJob *job, TTTask *task) pg_attribute_noreturn();
 extern void tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len);
+extern void tt_job_store_copy_text(TTJob *job, TTTask *task, char *data, int len);
 extern TTDrainResult tt_job_drain(TTJob *job, PGconn *conn, TTTask *task,
 								  bool store_rows, TTRemoteError *err);
 extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);

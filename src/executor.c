@@ -368,6 +368,33 @@ tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len)
 }
 
 /*
+ * tt_job_store_copy_text
+ *		Put the rows of len bytes of whole COPY text lines at data (which is
+ *		ours to change) into the result, line by line
+ *		(tt_job_store_copy_line): a chunk of task_result_copy, or the
+ *		result that came along with a task's report.
+ */
+void
+tt_job_store_copy_text(TTJob *job, TTTask *task, char *data, int len)
+{
+	char	   *end = data + len;
+
+	while (data < end)
+	{
+		char	   *nl = memchr(data, '\n', end - data);
+
+		if (nl == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("task %d returned an incomplete row", task->task_id),
+					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+								task->task_id, job->job_id, task->query)));
+		tt_job_store_copy_line(job, task, data, nl - data);
+		data = nl + 1;
+	}
+}
+
+/*
  * drain_copy
  *		Read the COPY data of task's query that has arrived: rows into the
  *		result (when store), then, at the end of the data, the COPY's own
@@ -545,7 +572,16 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 		{
 			case PGRES_SINGLE_TUPLE:
 			case PGRES_TUPLES_OK:
-				if (store && err->message == NULL)
+				if (store && err->message == NULL && task != NULL && task->copy_chunks)
+				{
+					for (int i = 0; i < PQntuples(res); i++)
+					{
+						if (PQnfields(res) == 1 && !PQgetisnull(res, i, 0))
+							tt_job_store_copy_text(job, task, PQgetvalue(res, i, 0),
+												   PQgetlength(res, i, 0));
+					}
+				}
+				else if (store && err->message == NULL)
 					store_rows(job, task, res);
 				if (task != NULL && task->fetch_tail &&
 					PQresultStatus(res) == PGRES_TUPLES_OK)

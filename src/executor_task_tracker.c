@@ -35,7 +35,7 @@
  *		- when the tracker's table holds as many of our tasks as it can and
  *		  all of them are fetched, drop them (cleanup_job) and go on.
  *	  Rows that come with a report, and fetched chunks, go through the
- *	  same step (store_chunk).  Every node's query is in flight at once and
+ *	  same step (tt_job_store_copy_text).  Every node's query is in flight at once and
  *	  the coordinator waits on all their sockets and its latch together
  *	  (tt_wait_sockets); there is no status polling.  The wait is given a
  *	  timeout only so a node also picks up tasks that failed over to it
@@ -601,34 +601,6 @@ assign_failed(TTJob *job, TTNode *node)
 }
 
 /*
- * store_chunk
- *		Put the rows of whole COPY text lines (len bytes at data, which is
- *		ours to change: a chunk of task_result_copy, or the rows that came
- *		with a report of wait_for_task_results) into the result, line by
- *		line through the executors' one step for COPY text
- *		(tt_job_store_copy_line).
- */
-static void
-store_chunk(TTJob *job, TTTask *task, char *data, int len)
-{
-	char	   *end = data + len;
-
-	while (data < end)
-	{
-		char	   *nl = memchr(data, '\n', end - data);
-
-		if (nl == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("task %d returned an incomplete row", task->task_id),
-					 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-								task->task_id, job->job_id, task->query)));
-		tt_job_store_copy_line(job, task, data, nl - data);
-		data = nl + 1;
-	}
-}
-
-/*
  * task_reported
  *		A row of the wait: task_id, status, error, sqlstate, result_rows,
  *		and from wait_for_task_results result and dropped.  A succeeded
@@ -663,7 +635,7 @@ task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
 	if (task->state == TT_TASK_SUCCEEDED && has_rows && task->rows == 0)
 	{
 		/* queued for the fetch by a recovery: its rows came instead */
-		store_chunk(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
+		tt_job_store_copy_text(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
 		if (dropped)
 			tn->tracked--;
 		tt_task_done(job, task);
@@ -690,7 +662,7 @@ task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
 	if (strcmp(status, "succeeded") == 0 && has_rows)
 	{
 		/* its rows came with the report */
-		store_chunk(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
+		tt_job_store_copy_text(job, task, PQgetvalue(res, row, 5), PQgetlength(res, row, 5));
 		if (dropped)
 			tn->tracked--;
 		tt_task_done(job, task);
@@ -801,85 +773,6 @@ recovered(TTJob *job, TTNode *node, PGresult *res)
 }
 
 /*
- * fetch_chunks
- *		Read what has arrived of a task_result_copy fetch (single-row mode):
- *		each chunk's rows go into the result, an error is kept in *err.
- *		Returns like tt_job_drain, whose handling of a fetch that carries
- *		the job's cleanup_job (task->fetch_tail) it shares.
- */
-static TTDrainResult
-fetch_chunks(TTJob *job, PGconn *conn, TTTask *task, TTRemoteError *err)
-{
-	if (!PQconsumeInput(conn))
-	{
-		if (err->message == NULL)
-			tt_remote_error_from_conn(conn, "08006", err);
-		return TT_DRAIN_CONN_ERROR;
-	}
-	for (;;)
-	{
-		PGresult   *res;
-
-		CHECK_FOR_INTERRUPTS();
-		if (PQisBusy(conn))
-		{
-			if (PQstatus(conn) == CONNECTION_BAD)
-			{
-				if (err->message == NULL)
-					tt_remote_error_from_conn(conn, "08006", err);
-				return TT_DRAIN_CONN_ERROR;
-			}
-			return TT_DRAIN_BUSY;
-		}
-		res = PQgetResult(conn);
-		if (res == NULL)
-			break;
-		job->cur_res = res;		/* cleared by tt_job_unregister on error */
-		if (task->fetch_tail && task->rows_ended)
-		{
-			/* cleanup_job, after the task's rows: only its failure counts */
-			if (PQresultStatus(res) != PGRES_SINGLE_TUPLE &&
-				PQresultStatus(res) != PGRES_TUPLES_OK)
-				task->tail_failed = true;
-		}
-		else
-		{
-			switch (PQresultStatus(res))
-			{
-				case PGRES_SINGLE_TUPLE:
-					if (err->message == NULL && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0))
-						store_chunk(job, task, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0));
-					break;
-				case PGRES_TUPLES_OK:
-					/* the end of the task's rows */
-					task->rows_ended = true;
-					break;
-				default:
-					if (err->message == NULL)
-						tt_remote_error_from_result(conn, res, err);
-					break;
-			}
-		}
-		job->cur_res = NULL;
-		PQclear(res);
-	}
-
-	if (PQstatus(conn) == CONNECTION_BAD)
-	{
-		if (err->message == NULL)
-			tt_remote_error_from_conn(conn, "08006", err);
-		return TT_DRAIN_CONN_ERROR;
-	}
-	if (err->message != NULL)
-	{
-		if (strncmp(err->sqlstate, "08", 2) == 0 || strcmp(err->sqlstate, "57P01") == 0)
-			return TT_DRAIN_CONN_ERROR;
-		return TT_DRAIN_SQL_ERROR;
-	}
-	return TT_DRAIN_DONE;
-}
-
-/*
  * tn_ready
  *		Choose the node's next query.  Returns false when there is nothing to
  *		do for now.
@@ -945,6 +838,7 @@ tn_ready(TTJob *job, TTNode *node)
 		task->copying = false;
 		tn->fetch_chunks = node_version(tn->c) >= TT_VERSION_RESULT_COPY;
 		task->use_copy = !tn->fetch_chunks;
+		task->copy_chunks = tn->fetch_chunks;
 		initStringInfo(&buf);
 		if (tn->fetch_chunks)
 			appendStringInfo(&buf, "SELECT task_tracker.task_result_copy(" INT64_FORMAT ", %d, " INT64_FORMAT ", %d)",
@@ -1083,10 +977,7 @@ tn_advance(TTJob *job, TTNode *node)
 					}
 					tn->flushing = (r == 1);
 				}
-				if (tn->fetch_chunks)
-					d = fetch_chunks(job, tn->c->conn, tn->fetching, &tn->err);
-				else
-					d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
+				d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
 				if (d == TT_DRAIN_BUSY)
 					return;
 				if (d == TT_DRAIN_CONN_ERROR)

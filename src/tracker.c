@@ -93,6 +93,7 @@
 
 #include "task_tracker.h"
 #include "tt_persist.h"
+#include "tt_copy_text.h"
 #include "tt_remote.h"
 #include "tt_result_file.h"
 #include "tt_shmem.h"
@@ -865,9 +866,8 @@ dispatch_query(RunningTask *rt)
 	int			sent;
 	int			flush;
 
-	/* the newline ends a comment the query may end with */
 	if (rt->copy_len > 0)
-		copy_sql = psprintf("COPY (%.*s\n) TO STDOUT", rt->copy_len, rt->query);
+		copy_sql = tt_copy_wrap(rt->query, rt->copy_len);
 	sent = PQsendQueryParams(s->conn, copy_sql ? copy_sql : rt->query,
 							 0, NULL, NULL, NULL, NULL, 0);
 	if (copy_sql)

@@ -59,6 +59,7 @@
 
 #include "task_tracker.h"
 #include "tt_result_file.h"
+#include "tt_copy_text.h"
 #include "tt_shmem.h"
 #include "tt_waits.h"
 
@@ -157,59 +158,10 @@ task_parse_error_callback(void *arg)
 }
 
 /*
- * copy_length
- *		Whether the tracker may run the task's statement as COPY (<query>)
- *		TO STDOUT: a SELECT (VALUES, TABLE, WITH ... SELECT, set operations)
- *		that is not SELECT INTO, or an INSERT, UPDATE or DELETE with
- *		RETURNING.  Returns the length of the statement's text without a
- *		trailing semicolon (what goes inside the parentheses), or 0 when it
- *		must run as it is.  Decided from the raw parse tree alone; the
- *		tracker runs the plain statement anyway when the server refuses the
- *		COPY (a rule COPY does not support, say).
- */
-static int32
-copy_length(RawStmt *raw, int len)
-{
-	Node	   *stmt = raw->stmt;
-	bool		copy = false;
-
-	/* after an empty statement (";SELECT 1"): not worth the trouble */
-	if (raw->stmt_location != 0)
-		return 0;
-	switch (nodeTag(stmt))
-	{
-		case T_SelectStmt:
-			{
-				SelectStmt *sel = (SelectStmt *) stmt;
-
-				/* INTO sits in the leftmost SELECT of a set operation */
-				while (sel->op != SETOP_NONE && sel->larg != NULL)
-					sel = sel->larg;
-				copy = (sel->intoClause == NULL);
-			}
-			break;
-		case T_InsertStmt:
-			copy = ((InsertStmt *) stmt)->returningList != NIL;
-			break;
-		case T_UpdateStmt:
-			copy = ((UpdateStmt *) stmt)->returningList != NIL;
-			break;
-		case T_DeleteStmt:
-			copy = ((DeleteStmt *) stmt)->returningList != NIL;
-			break;
-		default:
-			break;
-	}
-	if (!copy)
-		return 0;
-	return raw->stmt_len > 0 ? raw->stmt_len : len;
-}
-
-/*
  * check_query
  *		A task is exactly one statement that parses and does not control
  *		the transaction; its text is within citus.max_task_query_size.
- *		Returns its copy_length().
+ *		Returns how much of it runs as COPY (tt_copy_statement_length).
  */
 static int32
 check_query(const char *query, int len)
@@ -246,7 +198,7 @@ check_query(const char *query, int len)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("transaction control statements cannot be run as tasks"),
 				 errdetail("Each task runs in a transaction of its own.")));
-	return copy_length(raw, len);
+	return tt_copy_statement_length(raw, len);
 }
 
 /*

@@ -153,6 +153,8 @@ SELECT task_tracker.version();
 SELECT public.tt_try('SELECT task_tracker.task_status(1, 0)');
 SELECT public.tt_try('SELECT count(*) FROM task_tracker.tasks');
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 0, 'SELECT 1')$$);
+SELECT public.tt_try($$SELECT task_tracker.add_node('localhost', 1)$$);
+SELECT public.tt_try($$SELECT count(*) FROM task_tracker.run_on_workers('SELECT 1')$$);
 UPDATE pg_extension SET extversion = '1.1' WHERE extname = 'task_tracker';
 \c regress_tt_upgrade
 SELECT count(*) FROM task_tracker.tasks WHERE database_name = current_database();
