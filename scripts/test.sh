@@ -285,29 +285,39 @@ with_expected() {
 	done
 }
 
+# run_regress_suite NAME OUTDIR MAKEVAR...: one pg_regress-style suite of the
+# PGXS Makefile over the tests with_expected found runnable; OUTDIR is where
+# it writes regression.diffs and log/ ("" for the top directory, else with a
+# trailing slash), MAKEVAR... select the suite.  Sets rc.
+run_regress_suite() {
+	local sname=$1 outdir=$2
+	shift 2
+	if [ ${#runnable[@]} -gt 0 ]; then
+		run_logged "$LOGS/$sname.out" timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" \
+			installcheck "$@"
+		rc=$?
+	else
+		: >"$LOGS/$sname.out"; rc=0
+	fi
+	count_pg_regress "$LOGS/$sname.out" "$sname"
+	if [ "$rc" -ne 0 ] && [ -f "$WORK/${outdir}regression.diffs" ]; then
+		say "${outdir}regression.diffs"
+		cat "$WORK/${outdir}regression.diffs"
+	fi
+	if [ "$rc" -ne 0 ] && ! grep -qE '\.\.\. +FAILED' "$LOGS/$sname.out"; then
+		# the suite did not get to run its tests (initdb, start, time-out)
+		failed=$((failed + 1)); failed_names+=("$sname (suite did not run, rc=$rc)")
+		[ -f "$WORK/${outdir}log/postmaster.log" ] && tail -n 50 "$WORK/${outdir}log/postmaster.log"
+	fi
+	stop_leftover_servers
+}
+
 # ---------------------------------------------------------------- regress
 case " $TT_TESTS " in *" regress "*)
 	say "pg_regress"
 	with_expected test/sql sql expected test/expected
-	if [ ${#runnable[@]} -gt 0 ]; then
-		run_logged "$LOGS/regress.out" timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" \
-			installcheck ISOLATION= TAP_TESTS= REGRESS="${runnable[*]}"
-		rc=$?
-	else
-		: >"$LOGS/regress.out"; rc=0
-	fi
-	count_pg_regress "$LOGS/regress.out" regress
-	if [ "$rc" -ne 0 ] && [ -f "$WORK/regression.diffs" ]; then
-		say "regression.diffs"
-		cat "$WORK/regression.diffs"
-	fi
-	if [ "$rc" -ne 0 ] && ! grep -qE '\.\.\. +FAILED' "$LOGS/regress.out"; then
-		# the suite did not get to run its tests (initdb, start, time-out)
-		failed=$((failed + 1)); failed_names+=("regress (suite did not run, rc=$rc)")
-		[ -f "$WORK/log/postmaster.log" ] && tail -n 50 "$WORK/log/postmaster.log"
-	fi
+	run_regress_suite regress "" ISOLATION= TAP_TESTS= REGRESS="${runnable[*]}"
 	[ "$n" -eq 0 ] && [ "$rc" -eq 0 ] && echo "(no pg_regress tests)"
-	stop_leftover_servers
 	;;
 esac
 
@@ -315,23 +325,7 @@ esac
 case " $TT_TESTS " in *" isolation "*)
 	say "pg_isolation_regress"
 	with_expected test/specs spec test/expected output_iso/expected
-	if [ ${#runnable[@]} -gt 0 ]; then
-		run_logged "$LOGS/isolation.out" timeout "$TT_SUITE_TIMEOUT" make "${MAKEVARS[@]}" \
-			installcheck REGRESS= TAP_TESTS= ISOLATION="${runnable[*]}"
-		rc=$?
-	else
-		: >"$LOGS/isolation.out"; rc=0
-	fi
-	count_pg_regress "$LOGS/isolation.out" isolation
-	if [ "$rc" -ne 0 ] && [ -f "$WORK/output_iso/regression.diffs" ]; then
-		say "output_iso/regression.diffs"
-		cat "$WORK/output_iso/regression.diffs"
-	fi
-	if [ "$rc" -ne 0 ] && ! grep -qE '\.\.\. +FAILED' "$LOGS/isolation.out"; then
-		failed=$((failed + 1)); failed_names+=("isolation (suite did not run, rc=$rc)")
-		[ -f "$WORK/output_iso/log/postmaster.log" ] && tail -n 50 "$WORK/output_iso/log/postmaster.log"
-	fi
-	stop_leftover_servers
+	run_regress_suite isolation output_iso/ REGRESS= TAP_TESTS= ISOLATION="${runnable[*]}"
 	;;
 esac
 
