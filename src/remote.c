@@ -99,8 +99,6 @@ tt_conn_start(const TTConnTarget *target, char **error)
 		return NULL;
 	}
 	PQsetNoticeReceiver(conn, tt_notice_receiver, NULL);
-	if (PQstatus(conn) != CONNECTION_BAD)
-		(void) PQsetnonblocking(conn, 1);
 	return conn;
 }
 
@@ -122,13 +120,23 @@ tt_conn_finish(PGconn *conn)
  * tt_conn_poll
  *		PQconnectPoll(), for every connection being established: libpq may
  *		close its socket and open another while it tries the addresses of a
- *		host, so the cached wait set is not reused after it.
+ *		host, so the cached wait set is not reused after it.  An established
+ *		connection is put in non-blocking mode here, not at its start:
+ *		PQsetnonblocking() clears libpq's error message, which would lose
+ *		the 'connection to server ... failed:' part of a failure to come.
+ *		(Establishing never blocks: PQconnectPoll works on a non-blocking
+ *		socket in either mode.)
  */
 PostgresPollingStatusType
 tt_conn_poll(PGconn *conn)
 {
+	PostgresPollingStatusType st;
+
 	socket_generation++;
-	return PQconnectPoll(conn);
+	st = PQconnectPoll(conn);
+	if (st == PGRES_POLLING_OK)
+		(void) PQsetnonblocking(conn, 1);
+	return st;
 }
 
 /*
