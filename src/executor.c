@@ -64,6 +64,7 @@ static bool xact_callback_registered = false;
 static void executor_xact_callback(XactEvent event, void *arg);
 static char *copy_query(const char *query);
 static void store_values(TTJob *job);
+static void column_mismatch(TTJob *job, TTTask *task, int ncols) pg_attribute_noreturn();
 
 /*
  * Task queues: ring buffers of task pointers, allocated in the job's
@@ -284,6 +285,22 @@ tt_task_done(TTJob *job, TTTask *task)
 	tt_job_progress(job, TT_JOB_RUNNING);
 }
 
+/*
+ * column_mismatch
+ *		The error of a task whose rows have ncols columns where run_job's
+ *		column definition list has another number.
+ */
+static void
+column_mismatch(TTJob *job, TTTask *task, int ncols)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("task %d returned %d columns, but the column definition list has %d",
+					task->task_id, ncols, job->tupdesc->natts),
+			 errcontext("task %d of job " INT64_FORMAT ", query: %s",
+						task->task_id, job->job_id, task->query)));
+}
+
 /* put the rows of res into the result; res stays owned by the caller */
 static void
 store_rows(TTJob *job, TTTask *task, PGresult *res)
@@ -298,12 +315,7 @@ store_rows(TTJob *job, TTTask *task, PGresult *res)
 	{
 		job->cur_res = NULL;
 		PQclear(res);
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("task %d returned %d columns, but the column definition list has %d",
-						task->task_id, nfields, natts),
-				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-							task->task_id, job->job_id, task->query)));
+		column_mismatch(job, task, nfields);
 	}
 	for (i = 0; i < ntuples; i++)
 	{
@@ -357,12 +369,7 @@ tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len)
 
 	n = tt_copy_text_split(line, len, job->values, natts);
 	if (n != natts)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("task %d returned %d columns, but the column definition list has %d",
-						task->task_id, n, natts),
-				 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-							task->task_id, job->job_id, task->query)));
+		column_mismatch(job, task, n);
 	store_values(job);
 	task->rows++;
 }
@@ -601,12 +608,7 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 					job->cur_res = NULL;
 					PQclear(res);
 					if (nfields != job->tupdesc->natts)
-						ereport(ERROR,
-								(errcode(ERRCODE_DATATYPE_MISMATCH),
-								 errmsg("task %d returned %d columns, but the column definition list has %d",
-										task->task_id, nfields, job->tupdesc->natts),
-								 errcontext("task %d of job " INT64_FORMAT ", query: %s",
-											task->task_id, job->job_id, task->query)));
+						column_mismatch(job, task, nfields);
 					task->copying = true;
 					continue;
 				}
