@@ -45,6 +45,8 @@
 #   TT_BUDGET  seconds the whole run may take (default 780); TAP files not
 #              started within it are counted as failed ("not run")
 #   TT_PRIV    0 = do not grant postgres the privileged test helper
+#   TT_PG_CONFIG  pg_config of the PostgreSQL 15 installation to build and
+#              test against (default /usr/lib/postgresql/15/bin/pg_config)
 #
 set -uo pipefail
 
@@ -83,7 +85,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -q --no-install-recommends "${need[@]}" || exit 2
 fi
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_CONFIG=${TT_PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 PGBIN=$("$PG_CONFIG" --bindir)
 if ! id postgres >/dev/null 2>&1; then
 	echo "the postgres OS user is missing (it comes with postgresql-15)" >&2
@@ -93,7 +95,12 @@ fi
 # One run at a time on this machine: every run installs task_tracker.so into
 # the one PostgreSQL library directory, so two concurrent runs would test
 # each other's builds.  The lock is held until this script exits.
-exec 9>/tmp/task_tracker-install.lock
+# (TT_PG_CONFIG names another, relocated copy of the installation: runs
+# against different copies do not share a library directory or a lock)
+lockname=task_tracker-install
+[ "$PG_CONFIG" != /usr/lib/postgresql/15/bin/pg_config ] &&
+	lockname="$lockname-$(printf '%s' "$PG_CONFIG" | md5sum | cut -c1-8)"
+exec 9>"/tmp/$lockname.lock"
 if ! flock -n 9; then
 	echo "waiting for another test or bench run of task_tracker on this machine to finish ..." >&2
 	flock 9
