@@ -50,6 +50,7 @@
 
 #include "commands/dbcommands.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
@@ -60,6 +61,7 @@
 #include "task_tracker.h"
 #include "tt_connection_cache.h"
 #include "tt_coordinator.h"
+#include "tt_node_registry.h"
 #include "tt_remote.h"
 #include "tt_waits.h"
 
@@ -139,9 +141,13 @@ start_conn(TTConnEntry *entry, char **error)
 
 	memset(&target, 0, sizeof(target));
 	target.host = entry->key.host;
+	/* the address resolved before the job: libpq need not look it up */
+	(void) tt_node_address(entry->key.host, &target.host, &target.hostaddr);
 	target.port = entry->key.port;
 	target.user = entry->user_name;
 	target.dbname = entry->dbname;
+	/* text travels in this database's encoding, as postgres_fdw does */
+	target.client_encoding = GetDatabaseEncodingName();
 	target.application_name = "task_tracker coordinator";
 
 	conn = tt_conn_start(&target, error);
