@@ -1349,6 +1349,8 @@ may_clean_concurrently(TTTrackerNode *tn)
  *		shows no sign of life (any input on its connections, a new session
  *		set up) within answer_ms (see below) is given up: its connections
  *		are closed.  A node that cannot be cleaned up gets a WARNING.
+ *		Whatever the settings, everything ends within TT_CLEANUP_MAX_HOLD
+ *		of the start: the caller holds interrupts meanwhile.
  */
 static void
 tracker_cleanup(TTJob *job, bool failed)
