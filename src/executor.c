@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 
 #include "access/xact.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
@@ -633,6 +634,24 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 		PQclear(res);
 	}
 
+	if (PQclientEncoding(conn) != GetDatabaseEncoding())
+	{
+		/*
+		 * The task changed client_encoding (SET in a task of several
+		 * statements): the server says so only at the end of the query, so
+		 * the rows that came after the SET may be in another encoding.  The
+		 * task fails (with rows in the result: the job fails, so none of
+		 * them reach the user), and the connection is closed, not reused.
+		 */
+		if (err->message == NULL)
+		{
+			memset(err, 0, sizeof(*err));
+			strlcpy(err->sqlstate, "0A000", sizeof(err->sqlstate));
+			err->message = psprintf("a task may not change client_encoding (to %s)",
+									pg_encoding_to_char(PQclientEncoding(conn)));
+		}
+		return TT_DRAIN_CONN_ERROR;
+	}
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
 		if (err->message == NULL)

@@ -84,6 +84,24 @@ SELECT * FROM task_tracker.run_job('SELECT query, placements FROM task_bad') AS 
 	}
 }
 
+# a real-time task that changes client_encoding itself: a clear error, the
+# connection is not kept, and the session's next job gets the same bytes
+{
+	my ($out, $err) = ('', '');
+	$coord->psql('lat', qq{
+\\set VERBOSITY verbose
+SELECT encode(textsend(s), 'hex'), n FROM task_tracker.run_job(
+	\$\$SELECT 'SET client_encoding = ''SQL_ASCII''; SELECT s, octet_length(s) AS n FROM latin_rows' AS query,
+	         ARRAY['$place'] AS placements\$\$) AS t(s text, n int);
+SELECT encode(textsend(s), 'hex'), n
+  FROM task_tracker.run_job('SELECT query, placements FROM task_out ORDER BY id') AS t(s text, n int)
+ ORDER BY n, 1;
+}, stdout => \$out, stderr => \$err, on_error_stop => 0, extra_params => [ '-U', 'alice' ]);
+	like($err, qr/ERROR:  0A000: a task may not change client_encoding \(to SQL_ASCII\)/,
+		'real-time: a task that changes client_encoding is an error');
+	is($out, "c3a974c3a9|3\nc3a974c3a9|3", '... and the next job of the session gets the same characters');
+}
+
 # run_on_workers: the same connections
 is( tt_sql($coord, q{SELECT result FROM task_tracker.run_on_workers(
 		format('SELECT octet_length(%L::text)', U&'\00e9t\00e9'))}, dbname => 'lat', user => 'alice'),
