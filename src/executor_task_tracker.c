@@ -69,6 +69,15 @@
  *	  connection error naming the node.  No setting but those two is
  *	  involved, and statement_timeout is never needed to get out.
  *
+ *	  Job ids are random (src/coordinator.c) but can be read while the job
+ *	  runs (the jobs view), so another user may claim the job's id on a
+ *	  node before the job gets there, or between two waves there.  Each
+ *	  node therefore keeps the id the job has there (TTTrackerNode.job_id):
+ *	  an assign_tasks refused because the id "belongs to another user",
+ *	  while none of our tasks are left on that node, gives the node a new
+ *	  random id and the batch goes again (id_taken, assign_failed).  The
+ *	  recovery read takes only the caller's own tasks of the id.
+ *
  *	  At the end, on error and on cancel, cleanup_job() runs on every node
  *	  that got tasks, all in parallel and with a bounded wait; a node that
  *	  cannot be cleaned up gets a WARNING naming it and the command to run.
