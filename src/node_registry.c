@@ -85,7 +85,7 @@ static Oid	registry_relid = InvalidOid;
 typedef struct NodeAddress
 {
 	char		name[TT_NODE_NAME_LEN];	/* hash key: the node name */
-	TimestampTz resolved_at;	/* when it was resolved, 0: failed */
+	TimestampTz resolved_at;	/* when it last resolved, 0: never */
 	char	   *hosts;			/* the name once per address, comma separated */
 	char	   *addrs;			/* the addresses, comma separated, or NULL */
 } NodeAddress;
@@ -244,8 +244,9 @@ tt_registry_active_nodes(void)
  *
  *		May block in getaddrinfo(): call it where a wait without interrupts
  *		is acceptable (before a job starts), never with interrupts held.  A
- *		name that cannot be resolved is forgotten (libpq will try itself
- *		and report why); throws only on out-of-memory.
+ *		name that has never resolved is left to libpq (which will try and
+ *		report why); one that resolved before keeps its last addresses and
+ *		is tried again at the next call.  Throws only on out-of-memory.
  */
 void
 tt_node_resolve(const char *host, int port)
@@ -318,15 +319,17 @@ tt_node_resolve(const char *host, int port)
 		freeaddrinfo(res);
 	}
 
-	if (entry->hosts)
-		pfree(entry->hosts);
-	if (entry->addrs)
-		pfree(entry->addrs);
-	entry->hosts = NULL;
-	entry->addrs = NULL;
-	entry->resolved_at = 0;
+	/*
+	 * Keep the addresses found last time when the name does not resolve now
+	 * (a name server down): stale ones are better than a lookup in libpq.
+	 * The next job tries again.
+	 */
 	if (naddrs > 0)
 	{
+		if (entry->hosts)
+			pfree(entry->hosts);
+		if (entry->addrs)
+			pfree(entry->addrs);
 		entry->hosts = MemoryContextStrdup(TopMemoryContext, hosts.data);
 		entry->addrs = MemoryContextStrdup(TopMemoryContext, addrs.data);
 		entry->resolved_at = now;
