@@ -64,11 +64,11 @@ StaticAssertDecl(TT_JOB_CV_SLOTS <= 64, "pending_wakes has one bit per slot");
 
 /*
  * Query and error texts may take this much of the area beyond the results'
- * citus.task_result_memory: 8 kB per task of citus.max_tracked_tasks_per_node,
- * at least 64 MB.
+ * citus.task_result_memory: 16 kB per task of citus.max_tracked_tasks_per_node,
+ * at least 16 MB (with the defaults, 16 MB).
  */
-#define TT_TEXT_ALLOWANCE_PER_TASK	(8 * 1024)
-#define TT_TEXT_ALLOWANCE_MIN		((Size) 64 * 1024 * 1024)
+#define TT_TEXT_ALLOWANCE_PER_TASK	(16 * 1024)
+#define TT_TEXT_ALLOWANCE_MIN		((Size) 16 * 1024 * 1024)
 
 static const char *const status_names[] = {
 	"assigned", "scheduled", "running", "succeeded", "failed",

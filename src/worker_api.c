@@ -652,14 +652,15 @@ encoding_matches(int encoding, const char *data, Size len)
  *		A text of a task's database encoding, for a session whose database
  *		has another one, where failing is not an option (the tasks view, the
  *		error column of a report): converted when every character converts,
- *		otherwise with every non-ASCII byte replaced by '?'.  Never wrong
- *		bytes, never an error.
+ *		otherwise with every non-ASCII character replaced by '?'.  Never
+ *		wrong bytes, never an error.
  */
 static char *
 convert_for_view(const char *text, int encoding)
 {
 	int			len = strlen(text);
 	int			db = GetDatabaseEncoding();
+	bool		valid = false;
 	char	   *out;
 
 	if (encoding == db || bytes_are_ascii(text, len))
@@ -671,6 +672,7 @@ convert_for_view(const char *text, int encoding)
 	{
 		Oid			proc = FindDefaultConversionProc(encoding, db);
 
+		valid = true;
 		if (OidIsValid(proc))
 		{
 			int			size = len * MAX_CONVERSION_GROWTH + 1;
@@ -685,10 +687,28 @@ convert_for_view(const char *text, int encoding)
 			pfree(out);
 		}
 	}
+
+	/* one '?' per character (per byte when the bytes are not valid) */
 	out = palloc(len + 1);
-	for (int i = 0; i < len; i++)
-		out[i] = IS_HIGHBIT_SET(text[i]) ? '?' : text[i];
-	out[len] = '\0';
+	for (int i = 0, j = 0;; j++)
+	{
+		int			w = 1;
+
+		if (i >= len)
+		{
+			out[j] = '\0';
+			break;
+		}
+		if (IS_HIGHBIT_SET(text[i]))
+		{
+			if (valid)
+				w = Min(pg_encoding_mblen(encoding, text + i), len - i);
+			out[j] = '?';
+		}
+		else
+			out[j] = text[i];
+		i += w;
+	}
 	return out;
 }
 
