@@ -15,7 +15,9 @@
  *		ncancel, succeeded, failed, text_bytes and result_bytes;
  *	  - TTUser->ntasks.
  *	  Shared mode is enough to read any of these; changing one needs
- *	  exclusive mode.  A session that only reads (task_status, a wait
+ *	  exclusive mode.  One exception: the tracker, the only process that
+ *	  adds to result_bytes, reads it without the lock to decide whether a
+ *	  result may stay in memory (it can only have shrunk since).  A session that only reads (task_status, a wait
  *	  that finds nothing new, the views, the result readers) takes shared
  *	  mode.
  *

@@ -414,9 +414,9 @@ tt_user_task_count(Oid owner)
 
 /*
  * user_count_add
- *		Count a task in or out of its owner's share.  The user hash has as
- *		many entries as the task hash, so entering cannot fail when the
- *		task hash had room.
+ *		Count a task in or out of its owner's share.  The user hash has room
+ *		for as many entries as the task hash, and a user without tasks has
+ *		none, so entering cannot fail while the task hash has room.
  */
 static void
 user_count_add(Oid owner, int delta)
@@ -455,12 +455,16 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
 	memset(&key, 0, sizeof(key));
 	key.job_id = job_id;
 	key.task_id = task_id;
+	user_count_add(owner, 1);
 	task = hash_search(tt_task_hash, &key, HASH_ENTER_NULL, &found);
 	if (task == NULL)
+	{
+		user_count_add(owner, -1);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("task table is full"),
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
+	}
 	Assert(!found);
 	memset(((char *) task) + sizeof(TTTaskKey), 0, sizeof(TTTask) - sizeof(TTTaskKey));
 	task->status = TT_ASSIGNED;
@@ -469,7 +473,6 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
 	task->result = InvalidDsaPointer;
 	task->result_rows = -1;
 	task->owner = owner;
-	user_count_add(owner, 1);
 	dlist_push_tail(&job->tasks, &task->job_node);
 	job->ntasks++;
 	tt_shared->ntasks++;

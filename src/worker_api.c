@@ -278,7 +278,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 	TTJob	   *job;
 	TimestampTz now;
 	int			nnew = 0;
-	char	  **unlink_paths;
+	int32	   *unlink_ids;		/* tasks whose old result file goes */
 	int			nunlink = 0;
 	int			i;
 
@@ -303,6 +303,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 	namestrcpy(&database_name, dbname);
 
 	wait_until_ready();
+	unlink_ids = palloc(sizeof(int32) * n);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 
@@ -376,7 +377,6 @@ assign(int64 job_id, NewTask *tasks, int n)
 
 	/* from here on nothing can fail */
 	now = GetCurrentTimestamp();
-	unlink_paths = palloc(sizeof(char *) * n);
 	if (session_stamp == 0)
 		session_stamp = tt_shared->next_seq++;
 	if (job == NULL)
@@ -392,9 +392,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 			if (task->has_file)
 			{
 				/* removed once the lock is released; nobody reads it now */
-				unlink_paths[nunlink] = palloc(MAXPGPATH);
-				tt_task_file_path(unlink_paths[nunlink++], MAXPGPATH, job_id,
-								  task->key.task_id, task->owner);
+				unlink_ids[nunlink++] = task->key.task_id;
 				task->has_file = false;
 			}
 			tt_task_free_result(task);
@@ -424,10 +422,13 @@ assign(int64 job_id, NewTask *tasks, int n)
 
 	for (i = 0; i < nunlink; i++)
 	{
-		if (unlink(unlink_paths[i]) != 0 && errno != ENOENT)
+		char		path[MAXPGPATH];
+
+		tt_task_file_path(path, sizeof(path), job_id, unlink_ids[i], owner);
+		if (unlink(path) != 0 && errno != ENOENT)
 			ereport(WARNING,
 					(errcode_for_file_access(),
-					 errmsg("could not remove file \"%s\": %m", unlink_paths[i])));
+					 errmsg("could not remove file \"%s\": %m", path)));
 	}
 }
 
@@ -1022,8 +1023,10 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
  *		rows came along is dropped (dropped = true) when this session
  *		assigned it.  Others are reported without rows (result NULL): fetch
  *		them with task_result_copy.  Rows come only to a session whose
- *		client_encoding is the database's (or SQL_ASCII): anything else
- *		would convert them on the way out, which could fail after the drop.
+ *		client_encoding is the database's (or SQL_ASCII), and only when the
+ *		task ran in a database of the same encoding (or the rows are ASCII):
+ *		anything else would need a conversion, which could fail after the
+ *		drop; task_result_copy converts them.
  */
 Datum
 task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
