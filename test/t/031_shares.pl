@@ -70,7 +70,9 @@ tt_wait_job($node, 6, tasks => 3);
 is(join(',', tt_job_dirs($node)), '', 'small results are kept in memory, no file');
 $node->stop('fast');
 $node->append_conf('postgresql.conf', "citus.task_result_memory = 0\n");
+my $logpos = tt_log_position($node);
 $node->start;
+$node->wait_for_log(qr/task tracker restored 3 tasks from the last clean shutdown/, $logpos);
 my @files = glob($node->data_dir . '/pg_task_tracker/job_6/task_*');
 is(scalar(@files), 3, 'restored results that do not fit in citus.task_result_memory go to files');
 is(tt_sql($node, q{SELECT string_agg(v::text, ',' ORDER BY v) FROM (
