@@ -44,11 +44,13 @@
  *
  * Locking
  *	  None: a file is written only by the tracker while its task runs and
- *	  read only once the task succeeded; removal happens under the task
- *	  table lock by whoever removes the tasks (see worker_api.c, tracker.c);
- *	  a dropped job's directory is renamed under the lock and removed after
- *	  it is released.  Readers open the file under the lock, so it cannot
- *	  be removed before (an open file stays readable after its removal).
+ *	  read only once the task succeeded.  A dropped job's directory is
+ *	  renamed under the task table lock (so the job id can be used again at
+ *	  once) and removed after it is released; a re-assigned task's old file
+ *	  is removed after the lock is released (worker_api.c).  Readers note
+ *	  the path under the lock, open the file after releasing it, and check
+ *	  under the lock again that the task is still there in the same job
+ *	  incarnation (an open file stays readable after its removal).
  *
  *-------------------------------------------------------------------------
  */
