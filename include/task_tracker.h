@@ -26,6 +26,7 @@
 
 /* settings (module init: src/task_tracker.c) */
 extern int	max_tracked_tasks_per_node;	/* capacity of the task table */
+extern int	max_tracked_tasks_per_user;	/* one user's share, -1: 3/4 of it */
 extern int	max_running_tasks_per_node;	/* tasks run at once */
 extern int	task_tracker_delay;		/* ms between housekeeping passes */
 extern int	node_connection_timeout;	/* ms to establish a connection */

@@ -29,7 +29,7 @@
  *	  as the plain query, in the same attempt.  When the result is complete
  *	  the task becomes succeeded, or failed (queued again) or
  *	  permanently_failed once citus.task_max_attempts attempts failed, and
- *	  the tracker broadcasts TTShared->cv so wait_for_tasks() returns.
+ *	  the tracker wakes that job's waiters (tt_job_wake_pending).
  *
  *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
  *	  (any failure, a cancel, or a session left inside a transaction block
@@ -248,7 +248,7 @@ tt_tracker_main(Datum main_arg)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->ready = true;
 	LWLockRelease(tt_shared->lock);
-	ConditionVariableBroadcast(&tt_shared->cv);
+	tt_ready_wake();
 
 	ereport(LOG, (errmsg("task tracker started")));
 	/* the first pass must not wait: restored tasks may be queued */
@@ -274,8 +274,8 @@ tracker_exit(int code, Datum arg)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->tracker_pid = 0;
 	tt_shared->tracker_latch = NULL;
-	tt_shared->nconnections = 0;
 	LWLockRelease(tt_shared->lock);
+	tt_stats_set_connections(0);
 }
 
 /*
@@ -350,8 +350,7 @@ main_loop(void)
 			shutdown_and_exit();
 
 		now = GetCurrentTimestamp();
-		tt_shared->wakeups++;
-		tt_shared->last_wakeup = now;
+		tt_stats_wakeup(now);
 
 		process_sessions(now);
 		if (tt_shared->ncancel > 0 || tt_shared->ndropping > 0)
@@ -369,7 +368,7 @@ main_loop(void)
 		if (completed)
 		{
 			completed = false;
-			ConditionVariableBroadcast(&tt_shared->cv);
+			tt_job_wake_pending();
 		}
 	}
 }
@@ -649,7 +648,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	rt->session = s;
 	dlist_push_tail(&sessions, &s->node);
 	nsessions++;
-	tt_shared->nconnections = nsessions;
+	tt_stats_set_connections(nsessions);
 }
 
 /*
@@ -1319,7 +1318,7 @@ close_session(Session *s)
 	tt_conn_finish(s->conn);
 	pfree(s);
 	if (tt_shared)
-		tt_shared->nconnections = nsessions;
+		tt_stats_set_connections(nsessions);
 }
 
 /*
@@ -1684,7 +1683,7 @@ expire_jobs(TimestampTz now)
 	hash_seq_init(&seq, tt_job_hash);
 	while ((job = hash_seq_search(&seq)) != NULL)
 	{
-		TimestampTz expires = TimestampTzPlusMilliseconds(job->last_access,
+		TimestampTz expires = TimestampTzPlusMilliseconds(tt_job_last_access(job),
 														  (int64) task_tracker_job_expiry * 1000);
 
 		if (job->dropping)
@@ -1846,7 +1845,7 @@ shutdown_and_exit(void)
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 	handle_cancels();
-	ConditionVariableBroadcast(&tt_shared->cv);
+	tt_job_wake_pending();
 	tt_persist_save();
 	proc_exit(1);
 }
