@@ -50,8 +50,8 @@ my $host_addr = '10.200.0.1';
 my $ns_addr = '10.200.0.2';
 
 # ---------------------------------------------------------------- privilege
-# (a skip_all plan reports "Result: NOTESTS", which scripts/test.sh counts as
-# a failure: a skipped test is reported as one skipped assertion instead)
+# (tt_skip_test: a skip_all plan; scripts/test.sh counts the file as skipped
+# and prints the reason)
 my $ip = (grep { -x $_ } qw(/usr/sbin/ip /sbin/ip /usr/bin/ip /bin/ip))[0];
 tt_skip_test('iproute2 (ip) is not installed') unless $ip;
 # $mode: 'direct' (ip with our own capabilities, or through sudo -n ip) or
