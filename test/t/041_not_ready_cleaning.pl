@@ -1,0 +1,111 @@
+# Copyright: task_tracker authors.
+#
+# Two refusals of README "Errors you can get" that need the tracker in a
+# particular moment:
+#
+# * 57P03 "task tracker is not ready": the tracker has not restored its
+#   table within citus.node_connection_timeout.  Made real without any hook:
+#   the saved state file is replaced by a named pipe, so the tracker's
+#   restore blocks in open() until the test writes the saved bytes into it.
+#   Meanwhile assign_task fails with 57P03 after the caller's
+#   node_connection_timeout; once the bytes are in, the saved tasks are
+#   restored and assigning works.
+# * 55006 "job N is being cleaned up": the tracker is stopped (SIGSTOP)
+#   while cleanup_job waits for it to stop the job's running task; an
+#   assign into that job is refused with 55006; once the tracker goes on,
+#   cleanup_job returns and the job id can be used again.
+use strict;
+use warnings;
+
+use POSIX qw(mkfifo);
+use Fcntl;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use TaskTrackerTest;
+
+my $node = tt_node('notready', conf => "citus.max_running_tasks_per_node = 2\n");
+tt_create_role($node, 'alice');
+
+# ---------------------------------------------------------------- 57P03
+# a finished task (with its result) to save at the stop
+tt_sql($node, q{SELECT task_tracker.assign_task(1, 0, 'SELECT 41 + 1')}, user => 'alice');
+tt_wait_job($node, 1, user => 'alice', tasks => 1);
+$node->stop('fast');
+my $state = $node->data_dir . '/pg_task_tracker/tasks.state';
+ok(-f $state, 'a clean stop saved the task table');
+my $saved = slurp_file($state);
+unlink($state) or die "unlink $state: $!";
+mkfifo($state, 0600) or die "mkfifo $state: $!";
+
+my $released = 0;
+sub release_fifo
+{
+	return if $released;
+	$released = 1;
+	# the tracker has the pipe open for reading (or opens it): write the
+	# saved table and close, which ends its read
+	sysopen(my $fh, $state, O_WRONLY) or die "open $state for writing: $!";
+	syswrite($fh, $saved) == length($saved) or die "write $state: $!";
+	close($fh);
+	return;
+}
+END
+{
+	# never leave a server whose tracker hangs in open()
+	local $?;
+	if (!$released && -p $state)
+	{
+		if (sysopen(my $fh, $state, O_WRONLY | O_NONBLOCK)) { close($fh); }
+	}
+}
+
+# (pg_ctl start waits for connections, not for the tracker)
+$node->start;
+tt_expect_error($node, q{SET citus.node_connection_timeout = '200ms'; SELECT task_tracker.assign_task(2, 0, 'SELECT 1')},
+	'57P03', 'task tracker is not ready', 'assign_task while the tracker restores its table', user => 'alice');
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks'), '0', '... nothing was queued');
+release_fifo();
+ok($node->poll_query_until('postgres', q{SELECT count(*) FROM task_tracker.tasks WHERE job_id = 1}, '1'),
+	'once the state file is read, the saved task is restored');
+ok(!-e $state, '... and the state file (the pipe) is removed');
+is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(1, 0) AS t(x int)', user => 'alice'), '42',
+	'... with its result');
+tt_sql($node, q{SELECT task_tracker.assign_task(2, 0, 'SELECT 1')}, user => 'alice');
+tt_wait_job($node, 2, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT task_tracker.task_status(2, 0)', user => 'alice'), 'succeeded', 'the tracker runs tasks again');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(1); SELECT task_tracker.cleanup_job(2)', user => 'alice');
+
+# ---------------------------------------------------------------- 55006
+my $lock = $node->background_psql('postgres');
+$lock->query_safe('SELECT pg_advisory_lock(4141)');
+tt_sql($node, q{SELECT task_tracker.assign_task(3, 0, 'SELECT pg_advisory_lock(4141)')}, user => 'alice');
+ok($node->poll_query_until('postgres', q{SELECT task_tracker.task_status(3, 0) = 'running'}),
+	'job 3 has a running task');
+my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
+kill('STOP', $tracker) or die "SIGSTOP $tracker: $!";
+my $cleanup = tt_start_psql($node, [ 'SELECT task_tracker.cleanup_job(3)' ], user => 'alice', timeout => 60);
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query = 'SELECT task_tracker.cleanup_job(3)' AND wait_event_type = 'Extension'}),
+	'cleanup_job(3) waits for the (stopped) tracker');
+tt_expect_error($node, q{SELECT task_tracker.assign_task(3, 1, 'SELECT 1')},
+	'55006', 'job 3 is being cleaned up', 'assign_task into a job being cleaned up', user => 'alice');
+tt_expect_error($node, q{SELECT task_tracker.assign_tasks(3, '{2,3}', '{"SELECT 1","SELECT 2"}')},
+	'55006', 'job 3 is being cleaned up', 'assign_tasks into a job being cleaned up', user => 'alice');
+kill('CONT', $tracker);
+my ($rc, $out, $err) = tt_finish_psql($cleanup);
+is($rc, 0, 'cleanup_job returns once the tracker goes on') or diag($err);
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 3'), '0', '... and job 3 is gone');
+$lock->query_safe('SELECT pg_advisory_unlock(4141)');
+$lock->quit;
+tt_sql($node, q{SELECT task_tracker.assign_task(3, 1, 'SELECT 1')}, user => 'alice');
+tt_wait_job($node, 3, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT task_tracker.task_status(3, 1)', user => 'alice'), 'succeeded',
+	'the job id can be used again after the cleanup');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(3)', user => 'alice');
+
+is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker, 'tracker pid unchanged');
+tt_no_crash_in_log($node);
+tt_check_no_leftovers($node);
+$node->stop;
+done_testing();
