@@ -5,11 +5,12 @@
 #
 # * 57P03 "task tracker is not ready": the tracker has not restored its
 #   table within citus.node_connection_timeout.  Made real without any hook:
-#   the saved state file is replaced by a named pipe, so the tracker's
-#   restore blocks in open() until the test writes the saved bytes into it.
-#   Meanwhile assign_task fails with 57P03 after the caller's
-#   node_connection_timeout; once the bytes are in, the saved tasks are
-#   restored and assigning works.
+#   the state file is replaced by a named pipe, so the tracker's restore
+#   blocks in open() until the test opens the pipe for writing.  Meanwhile
+#   assign_task fails with 57P03 after the caller's
+#   citus.node_connection_timeout (and queues nothing); once the pipe is
+#   opened and closed, the tracker finds an empty (corrupt) state file, says
+#   so, keeps it aside and starts, and assigning works.
 # * 55006 "job N is being cleaned up": the tracker is stopped (SIGSTOP)
 #   while cleanup_job waits for it to stop the job's running task; an
 #   assign into that job is refused with 55006; once the tracker goes on,
@@ -28,14 +29,9 @@ my $node = tt_node('notready', conf => "citus.max_running_tasks_per_node = 2\n")
 tt_create_role($node, 'alice');
 
 # ---------------------------------------------------------------- 57P03
-# a finished task (with its result) to save at the stop
-tt_sql($node, q{SELECT task_tracker.assign_task(1, 0, 'SELECT 41 + 1')}, user => 'alice');
-tt_wait_job($node, 1, user => 'alice', tasks => 1);
 $node->stop('fast');
 my $state = $node->data_dir . '/pg_task_tracker/tasks.state';
-ok(-f $state, 'a clean stop saved the task table');
-my $saved = slurp_file($state);
-unlink($state) or die "unlink $state: $!";
+unlink($state);
 mkfifo($state, 0600) or die "mkfifo $state: $!";
 
 my $released = 0;
@@ -43,10 +39,9 @@ sub release_fifo
 {
 	return if $released;
 	$released = 1;
-	# the tracker has the pipe open for reading (or opens it): write the
-	# saved table and close, which ends its read
+	# the tracker has the pipe open for reading: open it for writing and
+	# close it, which ends the tracker's read (an empty file)
 	sysopen(my $fh, $state, O_WRONLY) or die "open $state for writing: $!";
-	syswrite($fh, $saved) == length($saved) or die "write $state: $!";
 	close($fh);
 	return;
 }
@@ -61,20 +56,22 @@ END
 }
 
 # (pg_ctl start waits for connections, not for the tracker)
+my $logpos = tt_log_position($node);
 $node->start;
 tt_expect_error($node, q{SET citus.node_connection_timeout = '200ms'; SELECT task_tracker.assign_task(2, 0, 'SELECT 1')},
 	'57P03', 'task tracker is not ready', 'assign_task while the tracker restores its table', user => 'alice');
 is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks'), '0', '... nothing was queued');
+ok(!$node->log_contains('task tracker started', $logpos), '... the tracker had not started');
 release_fifo();
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM task_tracker.tasks WHERE job_id = 1}, '1'),
-	'once the state file is read, the saved task is restored');
-ok(!-e $state, '... and the state file (the pipe) is removed');
-is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(1, 0) AS t(x int)', user => 'alice'), '42',
-	'... with its result');
+ok($node->wait_for_log(qr/task tracker started/, $logpos), 'once the pipe is closed, the tracker starts');
+ok($node->log_contains('task tracker state file "pg_task_tracker/tasks.state" is corrupt; restored 0 tasks', $logpos),
+	'... saying that the state file was not a saved table');
+ok(!-e $state, '... and the pipe is no longer the state file');
+unlink("$state.corrupt");
 tt_sql($node, q{SELECT task_tracker.assign_task(2, 0, 'SELECT 1')}, user => 'alice');
 tt_wait_job($node, 2, user => 'alice', tasks => 1);
-is(tt_sql($node, 'SELECT task_tracker.task_status(2, 0)', user => 'alice'), 'succeeded', 'the tracker runs tasks again');
-tt_sql($node, 'SELECT task_tracker.cleanup_job(1); SELECT task_tracker.cleanup_job(2)', user => 'alice');
+is(tt_sql($node, 'SELECT task_tracker.task_status(2, 0)', user => 'alice'), 'succeeded', 'the tracker runs tasks');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(2)', user => 'alice');
 
 # ---------------------------------------------------------------- 55006
 my $lock = $node->background_psql('postgres');

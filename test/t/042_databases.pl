@@ -73,7 +73,7 @@ sub check_restored
 	{
 		is( tt_sql($node, sprintf(q{SET citus.task_executor = '%s';
 			SELECT count(*), sum(n) FROM task_tracker.run_job($$
-				SELECT format('SELECT count(*) FROM public.events WHERE id %% 4 = %%s', s) AS query,
+				SELECT format('SELECT count(*) FROM public.events WHERE id %%%% 4 = %%s', s) AS query,
 				       ARRAY['%s:%d'] AS placements FROM generate_series(0, 3) s$$) AS t(n bigint)},
 				$executor, $node->host, $node->port), user => 'alice', dbname => $db),
 			'4|100', "$how: $executor run_job works in the restored database");

@@ -7,9 +7,10 @@
 #   node its tasks in assign_tasks round trips of at most that many tasks
 #   (counted in the worker's statement log);
 # * real-time, a task that already sent rows when its worker backend is
-#   terminated: the job fails with 08006 naming the node and the task — it
-#   neither returns the partial rows nor fails over (its rows would be
-#   duplicated), although another placement is there;
+#   terminated (the worker's error, 57P01) or its node stops answering
+#   (08006): the job fails naming the node and the task — it neither
+#   returns the partial rows nor fails over (its rows would be duplicated),
+#   although another placement is there;
 # * the jobs view while a task-tracker job runs: state 'running',
 #   tasks_total, tasks_done counting finished tasks, tasks_failed counting
 #   an attempt given up at a placement (failover); empty afterwards.
@@ -60,28 +61,66 @@ is(scalar(@b), 1, 'the default (64): 10 tasks in one assign_tasks');
 is(scalar(@{ $b[0] // [] }), 10, '... with all 10 tasks');
 tt_sql($workers[0], q{ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()});
 
-# ---------------------------------------------------------------- 08006 after rows
-# 5,000 rows of 100 bytes (well past the send buffer: they reach the
-# coordinator), then the task sleeps; its backend on worker 1 is terminated
+# ---------------------------------------------------------------- errors after rows
+# A real-time task sends 5,000 rows of 100 bytes (well past the send
+# buffers: they reach the coordinator), then sleeps.  Its first placement
+# then fails in two ways; it has a second placement, but a task that
+# already delivered rows must not move (its rows would be duplicated), and
+# the job must not return the partial rows.
+my $task = q{SELECT CASE WHEN g = 5001 THEN pg_sleep(61)::text ELSE repeat('x', 100) END FROM generate_series(1, 10000) g};
+my $sleeping = q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(61)%' AND pid <> pg_backend_pid()};
+
+sub start_rows_job
 {
-	my $task = q{SELECT CASE WHEN g = 5001 THEN pg_sleep(61)::text ELSE repeat('x', 100) END FROM generate_series(1, 10000) g};
+	my ($what) = @_;
 	my $p = tt_start_psql($coord, [ "SET citus.task_executor = 'real-time'",
+			"SET citus.node_connection_timeout = '1s'",
 			"SELECT count(*) FROM task_tracker.run_job(\$\$SELECT "
 			  . tt_quote_literal($task) . " AS query, ARRAY['$place[0]', '$place[1]'] AS placements\$\$) AS t(v text)" ],
 		timeout => 60);
 	ok( $workers[0]->poll_query_until('postgres',
 			q{SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(61)%' AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()}),
-		'real-time: the task sent 5,000 rows and sleeps on worker 1');
+		"$what: the task sent 5,000 rows and sleeps on worker 1");
+	return $p;
+}
+
+sub check_failed_job
+{
+	my ($what, $p, $code, $msg) = @_;
+	my ($rc, $out, $err) = tt_finish_psql($p);
+	isnt($rc // 'timeout', 0, "$what: the job fails") or diag("out: $out");
+	is($out, '', "$what: ... returning no rows (not the partial ones)");
+	like($err, qr/ERROR:  $code: $msg/, "$what: ... with $code") or diag($err);
+	like($err, qr/task 1 of job \d+ on node \Q$place[0]\E/, "$what: ... naming the task and the node") or diag($err);
+	is(tt_sql($workers[1], $sleeping), '0', "$what: ... and the task did not move to worker 2");
+	return;
+}
+
+# (a) its backend on worker 1 is terminated: the worker's own error
+# (57P01, README "Run a job": a task that fails everywhere it may run fails
+# the job with the worker's error and SQLSTATE)
+{
+	my $p = start_rows_job('terminated backend');
 	is( tt_sql($workers[0],
 			q{SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(61)%' AND pid <> pg_backend_pid()}),
-		'1', 'its backend on worker 1 is terminated');
-	my ($rc, $out, $err) = tt_finish_psql($p);
-	isnt($rc, 0, 'real-time: the job fails') or diag("out: $out");
-	is($out, '', '... returning no rows (not the partial ones)');
-	like($err, qr/ERROR:  08006: /, '... with 08006') or diag($err);
-	like($err, qr/\Q$place[0]\E|node/, '... naming the node') or diag($err);
-	is( tt_sql($workers[1], q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(61)%' AND pid <> pg_backend_pid()}),
-		'0', '... and the task did not fail over to worker 2 (its rows would be duplicated)');
+		'1', 'terminated backend: pg_terminate_backend on worker 1');
+	check_failed_job('terminated backend', $p, '57P01', 'terminating connection due to administrator command');
+}
+
+# (b) worker 1 stops answering (SIGSTOP of every process: the connection
+# stays open, nothing arrives): README "A node that stops answering" — the
+# job fails with 08006 naming the node and the task, in bounded time
+{
+	my $p = start_rows_job('node stops answering');
+	my $pm = tt_postmaster_pid($workers[0]);
+	my @frozen = ($pm, grep { /^\d+$/ } split /\s+/, `pgrep -P $pm`);
+	cmp_ok(scalar(@frozen), '>', 3, 'node stops answering: worker 1 and its children (pgrep)');
+	kill('STOP', @frozen);
+	check_failed_job('node stops answering', $p, '08006', 'node .* stopped answering');
+	kill('CONT', @frozen);
+	is( tt_sql($workers[0],
+			q{SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(61)%' AND pid <> pg_backend_pid()}),
+		'1', 'node stops answering: the orphaned task query ends on worker 1');
 }
 
 # ---------------------------------------------------------------- jobs view
