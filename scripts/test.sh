@@ -179,9 +179,25 @@ priv_revoke() {
 	fi
 }
 
+# The grant, the namespace and the mounts are machine-wide (one sudoers
+# rule, one helper, one namespace), while runs against different
+# installations (TT_PG_CONFIG) hold different install locks and run at the
+# same time.  So a run that grants takes the machine-wide lock below first
+# and holds it to its end, and only the run that granted ever tears down or
+# revokes: a run with TT_PRIV=0, or one that did not get to grant, leaves
+# another run's grant, namespace and mounts alone.
+PRIV_LOCK=/tmp/task_tracker-test-priv.lock
+granted=0
+
 # priv_grant: install the helper and let postgres run it through sudo -n
 priv_grant() {
 	local start rule
+	exec 8>"$PRIV_LOCK"
+	if ! flock -n 8; then
+		echo "waiting for another run that grants the privileged test helper to finish ..." >&2
+		flock 8
+	fi
+	granted=1
 	priv_revoke
 	# what a killed earlier run may have left (runs are serialised by the lock)
 	env -i bash "$REPO/scripts/tt-test-priv" teardown / >/dev/null 2>&1 || true
@@ -206,8 +222,10 @@ child=
 
 cleanup() {
 	stop_leftover_servers
-	priv_teardown
-	priv_revoke
+	if [ "$granted" = 1 ]; then
+		priv_teardown
+		priv_revoke
+	fi
 	if [ "$TT_KEEP" = 1 ]; then
 		echo "kept $WORK"
 	else
@@ -422,7 +440,7 @@ case " $TT_TESTS " in *" tap "*)
 			done
 		fi
 		stop_leftover_servers
-		priv_teardown
+		[ "$granted" = 1 ] && priv_teardown
 	done
 	;;
 esac
