@@ -266,6 +266,7 @@ AS_PG=(runuser -u postgres -- env -i \
 	PG_TEST_NOCLEAN="${PG_TEST_NOCLEAN:-}" \
 	TT_FUZZ_SEED="${TT_FUZZ_SEED:-}" TT_FUZZ_CALLS="${TT_FUZZ_CALLS:-}" \
 	TT_FUZZ_SECONDS="${TT_FUZZ_SECONDS:-}" TT_SOAK_SECONDS="${TT_SOAK_SECONDS:-}" \
+	TT_PRIV="$TT_PRIV" \
 	bash -c 'cd "$0" && exec "$@"' "$WORK")
 as_pg() { "${AS_PG[@]}" "$@"; }
 

@@ -558,7 +558,9 @@ assertion.
 
 In list context (\@command, $why): the command prefix that runs the
 privileged helper (C<sudo -n /usr/local/libexec/task_tracker-test-priv>) when
-this OS user may run it, else undef and the reason.
+this OS user may run it, else undef and the reason (also when
+scripts/test.sh runs with C<TT_PRIV=0>: the helper another, concurrent run
+installed is not this run's to use).
 
 =item tt_priv(@args)
 
@@ -588,6 +590,9 @@ sub tt_priv_helper
 
 sub _tt_priv_probe
 {
+	# scripts/test.sh with TT_PRIV=0: never borrow the grant of another run
+	return (undef, 'TT_PRIV=0: this run grants no privileged test helper')
+	  if defined $ENV{TT_PRIV} && $ENV{TT_PRIV} eq '0';
 	my $sudo = (grep { -x $_ } qw(/usr/bin/sudo /bin/sudo))[0];
 	return (undef, "the privileged test helper $TT_PRIV_BIN is not installed (scripts/test.sh installs it)")
 	  unless -x $TT_PRIV_BIN;
