@@ -20,12 +20,15 @@ use warnings;
 
 use POSIX qw(mkfifo);
 use Fcntl;
+use Time::HiRes qw(time usleep);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TaskTrackerTest;
 
-my $node = tt_node('notready', conf => "citus.max_running_tasks_per_node = 2\n");
+# (a long task_tracker_delay: while the 55006 task waits, the tracker sleeps
+# in its wait and holds no lock when it is stopped)
+my $node = tt_node('notready', conf => "citus.max_running_tasks_per_node = 2\ncitus.task_tracker_delay = '100s'\n");
 tt_create_role($node, 'alice');
 
 # ---------------------------------------------------------------- 57P03
@@ -80,7 +83,22 @@ tt_sql($node, q{SELECT task_tracker.assign_task(3, 0, 'SELECT pg_advisory_lock(4
 ok($node->poll_query_until('postgres', q{SELECT task_tracker.task_status(3, 0) = 'running'}),
 	'job 3 has a running task');
 my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
+# stop the tracker only while it sleeps in its wait (state S), never in
+# the middle of a pass that may hold its lock
+sub proc_state
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return '?';
+	my $st = <$fh>;
+	close($fh);
+	return $st =~ /\)\s+(\S)/ ? $1 : '?';
+}
+# (with the task blocked and a delay of 100 s nothing wakes it)
+my $until = time() + $PostgreSQL::Test::Utils::timeout_default;
+usleep(10_000) while proc_state($tracker) ne 'S' && time() < $until;
+is(proc_state($tracker), 'S', 'the tracker sleeps in its wait');
 kill('STOP', $tracker) or die "SIGSTOP $tracker: $!";
+
 my $cleanup = tt_start_psql($node, [ 'SELECT task_tracker.cleanup_job(3)' ], user => 'alice', timeout => 60);
 ok( $node->poll_query_until('postgres',
 		q{SELECT count(*) > 0 FROM pg_stat_activity WHERE query = 'SELECT task_tracker.cleanup_job(3)' AND wait_event_type = 'Extension'}),
