@@ -16,9 +16,10 @@
 # packets would follow the default route, where a gateway may answer (on
 # the CI machine an HTTP proxy does, which libpq reports as "received
 # invalid response to SSL negotiation: H").  Expected, with small citus.node_connection_timeout and
-# citus.node_reconnect_timeout: the job ends in bounded time, either with
-# all its rows (failover to worker 2) or with a clear connection error
-# naming the node — never by statement_timeout.  The link is restored and
+# citus.node_reconnect_timeout: the job ends in bounded time with all its
+# rows by failover to worker 2 (no task has sent rows before the cut, so
+# every task may move; README "A node that stops answering") — never by
+# statement_timeout, and never with an error.  The link is restored and
 # worker 1's leftovers of the job (tasks, task queries, sessions of the
 # coordinator) go away in bounded time (job expiry 2 s, TCP keepalives and
 # client_connection_check_interval on the worker), and the coordinator runs
