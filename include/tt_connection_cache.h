@@ -48,12 +48,16 @@ typedef struct TTSideQuery
 } TTSideQuery;
 
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
+extern TTConn *tt_conncache_claim_extra(const char *host, int port, char **error);
+extern void tt_conncache_drop_idle(int node);
+extern void tt_conncache_close_all(void);
 extern int	tt_conncache_connect_poll(TTConn *c);
 extern void tt_conncache_release(TTConn *c, bool reusable);
 extern void tt_conncache_abort_cleanup(void);
 extern void tt_conncache_cancel_many(TTConn **conns, int n);
 extern void tt_conncache_cancel_release(TTConn **conns, int n, bool keep);
 extern void tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql);
+extern void tt_side_probe_start(TTSideQuery *q, TTConn *like, const char *sql);
 extern void tt_side_query_advance(TTSideQuery *q);
 extern void tt_side_query_finish(TTSideQuery *q);
 

@@ -51,6 +51,7 @@
 
 #include "task_tracker.h"
 #include "tt_coordinator.h"
+#include "tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;
@@ -138,6 +139,8 @@ tt_coordinator_define_settings(void)
 							10000, 0, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	tt_budget_define_settings();
 }
 
 Size
@@ -151,6 +154,7 @@ void
 tt_coordinator_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_coordinator_shmem_size());
+	tt_budget_shmem_request();
 }
 
 /*
@@ -179,6 +183,7 @@ tt_coordinator_shmem_init(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+	tt_budget_shmem_init();
 }
 
 /*
