@@ -1,10 +1,10 @@
 --
 -- upgrade: task_tracker installed at 1.0 and updated to 1.1 has exactly the
 -- objects of a fresh 1.1 install, and updated on to 1.2 those of a fresh 1.2
--- install (functions with their signatures, views
--- with their columns, tables, triggers, grants and REVOKEs, extension
--- membership); the library serves the older SQL objects and refuses newer
--- ones with a clear error.  Runs in a database of its own.
+-- install (functions with their signatures, views with their columns,
+-- tables, triggers, grants and REVOKEs, extension membership); the library
+-- serves the older SQL objects and refuses newer ones with a clear error.
+-- Runs in a database of its own.
 --
 \set VERBOSITY default
 \set SHOW_CONTEXT never
