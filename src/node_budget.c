@@ -524,7 +524,6 @@ static void
 wait_and_take(const int *nodes, int n, bool pin)
 {
 	volatile int waiting_on = -1;
-	int			pass_on = -1;
 
 	PG_TRY();
 	{
@@ -532,6 +531,7 @@ wait_and_take(const int *nodes, int n, bool pin)
 		{
 			int			blocked;
 			int			pid = 0;
+			int			pass_on = -1;
 			bool		own_idle = false;
 
 			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
@@ -563,7 +563,6 @@ wait_and_take(const int *nodes, int n, bool pin)
 			LWLockRelease(budget->lock);
 			if (pass_on >= 0)
 				ConditionVariableSignal(&budget->nodes[pass_on].cv);
-			pass_on = -1;
 			if (blocked < 0)
 				break;
 
