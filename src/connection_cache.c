@@ -11,6 +11,16 @@
  *	  connections may share a key: the real-time executor uses up to
  *	  citus.max_connections_per_node of them per node.
  *
+ *	  Every connection takes a slot of the coordinator-wide budget of its
+ *	  node before it connects (src/node_budget.c, tt_budget_open) and gives
+ *	  it back when it is closed (drop_conn): the first one a session needs
+ *	  may wait for a slot (tt_conncache_claim), extra ones are only taken
+ *	  when a slot is free (tt_conncache_claim_extra), cancel and cleanup
+ *	  connections are never refused (tt_side_query_start).  Idle ones stay
+ *	  cached only up to citus.max_cached_conns_per_worker per node and
+ *	  while no session waits for that node; other sessions waiting for a
+ *	  slot can ask for them to be closed (tt_conncache_drop_idle).
+ *
  *	  A job claims connections and gives them back when it is done.  A
  *	  connection goes back into the cache only when its state is known to
  *	  be clean: connected, idle, outside any transaction.  After an error,

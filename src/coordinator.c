@@ -126,7 +126,7 @@ tt_coordinator_define_settings(void)
 
 	DefineCustomIntVariable("citus.max_connections_per_node",
 							"Connections one real-time job opens to one node.",
-							"Idle connections are kept in a per-backend cache for later jobs, up to this many per node and user.",
+							"It opens them by slow start, within the coordinator's budget per node (citus.max_shared_pool_size).",
 							&max_connections_per_node,
 							8, 1, 1000,
 							PGC_USERSET, 0,

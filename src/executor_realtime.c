@@ -7,7 +7,9 @@
  *
  * Design
  *	  Each node of the job has up to citus.max_connections_per_node
- *	  connection slots (never more connections than it has queued tasks).
+ *	  connection slots, opened by slow start (see dispatch) within the
+ *	  coordinator's budget per node (src/node_budget.c): the first one per
+ *	  node uses the job's reserved slot, further ones only a free slot.
  *	  Connections come from the per-backend cache (src/connection_cache.c):
  *	  a warm job reuses the previous job's connections and pays no
  *	  connection set-up.  Every slot is a small state machine: connecting,
@@ -17,7 +19,9 @@
  *	  fixed time: the only timeout is the nearest connection deadline.
  *
  *	  Failures: a node that cannot be connected to is down for the job, and
- *	  all its queued tasks move to their next placements.  A task whose
+ *	  all its queued tasks move to their next placements; but a connection
+ *	  attempt that fails while the job works with the node over another
+ *	  connection is only dropped (see connect_failed).  A task whose
  *	  connection breaks moves to its next placement; when it ran on a
  *	  connection taken from the cache it is first retried once on a fresh
  *	  connection to the same node (the cached one may have outlived a
