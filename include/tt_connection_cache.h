@@ -57,7 +57,6 @@ extern void tt_conncache_abort_cleanup(void);
 extern void tt_conncache_cancel_many(TTConn **conns, int n);
 extern void tt_conncache_cancel_release(TTConn **conns, int n, bool keep);
 extern void tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql);
-extern void tt_side_probe_start(TTSideQuery *q, TTConn *like, const char *sql);
 extern void tt_side_query_advance(TTSideQuery *q);
 extern void tt_side_query_finish(TTSideQuery *q);
 

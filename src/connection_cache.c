@@ -527,9 +527,10 @@ side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 
 /*
  * tt_side_query_start
- *		side_query_start() for a cancel or a cleanup: its connection counts
- *		against the node's budget but is never refused (it is short lived,
- *		and what it does frees slots).
+ *		side_query_start() for a cancel, a cleanup or a liveness probe: its
+ *		connection counts against the node's budget but is never refused (it
+ *		is short lived, and what it does frees slots or tells a dead node,
+ *		which must not wait behind a saturated budget).
  */
 void
 tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
@@ -537,16 +538,6 @@ tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
 	side_query_start(q, like, sql, TT_SLOT_FORCE);
 }
 
-/*
- * tt_side_probe_start
- *		side_query_start() for a liveness probe: only when the node's budget
- *		has a slot free (else q->done is set at once, q->c NULL).
- */
-void
-tt_side_probe_start(TTSideQuery *q, TTConn *like, const char *sql)
-{
-	side_query_start(q, like, sql, TT_SLOT_EXTRA);
-}
 
 /*
  * tt_side_query_advance

@@ -518,11 +518,11 @@ check_liveness(TTJob *job, TTNode *node, TimestampTz now, long *timeout)
 		for (i = 0; i < node->nrt && like == NULL; i++)
 			if (node->rt[i].c != NULL && !node->rt[i].c->connecting)
 				like = node->rt[i].c;
-		tt_side_probe_start(&node->probe, like, "SELECT 1");
+		tt_side_query_start(&node->probe, like, "SELECT 1");
 		node->probing = true;
 		if (node->probe.c == NULL)
 		{
-			/* no connection to be had (no FD or budget slot): cannot tell */
+			/* no connection to be had here (no FD left): cannot tell */
 			probe_end(node);
 			node->heard_at = now;
 			left = node_connection_timeout;
