@@ -91,6 +91,8 @@ typedef struct TTNode
 	TimestampTz connect_after;	/* real-time: no new connection before this
 								 * (backoff after a refused or slow one) */
 	int			backoff_ms;		/* real-time: ... the last backoff */
+	TimestampTz extra_after;	/* real-time: slow start: no extra
+								 * connection before this */
 	TimestampTz refused_since;	/* real-time: first refusal while the job had
 								 * no connection there, 0 if none */
 } TTNode;

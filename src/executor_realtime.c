@@ -63,6 +63,14 @@
 #include "task_tracker.h"
 #include "tt_executor.h"
 
+/*
+ * Slow start: while a node's tasks wait and all the job's connections there
+ * are busy, another connection is opened at most every TT_SLOW_START_MS
+ * (more at once as the established ones grow).  Tasks that finish sooner
+ * than that never cost a new connection.
+ */
+#define TT_SLOW_START_MS 10
+
 typedef struct TTRtConn
 {
 	TTConn	   *c;				/* claimed connection, or NULL */
@@ -140,10 +148,11 @@ slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
  * dispatch
  *		Give queued tasks to idle connections, then open connections for
  *		the tasks still queued, by slow start: another connection only
- *		while tasks wait and every connection to the node is busy, no more
- *		connections being set up at once than there are established ones
- *		(at least one), none before node->connect_after (backoff after a
- *		refused or slow attempt).  The first connection to a node uses the
+ *		while tasks wait and every connection to the node is busy, at most
+ *		every TT_SLOW_START_MS (node->extra_after), no more connections
+ *		being set up at once than there are established ones (at least
+ *		one), none before node->connect_after (backoff after a refused or
+ *		slow attempt).  The first connection to a node uses the
  *		job's reserved budget slot (tt_job_reserve); further ones are taken
  *		only when the coordinator's budget has a slot free
  *		(tt_conncache_claim_extra), else the tasks wait for the job's own
@@ -154,6 +163,7 @@ dispatch(TTJob *job, TTNode *node)
 {
 	int			established = 0;
 	int			connecting = 0;
+	TimestampTz now;
 	int			i;
 
 	if (node->down)
@@ -189,7 +199,10 @@ dispatch(TTJob *job, TTNode *node)
 	}
 	if (node->pending.len <= connecting || node->down)
 		return;
-	if (node->connect_after != 0 && GetCurrentTimestamp() < node->connect_after)
+	now = GetCurrentTimestamp();
+	if (node->connect_after != 0 && now < node->connect_after)
+		return;
+	if (established + connecting > 0 && now < node->extra_after)
 		return;
 
 	for (i = 0; i < node->nrt && node->pending.len > connecting &&
@@ -218,6 +231,7 @@ dispatch(TTJob *job, TTNode *node)
 			tt_node_set_down(job, node, &err);
 			return;
 		}
+		node->extra_after = TimestampTzPlusMilliseconds(now, TT_SLOW_START_MS);
 		if (!slot->c->connecting)
 		{
 			/* an idle cached connection */
@@ -597,10 +611,12 @@ tt_realtime_execute(TTJob *job)
 		{
 			TTNode	   *node = &job->nodes[i];
 
-			/* tasks queued behind a back-off: wake up when it ends */
-			if (!node->down && node->pending.len > 0 && node->connect_after != 0)
+			/* tasks queued behind a back-off or slow start: wake up then */
+			if (!node->down && node->pending.len > 0 &&
+				(node->connect_after != 0 || node->extra_after != 0))
 			{
-				long		left = tt_ms_until(node->connect_after);
+				long		left = tt_ms_until(Max(node->connect_after,
+												   node->extra_after));
 
 				if (left > 0 && (timeout < 0 || left < timeout))
 					timeout = left;
