@@ -48,6 +48,7 @@ typedef struct TTSideQuery
 } TTSideQuery;
 
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
+extern TTConn *tt_conncache_claim_cached(const char *host, int port);
 extern TTConn *tt_conncache_claim_extra(const char *host, int port, char **error);
 extern void tt_conncache_drop_idle(int node);
 extern void tt_conncache_close_all(void);

@@ -33,7 +33,7 @@ extern int	tt_budget_node(const char *host, int port);
 extern bool tt_budget_open(int node, TTSlotKind kind);
 extern void tt_budget_close(int node, bool idle);
 extern void tt_budget_idle(int node, bool idle);
-extern bool tt_budget_keep_idle(int node, int idle_now);
+extern bool tt_budget_keep_idle(int node, int idle_now, int max_idle);
 extern void tt_budget_reserve(const int *nodes, int n);
 extern void tt_budget_unreserve(const int *nodes, int n);
 extern void tt_budget_process_drops(void);

@@ -17,9 +17,11 @@
  *	  may wait for a slot (tt_conncache_claim), extra ones are only taken
  *	  when a slot is free (tt_conncache_claim_extra), cancel and cleanup
  *	  connections are never refused (tt_side_query_start).  Idle ones stay
- *	  cached only up to citus.max_cached_conns_per_worker per node and
- *	  while no session waits for that node; other sessions waiting for a
- *	  slot can ask for them to be closed (tt_conncache_drop_idle).
+ *	  cached only while no session waits for that node, up to
+ *	  citus.max_cached_conns_per_worker per node, more (up to
+ *	  citus.max_connections_per_node per key) only while the node uses at
+ *	  most half its budget (tt_budget_keep_idle); other sessions waiting
+ *	  for a slot can ask for them to be closed (tt_conncache_drop_idle).
  *
  *	  A job claims connections and gives them back when it is done.  A
  *	  connection goes back into the cache only when its state is known to
@@ -305,6 +307,29 @@ tt_conncache_claim(const char *host, int port, char **error)
 }
 
 /*
+ * tt_conncache_claim_cached
+ *		Lend an idle healthy cached connection to (host, port) of the current
+ *		user and database, or return NULL; never connects, never throws but
+ *		on out-of-memory.
+ */
+TTConn *
+tt_conncache_claim_cached(const char *host, int port)
+{
+	TTConnKey	key;
+	TTConnEntry *entry;
+
+	if (conn_cache == NULL)
+		return NULL;
+	memset(&key, 0, sizeof(key));
+	strlcpy(key.host, host, sizeof(key.host));
+	key.port = port;
+	key.userid = GetUserId();
+	key.dbid = MyDatabaseId;
+	entry = hash_search(conn_cache, &key, HASH_FIND, NULL);
+	return entry ? claim_idle(entry) : NULL;
+}
+
+/*
  * tt_conncache_claim_extra
  *		claim_kind() for one more connection to a node the job already
  *		works with: NULL with *error NULL when the budget has no slot free
@@ -382,7 +407,7 @@ tt_conncache_release(TTConn *c, bool reusable)
 			if (!o->claimed && o != c)
 				idle++;
 		}
-		if (tt_budget_keep_idle(c->entry->budget_node, idle))
+		if (tt_budget_keep_idle(c->entry->budget_node, idle, max_connections_per_node))
 		{
 			c->claimed = false;
 			tt_budget_idle(c->entry->budget_node, true);

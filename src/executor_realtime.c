@@ -197,6 +197,21 @@ dispatch(TTJob *job, TTNode *node)
 		if (slot->task == NULL)
 			slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
 	}
+	/* idle cached connections cost nothing to set up: take them first */
+	for (i = 0; i < node->nrt && node->pending.len > connecting; i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+
+		if (slot->c != NULL)
+			continue;
+		slot->c = tt_conncache_claim_cached(node->host, node->port);
+		if (slot->c == NULL)
+			break;
+		established++;
+		slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
+		if (node->down)
+			return;
+	}
 	if (node->pending.len <= connecting || node->down)
 		return;
 	now = GetCurrentTimestamp();

@@ -724,24 +724,34 @@ tt_budget_idle(int node, bool idle)
 
 /*
  * tt_budget_keep_idle
- *		May a connection to node given back by a job stay cached?  Only
- *		while the backend keeps fewer than citus.max_cached_conns_per_worker
- *		idle ones there, nobody waits for a slot there, and the node is
- *		within its budget.  Never throws.
+ *		May a connection to node given back by a job stay cached, the
+ *		backend keeping idle_now idle ones of its key there already?  Never
+ *		while sessions wait for a slot there or the node is over its budget.
+ *		Otherwise up to citus.max_cached_conns_per_worker idle ones per node;
+ *		and up to max_idle (the caller's per-key cap) while the node uses at
+ *		most half of its budget: spare idle connections make the next job
+ *		and the cancel of a failed one cheap, and cost nobody anything while
+ *		slots are plentiful (a session that then waits has them closed).
+ *		Never throws.
  */
 bool
-tt_budget_keep_idle(int node, int idle_now)
+tt_budget_keep_idle(int node, int idle_now, int max_idle)
 {
 	bool		keep;
+	int			idle;
+	int			limit;
 
-	if (idle_now >= max_cached_conns_per_worker)
-		return false;
 	if (node < 0 || budget == NULL || my_row < 0)
-		return true;
+		return idle_now < Max(max_cached_conns_per_worker, max_idle);
+	limit = budget_limit();
 	LWLockAcquire(budget->lock, LW_SHARED);
-	keep = cell_of(my_row, node)->idle < max_cached_conns_per_worker &&
-		budget->nodes[node].waiting == 0 &&
-		budget->nodes[node].in_use <= budget_limit();
+	idle = Max(idle_now, (int) cell_of(my_row, node)->idle);
+	if (budget->nodes[node].waiting > 0 || budget->nodes[node].in_use > limit)
+		keep = false;
+	else if (idle < max_cached_conns_per_worker)
+		keep = true;
+	else
+		keep = idle < max_idle && budget->nodes[node].in_use <= limit / 2;
 	LWLockRelease(budget->lock);
 	return keep;
 }
