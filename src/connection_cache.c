@@ -19,8 +19,8 @@
  *	  connections are never refused (tt_side_query_start).  Idle ones stay
  *	  cached only while no session waits for that node, up to
  *	  citus.max_cached_conns_per_worker per node, more (up to
- *	  citus.max_connections_per_node per key) only while the node uses at
- *	  most half its budget (tt_budget_keep_idle); other sessions waiting
+ *	  citus.max_connections_per_node per key) while the node has a free
+ *	  slot (tt_budget_keep_idle); other sessions waiting
  *	  for a slot can ask for them to be closed (tt_conncache_drop_idle).
  *
  *	  A job claims connections and gives them back when it is done.  A

@@ -728,10 +728,11 @@ tt_budget_idle(int node, bool idle)
  *		backend keeping idle_now idle ones of its key there already?  Never
  *		while sessions wait for a slot there or the node is over its budget.
  *		Otherwise up to citus.max_cached_conns_per_worker idle ones per node;
- *		and up to max_idle (the caller's per-key cap) while the node uses at
- *		most half of its budget: spare idle connections make the next job
- *		and the cancel of a failed one cheap, and cost nobody anything while
- *		slots are plentiful (a session that then waits has them closed).
+ *		and up to max_idle (the caller's per-key cap) while the node has a
+ *		free slot: spare idle connections make the next job and the cancel
+ *		of a failed one cheap (a new connection to a loaded worker can take
+ *		seconds), and cost nobody anything while nobody waits (a session
+ *		that comes to wait has them closed on request).
  *		Never throws.
  */
 bool
@@ -751,7 +752,7 @@ tt_budget_keep_idle(int node, int idle_now, int max_idle)
 	else if (idle < max_cached_conns_per_worker)
 		keep = true;
 	else
-		keep = idle < max_idle && budget->nodes[node].in_use <= limit / 2;
+		keep = idle < max_idle && budget->nodes[node].in_use < limit;
 	LWLockRelease(budget->lock);
 	return keep;
 }
