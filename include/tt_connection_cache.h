@@ -28,6 +28,8 @@ typedef struct TTConn
 									 * if not known yet */
 	bool		unanswered;		/* a cancel of its query could not be
 								 * delivered in time: close it, do not wait */
+	bool		throttled;		/* holds a connect turn of the node budget
+								 * (tt_budget_connect_begin) */
 } TTConn;
 
 /*

@@ -37,5 +37,7 @@ extern bool tt_budget_keep_idle(int node, int idle_now, int max_idle);
 extern void tt_budget_reserve(const int *nodes, int n);
 extern void tt_budget_unreserve(const int *nodes, int n);
 extern void tt_budget_process_drops(void);
+extern bool tt_budget_connect_begin(int node, bool wait);
+extern void tt_budget_connect_end(int node);
 
 #endif							/* TT_NODE_BUDGET_H */

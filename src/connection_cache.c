@@ -124,12 +124,22 @@ init_cache(void)
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
+/* the attempt of c ended: give back its connect turn; never throws */
+static void
+connect_ended(TTConn *c)
+{
+	if (c->throttled)
+		tt_budget_connect_end(c->entry->budget_node);
+	c->throttled = false;
+}
+
 /* close c and forget it, giving back its budget slot; never throws */
 static void
 drop_conn(TTConn *c)
 {
 	TTConnEntry *entry = c->entry;
 
+	connect_ended(c);
 	tt_budget_close(entry->budget_node, !c->claimed);
 	tt_conn_finish(c->conn);
 	c->conn = NULL;
@@ -158,6 +168,14 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	*error = NULL;
 	if (!tt_budget_open(entry->budget_node, kind))
 		return NULL;
+	/* and a turn to connect (cancel and cleanup connections do not queue) */
+	if (kind != TT_SLOT_FORCE &&
+		!tt_budget_connect_begin(entry->budget_node,
+								 kind == TT_SLOT_FIRST && InterruptHoldoffCount == 0))
+	{
+		tt_budget_close(entry->budget_node, false);
+		return NULL;
+	}
 
 	memset(&target, 0, sizeof(target));
 	target.host = entry->key.host;
@@ -169,6 +187,8 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
 	{
+		if (kind != TT_SLOT_FORCE)
+			tt_budget_connect_end(entry->budget_node);
 		tt_budget_close(entry->budget_node, false);
 		return NULL;
 	}
@@ -184,6 +204,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 													  node_connection_timeout);
 	c->reused = false;
 	c->tracker_capacity = -1;
+	c->throttled = (kind != TT_SLOT_FORCE);
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
 	return c;
@@ -359,6 +380,7 @@ tt_conncache_connect_poll(TTConn *c)
 	if (PQstatus(c->conn) == CONNECTION_BAD)
 	{
 		c->connecting = false;
+		connect_ended(c);
 		return -1;
 	}
 	c->poll = tt_conn_poll(c->conn);
@@ -366,14 +388,17 @@ tt_conncache_connect_poll(TTConn *c)
 	{
 		case PGRES_POLLING_OK:
 			c->connecting = false;
+			connect_ended(c);
 			return 0;
 		case PGRES_POLLING_FAILED:
 			c->connecting = false;
+			connect_ended(c);
 			return -1;
 		default:
 			if (GetCurrentTimestamp() >= c->connect_deadline)
 			{
 				c->connecting = false;
+				connect_ended(c);
 				return -1;
 			}
 			return tt_poll_wait_events(c->poll);

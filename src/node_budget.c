@@ -44,6 +44,12 @@
  *	  passes the signal on.  CHECK_FOR_INTERRUPTS runs on every wake, so
  *	  a waiting session is cancelled at once.  No polling, no timeout.
  *
+ *	  Connection attempts are paced too: at most TT_MAX_CONNECTING in
+ *	  flight per node over all sessions (tt_budget_connect_begin); the
+ *	  others wait for their turn before they start, so that a storm of new
+ *	  sessions does not make every attempt run into
+ *	  citus.node_connection_timeout at once.
+ *
  *	  Idle cached connections hold slots too.  A waiter that finds none
  *	  free asks one session that keeps an idle connection to the node to
  *	  close it: it sets that session's drop flag and sends it a sinval
@@ -93,6 +99,15 @@
 #include "tt_waits.h"
 
 #define TT_BUDGET_MAX_NODES 64
+
+/*
+ * Connection attempts in flight to one node, over all sessions.  Setting up
+ * a backend costs a worker a fork and its start-up; a hundred at once on a
+ * loaded machine take seconds each and run into citus.node_connection_timeout
+ * together, while a few at a time finish quickly.  Attempts beyond this wait
+ * for their turn before they start (their timeout starts with them).
+ */
+#define TT_MAX_CONNECTING 8
 #define TT_BUDGET_HOST_LEN 256
 
 /* settings */
@@ -107,7 +122,9 @@ typedef struct TTBudgetNode
 	int			in_use;			/* slots charged over all backends */
 	int			idle;			/* idle cached connections among them */
 	int			waiting;		/* backends waiting for a first slot */
-	ConditionVariable cv;		/* broadcast when a slot is given back */
+	int			connecting;		/* connection attempts in flight */
+	ConditionVariable cv;		/* signalled when a slot is given back */
+	ConditionVariable connect_cv;	/* signalled when an attempt ends */
 } TTBudgetNode;
 
 typedef struct TTBudgetCell
@@ -115,6 +132,7 @@ typedef struct TTBudgetCell
 	uint16		conns;			/* open connections to the node */
 	uint16		idle;			/* of those, idle in the cache */
 	uint16		pins;			/* jobs holding a reserved slot */
+	uint16		connecting;		/* its connection attempts in flight */
 	bool		waiting;		/* waiting for a first slot there */
 	bool		drop;			/* asked to close its idle connections */
 } TTBudgetCell;
@@ -136,6 +154,7 @@ typedef struct TTBudgetShared
 
 static TTBudgetShared *budget = NULL;
 static int	my_row = -1;
+static int	my_turns = 0;		/* connect turns this backend holds */
 static bool xact_callback_registered = false;
 
 /* local memo of node indexes */
@@ -223,7 +242,10 @@ tt_budget_shmem_init(void)
 		budget->lock = &(GetNamedLWLockTranche("task_tracker node budget"))->lock;
 		budget->nrows = budget_rows();
 		for (i = 0; i < TT_BUDGET_MAX_NODES; i++)
+		{
 			ConditionVariableInit(&budget->nodes[i].cv);
+			ConditionVariableInit(&budget->nodes[i].connect_cv);
+		}
 	}
 	/* pointers into the segment are the same in every process */
 	budget->rows = (TTBudgetRow *) (base + MAXALIGN(sizeof(TTBudgetShared)));
@@ -273,6 +295,11 @@ clear_row(int row, bool *wake)
 			wake[i] = true;
 		}
 		n->idle -= c->idle;
+		if (c->connecting > 0)
+		{
+			n->connecting -= c->connecting;
+			wake[i] = true;
+		}
 		if (c->waiting)
 			n->waiting--;
 		memset(c, 0, sizeof(*c));
@@ -310,7 +337,10 @@ attach(void)
 	my_row = MyProc->pgprocno;
 	for (i = 0; i < TT_BUDGET_MAX_NODES; i++)
 		if (wake[i])
+		{
 			ConditionVariableBroadcast(&budget->nodes[i].cv);
+			ConditionVariableBroadcast(&budget->nodes[i].connect_cv);
+		}
 	on_shmem_exit(budget_exit, (Datum) 0);
 	if (!xact_callback_registered)
 	{
@@ -339,11 +369,15 @@ budget_exit(int code, Datum arg)
 	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
 	clear_row(my_row, wake);
 	budget->rows[my_row].pid = 0;
+	my_turns = 0;
 	LWLockRelease(budget->lock);
 	my_row = -1;
 	for (i = 0; i < TT_BUDGET_MAX_NODES; i++)
 		if (wake[i])
+		{
 			ConditionVariableBroadcast(&budget->nodes[i].cv);
+			ConditionVariableBroadcast(&budget->nodes[i].connect_cv);
+		}
 }
 
 /* at commit (also the empty one of a catchup interrupt): act on drop requests */
@@ -399,7 +433,7 @@ tt_budget_node(const char *host, int port)
 		n->used = true;
 		strlcpy(n->host, host, sizeof(n->host));
 		n->port = port;
-		n->in_use = n->idle = n->waiting = 0;
+		n->in_use = n->idle = n->waiting = n->connecting = 0;
 		index = free_slot;
 	}
 	LWLockRelease(budget->lock);
@@ -836,6 +870,95 @@ tt_budget_unreserve(const int *nodes, int n)
 	for (i = 0; i < TT_BUDGET_MAX_NODES; i++)
 		if (wake[i])
 			ConditionVariableSignal(&budget->nodes[i].cv);
+}
+
+/*
+ * tt_budget_connect_begin
+ *		Take a turn to start a connection attempt to node (at most
+ *		TT_MAX_CONNECTING in flight per node over all sessions).  When wait
+ *		is true, waits for one (event-driven, cancellable); otherwise
+ *		returns false when there is none.  A true return must be matched by
+ *		tt_budget_connect_end once the attempt has ended, well or not.
+ *
+ *		No deadlock: a backend that holds a turn already (an attempt of its
+ *		own in flight, which nobody drives while it waits) takes one at once,
+ *		and no wait lasts longer than citus.node_connection_timeout (then it
+ *		takes a turn beyond the cap): turns are held by attempts, and an
+ *		attempt whose owner waits for something else must not stop others.
+ */
+bool
+tt_budget_connect_begin(int node, bool wait)
+{
+	bool		ok = false;
+	TimestampTz until;
+
+	if (node < 0 || !attach())
+		return true;
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), node_connection_timeout);
+	if (my_turns > 0)
+		wait = false;
+	for (;;)
+	{
+		bool		over = GetCurrentTimestamp() >= until;
+
+		LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+		if (budget->nodes[node].connecting < TT_MAX_CONNECTING || over ||
+			my_turns > 0)
+		{
+			budget->nodes[node].connecting++;
+			cell_of(my_row, node)->connecting++;
+			my_turns++;
+			ok = true;
+		}
+		LWLockRelease(budget->lock);
+		if (ok || !wait)
+			break;
+
+		ConditionVariablePrepareToSleep(&budget->nodes[node].connect_cv);
+		LWLockAcquire(budget->lock, LW_SHARED);
+		ok = budget->nodes[node].connecting < TT_MAX_CONNECTING;
+		LWLockRelease(budget->lock);
+		if (!ok)
+		{
+			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(left, 1), TT_WAIT_EXECUTOR);
+			ResetLatch(MyLatch);
+		}
+		ConditionVariableCancelSleep();
+		ok = false;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return ok;
+}
+
+/*
+ * tt_budget_connect_end
+ *		A connection attempt begun with tt_budget_connect_begin ended.
+ *		Never throws.
+ */
+void
+tt_budget_connect_end(int node)
+{
+	TTBudgetCell *c;
+	bool		ended = false;
+
+	if (node < 0 || budget == NULL || my_row < 0)
+		return;
+	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+	c = cell_of(my_row, node);
+	if (c->connecting > 0)
+	{
+		c->connecting--;
+		budget->nodes[node].connecting--;
+		ended = true;
+		if (my_turns > 0)
+			my_turns--;
+	}
+	LWLockRelease(budget->lock);
+	if (ended)
+		ConditionVariableSignal(&budget->nodes[node].connect_cv);
 }
 
 /*
