@@ -299,9 +299,13 @@ back_off(TTNode *node)
  *		a working connection to the node, that is no node failure: the
  *		attempt is dropped, the queued tasks wait for the working
  *		connections and new attempts back off.  Without one, a refusal
- *		(the node is there but full) is retried with back-off for up to
- *		citus.node_connection_timeout; anything else, or a refusal for
- *		longer, makes the node down for the job (its tasks fail over).
+ *		(the node is there but full) or a timeout (it may only be slow) is
+ *		retried with back-off while the first such failure is less than
+ *		citus.node_connection_timeout ago, so a node that does not answer is
+ *		given up after about twice citus.node_connection_timeout; anything
+ *		else (connection refused by a closed port, authentication...), or
+ *		failing for longer, makes the node down for the job (its tasks fail
+ *		over).
  */
 static void
 connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)
@@ -312,10 +316,14 @@ connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)
 	int			i;
 
 	tt_remote_error_from_conn(slot->c->conn, "08001", &err);
+	is_refused = refused(err.message);
 	if (!slot->c->connecting && PQstatus(slot->c->conn) != CONNECTION_BAD)
+	{
+		/* slow is not dead: one more attempt, as for a refusal */
 		err.message = psprintf("could not connect to node %s: timeout expired",
 							   node->name);
-	is_refused = refused(err.message);
+		is_refused = true;
+	}
 	slot_close(slot, false);
 
 	for (i = 0; i < node->nrt; i++)
