@@ -9,8 +9,9 @@
 # coordinator's connections to each worker, sampled on the worker from
 # pg_stat_activity all along, never exceed the budget, and the budget was
 # really used (sessions queued: the connection_pool view showed waiters);
-# a session waiting for a slot is cancelled within a second; afterwards no
-# slot stays in use, nothing is left on the workers.
+# a session waiting for a slot is cancelled within 2 s; a session idle at the
+# client gives up its cached connection when another session needs the slot;
+# afterwards no slot stays in use, nothing is left on the workers.
 #
 # Without the budget, the sessions open up to 8 connections each per worker
 # and the workers refuse them (53300, too many clients): jobs fail.
@@ -170,6 +171,19 @@ $locker->quit;
 # a backend that exits gives its slots back (here: the holder's idle cached one)
 ok($coord->poll_query_until('postgres', 'SELECT coalesce(sum(in_use), 0) = 0 FROM task_tracker.connection_pool'),
 	'every slot is given back when the sessions end');
+
+# a session idle at the client keeps its cached connection, the only slot;
+# another session's job asks it to close that connection and runs
+my $small = sprintf(q{SELECT * FROM task_tracker.run_job($q$SELECT 'SELECT 42::text AS v' AS query, ARRAY[%s] AS placements$q$) AS t(v text)},
+	tt_quote_literal($place[0]));
+my $idle = $coord->background_psql('postgres');
+$idle->query_safe($small);
+is(tt_sql($coord, 'SELECT in_use || \'|\' || idle FROM task_tracker.connection_pool WHERE node_port = ' . $workers[0]->port),
+	'1|1', 'an idle session keeps its cached connection, the only slot');
+my $ti = time();
+is(tt_sql($coord, $small), '42', "another session's job gets the slot");
+cmp_ok(time() - $ti, '<', 10, sprintf('... once the idle session closed its connection on request (%.2f s)', time() - $ti));
+$idle->quit;
 
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no job left on the coordinator');
 for my $w (@workers)
