@@ -19,7 +19,7 @@
  * extension is not updated yet keeps working; a newer one is refused
  * (tt_check_sql_version).
  */
-#define TASK_TRACKER_VERSION	"1.1"
+#define TASK_TRACKER_VERSION	"1.2"
 
 /* Directory under $PGDATA holding result files and the saved task table */
 #define TT_DATA_DIR				"pg_task_tracker"

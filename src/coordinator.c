@@ -53,6 +53,7 @@
 
 #include "task_tracker.h"
 #include "tt_coordinator.h"
+#include "tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;
@@ -125,7 +126,7 @@ tt_coordinator_define_settings(void)
 
 	DefineCustomIntVariable("citus.max_connections_per_node",
 							"Connections one real-time job opens to one node.",
-							"Idle connections are kept in a per-backend cache for later jobs, up to this many per node and user.",
+							"It opens them by slow start, within the coordinator's budget per node (citus.max_shared_pool_size).",
 							&max_connections_per_node,
 							8, 1, 1000,
 							PGC_USERSET, 0,
@@ -138,6 +139,8 @@ tt_coordinator_define_settings(void)
 							10000, 0, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	tt_budget_define_settings();
 }
 
 Size
@@ -151,6 +154,7 @@ void
 tt_coordinator_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_coordinator_shmem_size());
+	tt_budget_shmem_request();
 }
 
 /*
@@ -177,6 +181,7 @@ tt_coordinator_shmem_init(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+	tt_budget_shmem_init();
 }
 
 /*

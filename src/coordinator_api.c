@@ -346,6 +346,7 @@ task_tracker_run_job(PG_FUNCTION_ARGS)
 			}
 			MemoryContextSwitchTo(old);
 
+			tt_job_reserve(job);
 			if (job->executor == TT_EXECUTOR_TASK_TRACKER)
 				tt_task_tracker_execute(job);
 			else
