@@ -47,7 +47,7 @@
 #   TT_TAP     glob of TAP files relative to the repository (default test/t/*.pl)
 #   TT_KEEP    1 = keep the temporary directory (its path is printed)
 #   TT_SUITE_TIMEOUT  seconds one suite / one TAP file may take (default 240)
-#   TT_BUDGET  seconds the whole run may take (default 780); TAP files not
+#   TT_BUDGET  seconds the whole run may take (default 1500); TAP files not
 #              started within it are counted as failed ("not run")
 #   TT_PRIV    0 = do not grant postgres the privileged test helper
 #   TT_PG_CONFIG  pg_config of the PostgreSQL 15 installation to build and
@@ -60,7 +60,7 @@ TT_TESTS=${TT_TESTS:-regress isolation tap}
 TT_TAP=${TT_TAP:-test/t/*.pl}
 TT_KEEP=${TT_KEEP:-0}
 TT_SUITE_TIMEOUT=${TT_SUITE_TIMEOUT:-240}
-TT_BUDGET=${TT_BUDGET:-780}
+TT_BUDGET=${TT_BUDGET:-1500}
 TT_PRIV=${TT_PRIV:-1}
 WERROR="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare"
 
