@@ -72,6 +72,10 @@ typedef struct TTTask
 	char		sqlstate[6];	/* last error's SQLSTATE, or "" */
 	int32		attempts;		/* attempts started so far */
 	int32		backend_pid;	/* pid of the session running it, or 0 */
+	bool		backend_local;	/* backend_pid is a backend of this server
+								 * (tracker.c may signal it) */
+	bool		committed;		/* this attempt's statement completed (in
+								 * autocommit: committed); never run again */
 	int32		copy_len;		/* >0: run query[0..copy_len) as COPY (...)
 								 * TO STDOUT; 0: run the query as it is */
 	uint64		seq;			/* assignment order (stable tie-break) */
@@ -130,6 +134,10 @@ typedef struct TTShared
 	int64		text_bytes;		/* bytes of texts in the area */
 	int64		result_bytes;	/* bytes of in-memory results in the area */
 	dlist_head	pending;		/* TTTasks waiting to run, oldest first */
+	uint64		close_idle_request;	/* bumped by a backend that needs the
+									 * tracker's idle sessions closed (DROP
+									 * DATABASE, see tracker.c) */
+	uint64		close_idle_done;	/* last request the tracker served */
 } TTShared;
 
 extern TTShared *tt_shared;
