@@ -279,7 +279,6 @@ tt_tracker_main(Datum main_arg)
 	 * DATABASE does not wait for it).
 	 */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname("task_tracker");
 
 	tracker_cxt = AllocSetContextCreate(TopMemoryContext, "task tracker",
 										ALLOCSET_DEFAULT_SIZES);
@@ -1936,7 +1935,7 @@ progress_connecting(Session *s, TimestampTz now)
  */
 #define IDENTITY_QUERY \
 	"SELECT r.oid, d.oid, pg_catalog.pg_backend_pid(), " \
-	"(pg_catalog.extract(epoch FROM pg_catalog.pg_postmaster_start_time()) * 1000000)::pg_catalog.int8 " \
+	"(pg_catalog.extract('epoch', pg_catalog.pg_postmaster_start_time()) * 1000000)::pg_catalog.int8 " \
 	"FROM pg_catalog.pg_roles r, pg_catalog.pg_database d " \
 	"WHERE r.rolname OPERATOR(pg_catalog.=) pg_catalog.\"session_user\"() " \
 	"AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()"
