@@ -1758,6 +1758,13 @@ finish_task(RunningTask *rt)
 		}
 		LWLockRelease(tt_shared->lock);
 
+		/*
+		 * A changed client_encoding is reported after the statement's last
+		 * result (ParameterStatus comes with ReadyForQuery), so this is the
+		 * first place that sees one set by the statement itself.
+		 */
+		if (s != NULL && rt->opened)
+			check_encoding(rt, s->conn);
 		if (rt->opened && !rt->store_failed)
 			blob = store_result(rt, &blob_size, &file);
 	}

@@ -23,7 +23,6 @@ citus.task_max_attempts = 1
 });
 tt_create_role($node, 'alice');
 
-my $log = tt_log_position($node);
 my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(1717)');
 my $n = 30;
@@ -31,8 +30,8 @@ my $queries = join(',', map { "'SELECT pg_advisory_xact_lock_shared(1717), $_'" 
 tt_sql($node, "SELECT task_tracker.assign_tasks(170, '{" . join(',', 1 .. $n) . "}', ARRAY[$queries])",
 	user => 'alice');
 
-$node->wait_for_log(qr/task tracker runs at most \d+ tasks at once, not 40/, $log);
-my ($budget) = slurp_file($node->logfile, $log) =~ /task tracker runs at most (\d+) tasks at once, not 40/;
+$node->wait_for_log(qr/task tracker runs at most \d+ tasks at once, not 40/);
+my ($budget) = slurp_file($node->logfile) =~ /task tracker runs at most (\d+) tasks at once, not 40/;
 ok(defined $budget && $budget >= 1 && $budget < 30, "the budget is below the setting and the tasks ($budget)");
 ok( $node->poll_query_until('postgres',
 		qq{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task_tracker'
