@@ -4,10 +4,11 @@
 # the ERROR that failure raises.
 #
 # The fault is real: the server runs with dynamic_shared_memory_type = mmap
-# and $PGDATA/pg_dynshmem on a tmpfs of 1 MB (the privileged test helper of
-# scripts/test.sh mounts it), so once the tracker's fixed 1 MB area of
-# in-memory results is full, growing it (dsm_create of a new segment)
-# raises an ERROR, although the allocation asks not to fail.  Before the
+# and $PGDATA/pg_dynshmem on a tmpfs of 8 MB (the privileged test helper of
+# scripts/test.sh mounts it), filled up once the server runs, so once the
+# tracker's fixed 1 MB area of in-memory results is full, growing it
+# (dsm_create of a new segment) raises an ERROR, although the allocation
+# asks not to fail.  Before the
 # fix that ERROR killed the tracker after the task's INSERT had committed;
 # the restarted tracker requeued the task, and it ran again.
 #
@@ -36,9 +37,26 @@ my $node;
 
 sub mount_tmpfs
 {
-	my ($dir) = @_;
-	tt_priv('tmpfs-mount', 1, $dir) or BAIL_OUT("could not mount a tmpfs on $dir");
+	my ($dir, $mb) = @_;
+	tt_priv('tmpfs-mount', $mb, $dir) or BAIL_OUT("could not mount a tmpfs on $dir");
 	push @mounted, $dir;
+	return;
+}
+
+# fill($file): write $file until its file system is full
+sub fill
+{
+	my ($file) = @_;
+	my $chunk = "\0" x 4096;
+	open(my $fh, '>', $file) or die "open $file: $!";
+	for (;;)
+	{
+		my $n = syswrite($fh, $chunk);
+		next if defined $n;
+		last if $!{ENOSPC};
+		die "write $file: $!";
+	}
+	close($fh);
 	return;
 }
 
@@ -61,8 +79,8 @@ citus.task_result_memory = '64MB'
 citus.task_max_attempts = 3
 });
 my $dynshmem = $node->data_dir . '/pg_dynshmem';
-mount_tmpfs($dynshmem);
-is(`stat -f -c %T '$dynshmem'`, "tmpfs\n", 'pg_dynshmem is a tmpfs of 1 MB');
+mount_tmpfs($dynshmem, 8);
+is(`stat -f -c %T '$dynshmem'`, "tmpfs\n", 'pg_dynshmem is a tmpfs');
 $node->start;
 tt_sql($node, 'CREATE EXTENSION task_tracker');
 tt_create_role($node, 'alice');
@@ -71,6 +89,7 @@ CREATE TABLE public.log (task int PRIMARY KEY, pad text);
 GRANT INSERT, SELECT ON public.log TO alice;
 });
 my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
+fill("$dynshmem/filler");
 
 # assign $n tasks of job $job, task i inserting key $base + i and returning
 # about 60 kB
@@ -108,19 +127,8 @@ is(tt_sql($node, 'SELECT count(*), min(length(pad)) FROM task_tracker.task_resul
 # ---------------------------------------------------------------- B
 tt_sql($node, 'SELECT task_tracker.cleanup_job(150)', user => 'alice');
 my $area = $node->data_dir . '/pg_task_tracker';
-mount_tmpfs($area);
-{
-	my $chunk = "\0" x 65536;
-	open(my $fh, '>', "$area/filler") or die "open: $!";
-	for (;;)
-	{
-		my $n = syswrite($fh, $chunk);
-		next if defined $n;
-		last if $!{ENOSPC};
-		die "write: $!";
-	}
-	close($fh);
-}
+mount_tmpfs($area, 1);
+fill("$area/filler");
 $node->append_conf('postgresql.conf', "citus.task_result_inline_size = 0\n");
 $node->reload;
 ok($node->poll_query_until('postgres', q{SELECT current_setting('citus.task_result_inline_size') = '0'}),
@@ -140,13 +148,14 @@ is(tt_sql($node, 'SELECT count(*), count(DISTINCT task) FROM public.log WHERE ta
 is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker,
 	'B: the tracker kept its pid');
 
-unlink("$area/filler");
+unlink("$area/filler", "$dynshmem/filler");
 tt_sql($node, 'SELECT task_tracker.cleanup_job(151)', user => 'alice');
 tt_check_no_leftovers($node);
 $node->stop;
+# (test.sh's exit trap unmounts whatever this could not)
 for my $dir (reverse @mounted)
 {
-	ok(tt_priv('tmpfs-umount', $dir), "$dir unmounted");
+	tt_priv('tmpfs-umount', $dir) or diag("could not unmount $dir");
 }
 @mounted = ();
 done_testing();
