@@ -2,12 +2,13 @@
 # The tracker as a process an operator sees and that gets out of the way:
 # - it is in pg_stat_activity with its backend_type ("task tracker") and its
 #   waits, connected to no database (before: not there at all);
-# - terminated (pg_terminate_backend), it starts again and runs the tasks
-#   that were queued and the one it stopped, whose side effect happens once;
 # - DROP DATABASE while the tracker holds an idle session there succeeds at
 #   once: the ProcessUtility hook asks the tracker to close its idle
 #   sessions first (before: "database ... is being accessed by other users"
-#   after 5 s, as long as the idle session lived).
+#   after 5 s, as long as the idle session lived);
+# - terminated (pg_terminate_backend: before, it was no backend, so this
+#   did nothing), it starts again and runs the tasks that were queued and
+#   the one it stopped, whose side effect happens once.
 
 use strict;
 use warnings;
@@ -33,6 +34,21 @@ ok( $node->poll_query_until('postgres',
 		'task tracker|true|Extension|Extension'),
 	'the tracker is in pg_stat_activity: its backend_type, no database, its wait');
 
+# ---------------------------------------------------------------- DROP DATABASE
+tt_sql($node, 'CREATE DATABASE d18');
+tt_sql($node, 'CREATE EXTENSION task_tracker', dbname => 'd18');
+tt_sql($node, q{SELECT task_tracker.assign_task(181, 0, 'SELECT 1')}, dbname => 'd18');
+tt_wait_job($node, 181, tasks => 1, dbname => 'd18');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(181)', dbname => 'd18');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task_tracker'
+		  AND datname = 'd18' AND state = 'idle'}, '1'),
+	'the tracker holds an idle session in d18');
+my $t0 = time();
+my ($rc, $out, $err) = tt_psql($node, 'DROP DATABASE d18');
+is($rc, 0, 'DROP DATABASE succeeds') or diag($err);
+cmp_ok(time() - $t0, '<', 4.5, 'without waiting for the idle session to expire');
+
 # ---------------------------------------------------------------- restart
 my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(1818)');
@@ -57,21 +73,6 @@ is(tt_sql($node, 'SELECT string_agg(task::text, \',\' ORDER BY task) FROM public
 ok( $node->poll_query_until('postgres',
 		qq{SELECT backend_type FROM pg_stat_activity WHERE pid = $tracker2}, 'task tracker'),
 	'the new tracker is in pg_stat_activity');
-
-# ---------------------------------------------------------------- DROP DATABASE
-tt_sql($node, 'CREATE DATABASE d18');
-tt_sql($node, 'CREATE EXTENSION task_tracker', dbname => 'd18');
-tt_sql($node, q{SELECT task_tracker.assign_task(181, 0, 'SELECT 1')}, dbname => 'd18');
-tt_wait_job($node, 181, tasks => 1, dbname => 'd18');
-tt_sql($node, 'SELECT task_tracker.cleanup_job(181)', dbname => 'd18');
-ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task_tracker'
-		  AND datname = 'd18' AND state = 'idle'}, '1'),
-	'the tracker holds an idle session in d18');
-my $t0 = time();
-my ($rc, $out, $err) = tt_psql($node, 'DROP DATABASE d18');
-is($rc, 0, 'DROP DATABASE succeeds') or diag($err);
-cmp_ok(time() - $t0, '<', 4.5, 'without waiting for the idle session to expire');
 
 $gate->quit;
 tt_cleanup_and_check($node, [ [ 180, 'alice', 'postgres' ] ]);
