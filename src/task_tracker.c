@@ -185,7 +185,7 @@ define_settings(void)
 
 	DefineCustomIntVariable("citus.task_tracker_idle_connection_timeout",
 							"How long the tracker keeps an idle reusable session open.",
-							"Keep it under 5 s so that DROP DATABASE, which waits 5 s for other sessions, is not blocked by idle task sessions.",
+							"DROP DATABASE has the tracker close its idle sessions first, so any value works.",
 							&task_tracker_idle_connection_timeout,
 							2000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
