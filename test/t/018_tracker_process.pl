@@ -50,6 +50,12 @@ is($rc, 0, 'DROP DATABASE succeeds') or diag($err);
 cmp_ok(time() - $t0, '<', 4.5, 'without waiting for the idle session to expire');
 
 # ---------------------------------------------------------------- restart
+# (idle sessions expire again, so that nothing is left at the end)
+$node->append_conf('postgresql.conf', "citus.task_tracker_idle_connection_timeout = '500ms'\n");
+$node->reload;
+ok($node->poll_query_until('postgres',
+		q{SELECT current_setting('citus.task_tracker_idle_connection_timeout') = '500ms'}),
+	'idle sessions expire after 500 ms again');
 my $gate = $node->background_psql('postgres');
 $gate->query_safe('SELECT pg_advisory_lock(1818)');
 tt_sql($node, q{SELECT task_tracker.assign_tasks(180, '{0,1}', ARRAY[
