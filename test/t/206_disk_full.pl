@@ -208,7 +208,7 @@ SELECT count(*), sum(g), sum(length(s)) FROM task_tracker.run_job(
 	my ($rc, $out, $err) = tt_psql($coord, $job_sql->('task-tracker', $file_query, $w1), verbose => 1);
 	isnt($rc, 0, 'C: task-tracker, placement on the full worker only: the job fails');
 	note("C: the coordinator's error:\n$err");
-	like($err, qr{ERROR:  53100: could not write result file "[^"]*": No space left on device},
+	like($err, qr{ERROR:  53100: the task's statement completed \(\d+ rows\), but its result could not be kept: could not write result file "[^"]*": No space left on device},
 		'C: ... with the worker\'s 53100 and its message') or diag($err);
 	like($err, qr{CONTEXT:  task \d+ of job \d+ on node \Q$w1\E}, 'C: ... naming the node') or diag($err);
 	is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'C: ... no job left on the coordinator');
