@@ -42,6 +42,23 @@
  *	  deadline of the one wait, for up to citus.node_connection_timeout
  *	  after the first refusal; a refusal after that fails the attempt.
  *
+ *	  A new session first runs one identity query (check_identity): the
+ *	  role and database it logged into by name must have the task's OIDs,
+ *	  or the task fails permanently; it also tells whether the session's
+ *	  backend is one of this server's, the only kind the tracker ever
+ *	  signals (signal_backend; any other gets a cancel request through its
+ *	  connection).
+ *
+ *	  Exactly once (docs/architecture.md, "Exactly once"): a statement that
+ *	  completed is recorded as such before anything that can fail, and is
+ *	  never run again; its result is kept with calls that cannot raise an
+ *	  ERROR (store_result, set_task_error), and when it cannot be kept the
+ *	  task ends permanently_failed saying why.  An ERROR elsewhere in a pass
+ *	  is caught by the main loop's recovery block (recover_from_error); the
+ *	  tracker does not exit for it.  A tracker that starts again on intact
+ *	  shared memory makes sure the backends of the tasks it was running are
+ *	  gone before it requeues them (recover_orphans).
+ *
  *	  cleanup_job() marks running tasks cancel_requested; the tracker then
  *	  cancels the statement (SIGINT to the task's backend, what
  *	  pg_cancel_backend does) and the task ends canceled when its error
@@ -63,6 +80,9 @@
  * Locking
  *	  TTShared->lock is taken briefly to pick tasks, to record progress and
  *	  to finish tasks; never across a libpq call or a result-file write.
+ *	  close_idle_request is compared with close_idle_done without it once a
+ *	  pass, as a hint (a request missed is seen in the next pass: the
+ *	  requester sets the latch after bumping it).
  *	  Everything else here is private to the tracker process.
  *
  *-------------------------------------------------------------------------
