@@ -2716,6 +2716,25 @@ requeue_all_running(bool cancel_backends)
 }
 
 /*
+ * leave_running_for_restart
+ *		The tracker alone is stopping (pg_terminate_backend; the server
+ *		keeps running) and some statements did not end within the grace:
+ *		close their sessions but leave their tasks active, with the pid of
+ *		their backend, so that the tracker that starts next terminates
+ *		those backends and waits for them to exit before it requeues the
+ *		tasks (recover_orphans).  Requeueing them now could run a statement
+ *		a second time while its first run still goes on.
+ */
+static void
+leave_running_for_restart(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &running)
+		stop_running_task(dlist_container(RunningTask, node, iter.cur), false);
+}
+
+/*
  * shutdown_and_exit
  *		SIGTERM: stop running tasks (reading their outcome for a short
  *		while, see begin_stopping), save the table, exit.  Exit code 1 so
@@ -2735,7 +2754,10 @@ shutdown_and_exit(void)
 		now = GetCurrentTimestamp();
 		process_sessions(now);
 	}
-	requeue_all_running(false);
+	if (nrunning > 0 && !postmaster_is_stopping())
+		leave_running_for_restart();
+	else
+		requeue_all_running(false);
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 	handle_cancels();
