@@ -38,9 +38,14 @@ ok(kill('STOP', $old), "its backend ($old) is stopped");
 my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
 my $log = tt_log_position($node);
 tt_sql($node, "SELECT pg_terminate_backend($tracker)");
+# the new tracker either waits for the old backend (which it logs before it
+# is ready) or, as before the fix, starts at once
 $node->wait_for_log(
-	qr/task tracker terminated 1 backends of tasks it no longer runs, and waits for them to exit before it requeues their tasks/,
-	$log);
+	qr/task tracker terminated 1 backends of tasks it no longer runs|task tracker started/, $log);
+ok($node->log_contains(
+		qr/task tracker terminated 1 backends of tasks it no longer runs, and waits for them to exit before it requeues their tasks/,
+		$log),
+	'the new tracker terminated the old backend and waits for it');
 isnt(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker, 'a new tracker runs');
 is(tt_sql($node, 'SELECT status || \' \' || attempts || \' \' || backend_pid FROM task_tracker.tasks WHERE job_id = 208'),
 	"running 1 $old", 'the task is not requeued while its old backend exists');
