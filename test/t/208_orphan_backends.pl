@@ -5,7 +5,7 @@
 #
 # A task's INSERT waits on an advisory lock; its backend is stopped with
 # SIGSTOP, so that it cannot act on a SIGTERM.  The tracker is terminated
-# (pg_terminate_backend): it terminates the statement, which cannot end in
+# (SIGTERM): it terminates the statement, which cannot end in
 # the 2 s it waits, and exits.  Before the fix the task was requeued at once
 # and the new tracker ran the INSERT again beside the stopped one.  Now the
 # new tracker leaves the task running, terminates the old backend and waits
@@ -37,7 +37,9 @@ ok(kill('STOP', $old), "its backend ($old) is stopped");
 
 my $tracker = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
 my $log = tt_log_position($node);
-tt_sql($node, "SELECT pg_terminate_backend($tracker)");
+# (SIGTERM, what pg_terminate_backend sends; the tracker of the old code
+# was no backend that function could signal)
+ok(kill('TERM', $tracker), 'the tracker is terminated');
 # the new tracker either waits for the old backend (which it logs before it
 # is ready) or, as before the fix, starts at once
 $node->wait_for_log(
