@@ -12,13 +12,15 @@ OBJS = \
 	src/coordinator.o \
 	src/node_registry.o \
 	src/connection_cache.o \
+	src/node_budget.o \
 	src/executor.o \
 	src/executor_realtime.o \
 	src/executor_task_tracker.o \
 	src/coordinator_api.o
 
 EXTENSION = task_tracker
-DATA = sql/task_tracker--1.0.sql sql/task_tracker--1.1.sql sql/task_tracker--1.0--1.1.sql
+DATA = sql/task_tracker--1.0.sql sql/task_tracker--1.1.sql sql/task_tracker--1.2.sql \
+	sql/task_tracker--1.0--1.1.sql sql/task_tracker--1.1--1.2.sql
 PGFILEDESC = "task_tracker - queued SQL tasks across PostgreSQL servers"
 
 PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir)

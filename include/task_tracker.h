@@ -19,13 +19,14 @@
  * extension is not updated yet keeps working; a newer one is refused
  * (tt_check_sql_version).
  */
-#define TASK_TRACKER_VERSION	"1.1"
+#define TASK_TRACKER_VERSION	"1.2"
 
 /* Directory under $PGDATA holding result files and the saved task table */
 #define TT_DATA_DIR				"pg_task_tracker"
 
 /* settings (module init: src/task_tracker.c) */
 extern int	max_tracked_tasks_per_node;	/* capacity of the task table */
+extern int	max_tracked_tasks_per_user;	/* one user's share, -1: 3/4 of it */
 extern int	max_running_tasks_per_node;	/* tasks run at once */
 extern int	task_tracker_delay;		/* ms between housekeeping passes */
 extern int	node_connection_timeout;	/* ms to establish a connection */

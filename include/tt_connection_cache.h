@@ -28,6 +28,8 @@ typedef struct TTConn
 									 * if not known yet */
 	bool		unanswered;		/* a cancel of its query could not be
 								 * delivered in time: close it, do not wait */
+	bool		throttled;		/* holds a connect turn of the node budget
+								 * (tt_budget_connect_begin) */
 } TTConn;
 
 /*
@@ -48,6 +50,10 @@ typedef struct TTSideQuery
 } TTSideQuery;
 
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
+extern TTConn *tt_conncache_claim_cached(const char *host, int port);
+extern TTConn *tt_conncache_claim_extra(const char *host, int port, char **error);
+extern void tt_conncache_drop_idle(int node);
+extern void tt_conncache_close_all(void);
 extern int	tt_conncache_connect_poll(TTConn *c);
 extern void tt_conncache_release(TTConn *c, bool reusable);
 extern void tt_conncache_abort_cleanup(void);

@@ -55,6 +55,7 @@ extern void tt_coordinator_shmem_request(void);
 extern void tt_coordinator_shmem_init(void);
 
 /* jobs progress table (src/coordinator.c) */
+extern int64 tt_new_job_id(void);
 extern int	tt_job_slot_acquire(int64 *job_id, TTExecutorType executor,
 								int tasks_total);
 extern void tt_job_slot_update(int slot, TTJobState state, int tasks_done,

@@ -88,6 +88,13 @@ typedef struct TTNode
 	bool		probing;		/* real-time: liveness probe running */
 	TTSideQuery probe;			/* real-time: ... its SELECT 1 */
 	TimestampTz probe_deadline; /* real-time: ... dead if not done by then */
+	TimestampTz connect_after;	/* real-time: no new connection before this
+								 * (backoff after a refused or slow one) */
+	int			backoff_ms;		/* real-time: ... the last backoff */
+	TimestampTz extra_after;	/* real-time: slow start: no extra
+								 * connection before this */
+	TimestampTz refused_since;	/* real-time: first refusal while the job had
+								 * no connection there, 0 if none */
 } TTNode;
 
 typedef struct TTJob TTJob;
@@ -115,6 +122,8 @@ typedef struct TTJob
 	char	   *cur_copy;		/* COPY row being converted (freed on error) */
 	char	   *coldefs;		/* "c1 type, c2 type" for task_result */
 	char	   *user_name;		/* who runs the job, for messages */
+	int		   *budget_nodes;	/* budget index of each of nodes[] */
+	bool		reserved;		/* holds a slot on each (tt_job_reserve) */
 	bool		cleaned;		/* cleanup already done */
 	void		(*cleanup) (TTJob *job, bool failed);	/* executor's cleanup */
 } TTJob;
@@ -134,6 +143,7 @@ extern void tt_queue_push_front(TTTaskQueue *q, TTTask *task);
 extern TTTask *tt_queue_pop(TTTaskQueue *q);
 extern void tt_job_register(TTJob *job);
 extern void tt_job_unregister(TTJob *job);
+extern void tt_job_reserve(TTJob *job);
 extern void tt_job_progress(TTJob *job, TTJobState state);
 extern void tt_task_failed_at_placement(TTJob *job, TTTask *task,
 										const TTRemoteError *err);

@@ -8,6 +8,8 @@
 #ifndef TT_NODE_REGISTRY_H
 #define TT_NODE_REGISTRY_H
 
+#include "nodes/pg_list.h"
+
 typedef struct TTRegisteredNode
 {
 	int			node_id;		/* task_tracker.nodes.node_id */
@@ -19,5 +21,8 @@ typedef struct TTRegisteredNode
 extern const TTRegisteredNode *tt_registry_find(const char *node_name, int node_port);
 extern List *tt_registry_active_nodes(void);
 extern void tt_parse_placement(const char *placement, char **host, int *port);
+extern void tt_node_resolve(const char *host, int port);
+extern bool tt_node_address(const char *host, const char **hosts,
+							const char **addrs);
 
 #endif							/* TT_NODE_REGISTRY_H */

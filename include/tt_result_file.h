@@ -42,6 +42,8 @@ extern bool tt_result_add(TTResultWriter *w, const PGresult *res);
 extern bool tt_result_in_memory(TTResultWriter *w);
 extern bool tt_result_finish(TTResultWriter *w);
 extern void tt_result_discard(TTResultWriter *w);
+extern bool tt_result_store_raw(int64 job_id, int32 task_id, Oid owner,
+								const char *data, int len);
 extern char *tt_result_error(TTResultWriter *w, const char **sqlstate);
 
 /*
@@ -62,11 +64,15 @@ typedef struct TTResultReader
 	StringInfoData line;		/* legacy: the row at hand, as COPY text */
 	StringInfoData chunk;		/* legacy: the chunk at hand */
 	bool		pending;		/* legacy: line holds a row for the next chunk */
+	int			encoding;		/* rows' encoding when it is not the
+								 * database's (converted on reading), or -1 */
+	char	   *converted;		/* the last line or chunk converted, or NULL */
 } TTResultReader;
 
 extern void tt_result_reader_open_file(TTResultReader *r, FILE *file, const char *name);
 extern void tt_result_reader_open_memory(TTResultReader *r, char *data, Size size,
 										 const char *name);
+extern void tt_result_reader_set_encoding(TTResultReader *r, int encoding);
 extern bool tt_result_next_line(TTResultReader *r, char **line, int *len);
 extern bool tt_result_next_chunk(TTResultReader *r, int max_bytes, char **data, int *len);
 extern void tt_result_reader_close(TTResultReader *r);

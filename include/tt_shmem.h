@@ -4,16 +4,53 @@
  *	  The tracker's shared state: the task table, the job table, the queue
  *	  of tasks waiting to run, and the area holding query and error texts.
  *
- * Locking
- *	  TTShared->lock (one LWLock) protects both hash tables, every field of
- *	  every TTTask and TTJob, the pending queue, the counters and the
- *	  tracker_pid/tracker_latch fields.  The DSA area has its own locks;
- *	  texts are allocated and freed while holding TTShared->lock so that
- *	  a text never outlives or predates the entry pointing at it.  The
- *	  condition variable TTShared->cv is broadcast (without the lock) when
- *	  tasks reach a final state, when the tracker becomes ready and when a
- *	  job is dropped.  No libpq call and no file-system write of result
- *	  data is ever made while holding the lock.
+ * Locking (field by field; see docs/architecture.md, "Shared state")
+ *	  TTShared->lock, one LWLock, protects:
+ *	  - both hash tables (tt_task_hash, tt_job_hash) and the user hash
+ *		(tt_user_hash): entering, removing and walking entries;
+ *	  - every field of every TTTask (including committed and
+ *		backend_local, which only the tracker changes) and every TTJob,
+ *		except TTJob->last_access (below);
+ *	  - TTShared's pending queue, next_seq, ready, tracker_pid,
+ *		tracker_latch, close_idle_request, close_idle_done and the
+ *		counters ntasks, njobs, nrunning, ndropping, ncancel, succeeded,
+ *		failed, text_bytes and result_bytes;
+ *	  - TTUser->ntasks.
+ *	  Shared mode is enough to read any of these; changing one needs
+ *	  exclusive mode.  Exception: the tracker compares close_idle_request
+ *	  with close_idle_done without the lock once a pass, as a hint only (a
+ *	  requester bumps the request under the lock, then sets the tracker's
+ *	  latch, so a bump missed is seen in the next pass).  One exception: the tracker, the only process that
+ *	  adds to result_bytes, reads it without the lock to decide whether a
+ *	  result may stay in memory (it can only have shrunk since).  A session that only reads (task_status, a wait
+ *	  that finds nothing new, the views, the result readers) takes shared
+ *	  mode.
+ *
+ *	  Atomics, no lock:
+ *	  - TTJob->last_access: "someone asked about the job" is recorded by
+ *		readers holding the lock in shared mode (pg_atomic_write_u64; a
+ *		lost race between two readers keeps one of two nearly equal
+ *		times); expiry reads it under the lock.
+ *	  - TTShared->wakeups, last_wakeup and nconnections: written only by
+ *		the tracker (single writer), read by the tracker view.
+ *
+ *	  The DSA area has its own locks; texts and results are allocated
+ *	  and freed while holding TTShared->lock exclusively (the tracker may
+ *	  allocate a result before, then attaches or frees it under the lock),
+ *	  so a text never outlives or predates the entry pointing at it.  The
+ *	  area's total size is capped (dsa_set_size_limit, see
+ *	  tt_area_limit()), so no allocation grows shared memory without bound.
+ *
+ *	  Waking: completion and drop events go to the condition variable of
+ *	  the job's slot, TTShared->job_cv[job_id % TT_JOB_CV_SLOTS]
+ *	  (tt_job_cv()), and only to it: a waiter sleeps on its job's slot and
+ *	  is woken by events of the jobs hashing to that slot only.  Whoever
+ *	  changes a task to a final state or removes a job under the lock
+ *	  marks the slot in a process-local set; tt_job_wake_pending()
+ *	  broadcasts the marked slots after the lock is released.  Readiness
+ *	  (the restored table) goes to TTShared->ready_cv, a served request to
+ *	  close idle sessions (DROP DATABASE) to TTShared->close_idle_cv.  No libpq call and
+ *	  no file-system call is ever made while holding the lock.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,6 +58,7 @@
 #define TT_SHMEM_H
 
 #include "lib/ilist.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -105,18 +143,33 @@ typedef struct TTJob
 	int32		ntasks;			/* tasks in the tasks list */
 	int32		nactive;		/* tasks in TT_STATUS_IS_ACTIVE states */
 	bool		dropping;		/* cleanup requested; tracker finishes it */
-	TimestampTz last_access;	/* last time its owner asked about it */
+	pg_atomic_uint64 last_access;	/* TimestampTz: last time its owner
+									 * asked about it (atomic, see above) */
 	dlist_head	tasks;			/* all its TTTasks (job_node) */
 	dlist_head	done;			/* final tasks, in the order they finished */
 	uint64		final_seq;		/* last final_seq handed out */
 	uint64		incarnation;	/* unique per creation of this job id */
 } TTJob;
 
+/* Tasks one user has in the table: an entry of the shared user hash. */
+typedef struct TTUser
+{
+	Oid			owner;			/* hash key: the role */
+	int32		ntasks;			/* its tasks in the task hash */
+} TTUser;
+
+/* condition variables completion and drop events are spread over */
+#define TT_JOB_CV_SLOTS		64
+
 /* The fixed part of the shared state. */
 typedef struct TTShared
 {
-	LWLock	   *lock;			/* protects everything here, see above */
-	ConditionVariable cv;		/* completion / readiness / drop events */
+	LWLock	   *lock;			/* protects what the rule above says */
+	ConditionVariable ready_cv; /* the tracker became ready */
+	ConditionVariable close_idle_cv;	/* the tracker served a
+										 * close_idle_request */
+	ConditionVariable job_cv[TT_JOB_CV_SLOTS];	/* completion and drop events,
+												 * by job id, tt_job_cv() */
 	pid_t		tracker_pid;	/* 0 while no tracker runs */
 	Latch	   *tracker_latch;	/* the tracker's latch while it runs */
 	bool		ready;			/* table restored since shmem init */
@@ -124,13 +177,16 @@ typedef struct TTShared
 	int32		ntasks;			/* entries in the task hash */
 	int32		njobs;			/* entries in the job hash */
 	int32		nrunning;		/* tasks in TT_STATUS_IS_ACTIVE states */
-	int32		nconnections;	/* tracker's open sessions */
+	pg_atomic_uint32 nconnections;	/* tracker's open sessions (tracker
+									 * writes, no lock) */
 	int32		ndropping;		/* jobs with dropping set */
 	int32		ncancel;		/* tasks in TT_CANCEL_REQUESTED */
 	uint64		succeeded;		/* tasks succeeded since start */
 	uint64		failed;			/* tasks permanently failed since start */
-	uint64		wakeups;		/* tracker wake-ups since start */
-	TimestampTz last_wakeup;	/* tracker's last wake-up */
+	pg_atomic_uint64 wakeups;	/* tracker wake-ups since start (tracker
+								 * writes, no lock) */
+	pg_atomic_uint64 last_wakeup;	/* TimestampTz of the tracker's last
+									 * wake-up (tracker writes, no lock) */
 	int64		text_bytes;		/* bytes of texts in the area */
 	int64		result_bytes;	/* bytes of in-memory results in the area */
 	dlist_head	pending;		/* TTTasks waiting to run, oldest first */
@@ -143,6 +199,7 @@ typedef struct TTShared
 extern TTShared *tt_shared;
 extern HTAB *tt_task_hash;
 extern HTAB *tt_job_hash;
+extern HTAB *tt_user_hash;
 
 extern void tt_shmem_request_space(void);
 extern void tt_shmem_init(void);
@@ -159,11 +216,16 @@ extern dsa_pointer tt_blob_store(const char *data, Size len);
 extern void tt_blob_free(dsa_pointer ptr);
 extern void tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size);
 extern void tt_task_free_result(TTTask *task);
+extern Size tt_area_limit(void);
+
+/* per-user share of the task table (caller holds the lock) */
+extern int	tt_user_task_limit(void);
+extern int	tt_user_task_count(Oid owner);
 
 /* table manipulation (caller holds tt_shared->lock exclusively) */
 extern TTJob *tt_job_lookup(int64 job_id, bool create, Oid owner);
 extern TTTask *tt_task_lookup(int64 job_id, int32 task_id);
-extern TTTask *tt_task_insert(TTJob *job, int64 job_id, int32 task_id);
+extern TTTask *tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner);
 extern void tt_task_remove(TTJob *job, TTTask *task);
 extern void tt_job_remove(TTJob *job);
 extern bool tt_job_drop(TTJob *job, char **detached);
@@ -172,6 +234,19 @@ extern void tt_task_dequeue(TTTask *task);
 extern void tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status);
 extern void tt_task_set_error(TTTask *task, const char *sqlstate, const char *text);
 extern void tt_wake_tracker(void);
+extern void tt_job_touch(TTJob *job, TimestampTz now);
+extern TimestampTz tt_job_last_access(TTJob *job);
+
+/* waking waiters (without the lock) */
+extern ConditionVariable *tt_job_cv(int64 job_id);
+extern void tt_job_mark_wake(int64 job_id);
+extern void tt_job_wake(int64 job_id);
+extern void tt_job_wake_pending(void);
+extern void tt_ready_wake(void);
+
+/* tracker statistics (the tracker writes, anyone reads; no lock) */
+extern void tt_stats_wakeup(TimestampTz now);
+extern void tt_stats_set_connections(int n);
 
 extern const char *tt_status_name(TTTaskStatus status);
 extern void tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner);

@@ -9,7 +9,8 @@
 #
 # Runs as root on Debian bookworm:
 #   1. installs what is missing (postgresql-15, postgresql-server-dev-15,
-#      libipc-run-perl, make, gcc, sudo, iproute2);
+#      libipc-run-perl, make, gcc, sudo, iproute2, procps: pgrep for
+#      210_coordinator_faults.pl);
 #   2. copies the source tree into a fresh temporary directory owned by the
 #      unprivileged `postgres` OS user (PostgreSQL refuses to run as root, and
 #      the checkout itself may not be readable by postgres);
@@ -19,7 +20,8 @@
 #      TAP tests (TAP_TESTS/PROVE_TESTS), each TAP file on its own so that its
 #      logs can be shown when it fails;
 #   5. prints regression.diffs and the TAP logs of what failed, removes the
-#      temporary directory and ends with the line "N passed, N failed".
+#      temporary directory and ends with the line
+#      "N passed, N failed, N skipped".
 #
 # Privileges of the TAP tests: for the length of the run, postgres may run
 # one root-owned helper, /usr/local/libexec/task_tracker-test-priv (a copy of
@@ -33,9 +35,12 @@
 # skipped with the reason).
 #
 # Counting: every pg_regress test, every isolation spec and every TAP test
-# file counts as one test.  A suite that cannot run at all (build failure,
+# file counts as one test.  A TAP file that skips itself (a skip_all plan:
+# prove prints "skipped: <reason>") counts as skipped, never as passed, and
+# its reason is printed.  A suite that cannot run at all (build failure,
 # initdb failure, time-out) counts as one failed test.  The exit status is 0
-# only when nothing failed.
+# only when nothing failed.  TT_TESTS naming an unknown suite or nothing, and
+# TT_TAP matching no file, are errors (exit status 2, before anything runs).
 #
 # Environment:
 #   TT_TESTS   suites to run, any of "regress isolation tap" (default: all)
@@ -61,7 +66,9 @@ WERROR="-Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare"
 
 passed=0
 failed=0
+skipped=0
 failed_names=()
+skipped_names=()
 
 say() { printf '\n=== %s\n' "$*"; }
 
@@ -71,9 +78,39 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 2
 fi
 
+# ---------------------------------------------------------------- selection
+# TT_TESTS must name known suites, at least one; TT_TAP (when tap runs) must
+# match at least one file: a selection that runs nothing is a mistake, not
+# a pass
+suites=0
+for s in $TT_TESTS; do
+	case "$s" in
+	regress | isolation | tap) suites=$((suites + 1)) ;;
+	*)
+		echo "TT_TESTS: unknown suite '$s' (known: regress isolation tap)" >&2
+		exit 2
+		;;
+	esac
+done
+if [ "$suites" -eq 0 ]; then
+	echo "TT_TESTS='$TT_TESTS' selects no suite (known: regress isolation tap)" >&2
+	exit 2
+fi
+case " $TT_TESTS " in *" tap "*)
+	# (the glob is expanded here, unquoted; only existing files count)
+	# shellcheck disable=SC2207
+	taps=($(cd "$REPO" && shopt -s nullglob &&
+		for f in $TT_TAP; do [ -f "$f" ] && echo "$f"; done | sort))
+	if [ ${#taps[@]} -eq 0 ]; then
+		echo "TT_TAP='$TT_TAP' matches no TAP file (a glob relative to $REPO, e.g. 'test/t/00[1-3]*.pl')" >&2
+		exit 2
+	fi
+	;;
+esac
+
 # ---------------------------------------------------------------- packages
 need=()
-for pkg in postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc sudo iproute2; do
+for pkg in postgresql-15 postgresql-server-dev-15 libipc-run-perl make gcc sudo iproute2 procps; do
 	if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
 		need+=("$pkg")
 	fi
@@ -142,9 +179,25 @@ priv_revoke() {
 	fi
 }
 
+# The grant, the namespace and the mounts are machine-wide (one sudoers
+# rule, one helper, one namespace), while runs against different
+# installations (TT_PG_CONFIG) hold different install locks and run at the
+# same time.  So a run that grants takes the machine-wide lock below first
+# and holds it to its end, and only the run that granted ever tears down or
+# revokes: a run with TT_PRIV=0, or one that did not get to grant, leaves
+# another run's grant, namespace and mounts alone.
+PRIV_LOCK=/tmp/task_tracker-test-priv.lock
+granted=0
+
 # priv_grant: install the helper and let postgres run it through sudo -n
 priv_grant() {
 	local start rule
+	exec 8>"$PRIV_LOCK"
+	if ! flock -n 8; then
+		echo "waiting for another run that grants the privileged test helper to finish ..." >&2
+		flock 8
+	fi
+	granted=1
 	priv_revoke
 	# what a killed earlier run may have left (runs are serialised by the lock)
 	env -i bash "$REPO/scripts/tt-test-priv" teardown / >/dev/null 2>&1 || true
@@ -169,8 +222,10 @@ child=
 
 cleanup() {
 	stop_leftover_servers
-	priv_teardown
-	priv_revoke
+	if [ "$granted" = 1 ]; then
+		priv_teardown
+		priv_revoke
+	fi
 	if [ "$TT_KEEP" = 1 ]; then
 		echo "kept $WORK"
 	else
@@ -211,6 +266,7 @@ AS_PG=(runuser -u postgres -- env -i \
 	PG_TEST_NOCLEAN="${PG_TEST_NOCLEAN:-}" \
 	TT_FUZZ_SEED="${TT_FUZZ_SEED:-}" TT_FUZZ_CALLS="${TT_FUZZ_CALLS:-}" \
 	TT_FUZZ_SECONDS="${TT_FUZZ_SECONDS:-}" TT_SOAK_SECONDS="${TT_SOAK_SECONDS:-}" \
+	TT_PRIV="$TT_PRIV" \
 	bash -c 'cd "$0" && exec "$@"' "$WORK")
 as_pg() { "${AS_PG[@]}" "$@"; }
 
@@ -237,14 +293,14 @@ say "building in $WORK"
 if ! as_pg make -s "${MAKEVARS[@]}" COPT="$WERROR" >"$LOGS/build.log" 2>&1; then
 	cat "$LOGS/build.log"
 	echo "build failed"
-	echo "0 passed, 1 failed"
+	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 fi
 cat "$LOGS/build.log"
 if ! (cd "$WORK" && make -s "${MAKEVARS[@]}" install) >"$LOGS/install.log" 2>&1; then
 	cat "$LOGS/install.log"
 	echo "make install failed"
-	echo "0 passed, 1 failed"
+	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 fi
 
@@ -347,10 +403,6 @@ case " $TT_TESTS " in *" tap "*)
 			priv_revoke
 		fi
 	fi
-	shopt -s nullglob
-	# shellcheck disable=SC2206
-	taps=($(cd "$WORK" && eval "ls -1 $TT_TAP" 2>/dev/null | sort))
-	shopt -u nullglob
 	for t in "${taps[@]}"; do
 		if [ "$SECONDS" -ge "$TT_BUDGET" ]; then
 			echo "$t: not run, the time budget of ${TT_BUDGET}s is spent"
@@ -363,7 +415,14 @@ case " $TT_TESTS " in *" tap "*)
 		run_logged "$LOGS/tap.out" timeout "$left" make -s "${MAKEVARS[@]}" installcheck \
 			REGRESS= ISOLATION= PROVE_TESTS="$t"
 		rc=$?
-		if [ "$rc" -eq 0 ] && grep -q '^Result: PASS' "$LOGS/tap.out"; then
+		# prove: "test/t/206_disk_full.pl .. skipped: <reason>", then
+		# "Result: NOTESTS" (a skip_all plan, see tt_skip_test)
+		why=$(grep -E '^[^ ]+\.pl \.+ skipped: ' "$LOGS/tap.out" | sed -E 's/^[^ ]+ \.+ skipped: //' | head -n 1)
+		if [ "$rc" -eq 0 ] && [ -n "$why" ] && grep -q '^Result: NOTESTS' "$LOGS/tap.out"; then
+			skipped=$((skipped + 1))
+			skipped_names+=("tap/$t: $why")
+			echo "$t: SKIPPED: $why"
+		elif [ "$rc" -eq 0 ] && grep -q '^Result: PASS' "$LOGS/tap.out"; then
 			passed=$((passed + 1))
 		else
 			failed=$((failed + 1))
@@ -382,15 +441,17 @@ case " $TT_TESTS " in *" tap "*)
 			done
 		fi
 		stop_leftover_servers
-		priv_teardown
+		[ "$granted" = 1 ] && priv_teardown
 	done
-	[ ${#taps[@]} -eq 0 ] && echo "(no TAP tests match $TT_TAP)"
 	;;
 esac
 
 say "summary"
+for n in "${skipped_names[@]}"; do
+	echo "SKIPPED: $n"
+done
 for n in "${failed_names[@]}"; do
 	echo "FAILED: $n"
 done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

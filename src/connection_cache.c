@@ -11,6 +11,18 @@
  *	  connections may share a key: the real-time executor uses up to
  *	  citus.max_connections_per_node of them per node.
  *
+ *	  Every connection takes a slot of the coordinator-wide budget of its
+ *	  node before it connects (src/node_budget.c, tt_budget_open) and gives
+ *	  it back when it is closed (drop_conn): the first one a session needs
+ *	  may wait for a slot (tt_conncache_claim), extra ones are only taken
+ *	  when a slot is free (tt_conncache_claim_extra), cancel and cleanup
+ *	  connections are never refused (tt_side_query_start).  Idle ones stay
+ *	  cached only while no session waits for that node, up to
+ *	  citus.max_cached_conns_per_worker per node, more (up to
+ *	  citus.max_connections_per_node per key) while the node has a free
+ *	  slot (tt_budget_keep_idle); other sessions waiting
+ *	  for a slot can ask for them to be closed (tt_conncache_drop_idle).
+ *
  *	  A job claims connections and gives them back when it is done.  A
  *	  connection goes back into the cache only when its state is known to
  *	  be clean: connected, idle, outside any transaction.  After an error,
@@ -50,6 +62,7 @@
 
 #include "commands/dbcommands.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/latch.h"
@@ -60,6 +73,8 @@
 #include "task_tracker.h"
 #include "tt_connection_cache.h"
 #include "tt_coordinator.h"
+#include "tt_node_budget.h"
+#include "tt_node_registry.h"
 #include "tt_remote.h"
 #include "tt_waits.h"
 
@@ -90,6 +105,7 @@ typedef struct TTConnEntry
 	List	   *conns;			/* TTConn *, claimed or idle */
 	char	   *user_name;		/* name of key.userid, looked up once */
 	char	   *dbname;			/* name of key.dbid, looked up once */
+	int			budget_node;	/* index in the node budget, -1 if none */
 } TTConnEntry;
 
 static HTAB *conn_cache = NULL;
@@ -110,12 +126,23 @@ init_cache(void)
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 }
 
-/* close c and forget it; never throws */
+/* the attempt of c ended: give back its connect turn; never throws */
+static void
+connect_ended(TTConn *c)
+{
+	if (c->throttled)
+		tt_budget_connect_end(c->entry->budget_node);
+	c->throttled = false;
+}
+
+/* close c and forget it, giving back its budget slot; never throws */
 static void
 drop_conn(TTConn *c)
 {
 	TTConnEntry *entry = c->entry;
 
+	connect_ended(c);
+	tt_budget_close(entry->budget_node, !c->claimed);
 	tt_conn_finish(c->conn);
 	c->conn = NULL;
 	entry->conns = list_delete_ptr(entry->conns, c);
@@ -125,28 +152,52 @@ drop_conn(TTConn *c)
 /*
  * start_conn
  *		Start a new connection for entry (whose names are known) and lend it:
- *		c->connecting is true.  Does no catalog access, so that it also works
- *		in the cleanup of an aborted transaction.  Returns NULL with *error
- *		set when no connection could be started.
+ *		c->connecting is true.  It first takes a slot of the node's budget
+ *		(src/node_budget.c) as kind says: TT_SLOT_FIRST may wait for one
+ *		(and throws if canceled meanwhile), TT_SLOT_EXTRA returns NULL with
+ *		*error NULL when there is none.  Does no catalog access, so that it
+ *		also works in the cleanup of an aborted transaction.  Returns NULL
+ *		with *error set when no connection could be started.
  */
 static TTConn *
-start_conn(TTConnEntry *entry, char **error)
+start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 {
 	TTConnTarget target;
 	TTConn	   *c;
 	PGconn	   *conn;
 	MemoryContext old;
 
+	*error = NULL;
+	if (!tt_budget_open(entry->budget_node, kind))
+		return NULL;
+	/* and a turn to connect (cancel and cleanup connections do not queue) */
+	if (kind != TT_SLOT_FORCE &&
+		!tt_budget_connect_begin(entry->budget_node,
+								 kind == TT_SLOT_FIRST && InterruptHoldoffCount == 0))
+	{
+		tt_budget_close(entry->budget_node, false);
+		return NULL;
+	}
+
 	memset(&target, 0, sizeof(target));
 	target.host = entry->key.host;
+	/* the address resolved before the job: libpq need not look it up */
+	(void) tt_node_address(entry->key.host, &target.host, &target.hostaddr);
 	target.port = entry->key.port;
 	target.user = entry->user_name;
 	target.dbname = entry->dbname;
+	/* text travels in this database's encoding, as postgres_fdw does */
+	target.client_encoding = GetDatabaseEncodingName();
 	target.application_name = "task_tracker coordinator";
 
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
+	{
+		if (kind != TT_SLOT_FORCE)
+			tt_budget_connect_end(entry->budget_node);
+		tt_budget_close(entry->budget_node, false);
 		return NULL;
+	}
 
 	old = MemoryContextSwitchTo(conn_cache_cxt);
 	c = palloc0(sizeof(TTConn));
@@ -159,6 +210,7 @@ start_conn(TTConnEntry *entry, char **error)
 													  node_connection_timeout);
 	c->reused = false;
 	c->tracker_capacity = -1;
+	c->throttled = (kind != TT_SLOT_FORCE);
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
 	return c;
@@ -202,22 +254,26 @@ retry:
 		c->claimed = true;
 		c->reused = true;
 		c->unanswered = false;
+		tt_budget_idle(entry->budget_node, false);
 		return c;
 	}
 	return NULL;
 }
 
 /*
- * tt_conncache_claim
+ * claim_kind
  *		Lend a connection to (host, port) as the current user to the current
  *		database: an idle healthy cached one, or a new one being set up (then
- *		c->connecting is true and the caller drives tt_conncache_connect_poll).
+ *		c->connecting is true and the caller drives tt_conncache_connect_poll)
+ *		with a budget slot of the given kind.
  *
  * Returns NULL with *error set when no connection could even be started (no
- * file descriptor left).  Throws only on out-of-memory.
+ * file descriptor left), or with *error NULL when kind is TT_SLOT_EXTRA and
+ * the node's budget has no slot for it.  Throws on out-of-memory, and when
+ * canceled while it waits for a slot.
  */
-TTConn *
-tt_conncache_claim(const char *host, int port, char **error)
+static TTConn *
+claim_kind(const char *host, int port, TTSlotKind kind, char **error)
 {
 	TTConnKey	key;
 	TTConnEntry *entry;
@@ -240,6 +296,7 @@ tt_conncache_claim(const char *host, int port, char **error)
 		entry->conns = NIL;
 		entry->user_name = NULL;
 		entry->dbname = NULL;
+		entry->budget_node = tt_budget_node(host, port);
 	}
 
 	/* an idle cached connection? */
@@ -260,7 +317,55 @@ tt_conncache_claim(const char *host, int port, char **error)
 		entry->user_name = MemoryContextStrdup(conn_cache_cxt, user_name);
 		entry->dbname = MemoryContextStrdup(conn_cache_cxt, dbname);
 	}
-	return start_conn(entry, error);
+	return start_conn(entry, kind, error);
+}
+
+/*
+ * tt_conncache_claim
+ *		claim_kind() for a connection the caller cannot do without: when the
+ *		session holds no slot of the node's budget, it waits for one
+ *		(cancellable).  A job's reserved slot (tt_budget_reserve) is used
+ *		without waiting.
+ */
+TTConn *
+tt_conncache_claim(const char *host, int port, char **error)
+{
+	return claim_kind(host, port, TT_SLOT_FIRST, error);
+}
+
+/*
+ * tt_conncache_claim_cached
+ *		Lend an idle healthy cached connection to (host, port) of the current
+ *		user and database, or return NULL; never connects, never throws but
+ *		on out-of-memory.
+ */
+TTConn *
+tt_conncache_claim_cached(const char *host, int port)
+{
+	TTConnKey	key;
+	TTConnEntry *entry;
+
+	if (conn_cache == NULL)
+		return NULL;
+	memset(&key, 0, sizeof(key));
+	strlcpy(key.host, host, sizeof(key.host));
+	key.port = port;
+	key.userid = GetUserId();
+	key.dbid = MyDatabaseId;
+	entry = hash_search(conn_cache, &key, HASH_FIND, NULL);
+	return entry ? claim_idle(entry) : NULL;
+}
+
+/*
+ * tt_conncache_claim_extra
+ *		claim_kind() for one more connection to a node the job already
+ *		works with: NULL with *error NULL when the budget has no slot free
+ *		(or sessions wait for their first one); never waits.
+ */
+TTConn *
+tt_conncache_claim_extra(const char *host, int port, char **error)
+{
+	return claim_kind(host, port, TT_SLOT_EXTRA, error);
 }
 
 /*
@@ -281,6 +386,7 @@ tt_conncache_connect_poll(TTConn *c)
 	if (PQstatus(c->conn) == CONNECTION_BAD)
 	{
 		c->connecting = false;
+		connect_ended(c);
 		return -1;
 	}
 	c->poll = tt_conn_poll(c->conn);
@@ -288,14 +394,17 @@ tt_conncache_connect_poll(TTConn *c)
 	{
 		case PGRES_POLLING_OK:
 			c->connecting = false;
+			connect_ended(c);
 			return 0;
 		case PGRES_POLLING_FAILED:
 			c->connecting = false;
+			connect_ended(c);
 			return -1;
 		default:
 			if (GetCurrentTimestamp() >= c->connect_deadline)
 			{
 				c->connecting = false;
+				connect_ended(c);
 				return -1;
 			}
 			return tt_poll_wait_events(c->poll);
@@ -305,16 +414,16 @@ tt_conncache_connect_poll(TTConn *c)
 /*
  * tt_conncache_release
  *		Give back a claimed connection.  It stays cached only when reusable
- *		is true and it is connected, idle and outside a transaction, and the
- *		node does not already have max_connections_per_node idle ones.
- *		Never throws.
+ *		is true and it is connected, idle and outside a transaction, and
+ *		the node's budget lets it (tt_budget_keep_idle: fewer than
+ *		citus.max_cached_conns_per_worker idle ones, nobody waiting for a
+ *		slot there).  Never throws.
  */
 void
 tt_conncache_release(TTConn *c, bool reusable)
 {
 	if (c == NULL)
 		return;
-	c->claimed = false;
 	if (reusable && !c->connecting && c->conn != NULL &&
 		PQstatus(c->conn) == CONNECTION_OK &&
 		PQtransactionStatus(c->conn) == PQTRANS_IDLE && !PQisBusy(c->conn))
@@ -329,10 +438,69 @@ tt_conncache_release(TTConn *c, bool reusable)
 			if (!o->claimed && o != c)
 				idle++;
 		}
-		if (idle < max_connections_per_node)
+		if (tt_budget_keep_idle(c->entry->budget_node, idle, max_connections_per_node))
+		{
+			c->claimed = false;
+			tt_budget_idle(c->entry->budget_node, true);
 			return;
+		}
 	}
 	drop_conn(c);
+}
+
+/*
+ * tt_conncache_drop_idle
+ *		Close every idle cached connection to budget node node (any user and
+ *		database), at the request of a session waiting for a slot there.
+ *		Never throws.
+ */
+void
+tt_conncache_drop_idle(int node)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+
+	if (conn_cache == NULL)
+		return;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		ListCell   *lc;
+
+		if (entry->budget_node != node)
+			continue;
+retry:
+		foreach(lc, entry->conns)
+		{
+			TTConn	   *c = (TTConn *) lfirst(lc);
+
+			if (!c->claimed)
+			{
+				drop_conn(c);
+				goto retry;		/* the list changed under foreach */
+			}
+		}
+	}
+}
+
+/*
+ * tt_conncache_close_all
+ *		Close every connection of the cache (backend exit).  Never throws.
+ */
+void
+tt_conncache_close_all(void)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+
+	if (conn_cache == NULL)
+		return;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		while (entry->conns != NIL)
+			drop_conn((TTConn *) linitial(entry->conns));
+	}
 }
 
 /*
@@ -378,7 +546,7 @@ tt_conncache_abort_cleanup(void)
 }
 
 /*
- * tt_side_query_start
+ * side_query_start
  *		Start running sql (simple protocol, may hold several statements) over
  *		a connection of the same key as like that is not like itself: an
  *		idle cached one or a new one.  Used to act on a node while like is
@@ -389,8 +557,8 @@ tt_conncache_abort_cleanup(void)
  *		out-of-memory.  When no connection can be had, q->done is set and
  *		q->ok is false at once.
  */
-void
-tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
+static void
+side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 {
 	char	   *error = NULL;
 
@@ -403,14 +571,29 @@ tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
 	}
 	q->c = claim_idle(like->entry);
 	if (q->c == NULL)
-		q->c = start_conn(like->entry, &error);
+		q->c = start_conn(like->entry, kind, &error);
 	if (q->c == NULL)
 	{
 		elog(DEBUG1, "task_tracker: no side connection to %s:%d: %s",
-			 like->entry->key.host, like->entry->key.port, error ? error : "");
+			 like->entry->key.host, like->entry->key.port,
+			 error ? error : "no slot in the node's connection budget");
 		q->done = true;
 	}
 }
+
+/*
+ * tt_side_query_start
+ *		side_query_start() for a cancel, a cleanup or a liveness probe: its
+ *		connection counts against the node's budget but is never refused (it
+ *		is short lived, and what it does frees slots or tells a dead node,
+ *		which must not wait behind a saturated budget).
+ */
+void
+tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
+{
+	side_query_start(q, like, sql, TT_SLOT_FORCE);
+}
+
 
 /*
  * tt_side_query_advance

@@ -8,11 +8,15 @@
  * Design
  *	  Job ids must be unique even when several coordinators share the same
  *	  workers and across coordinator restarts, because a worker's tracker
- *	  keys its tasks by (job_id, task_id).  A job id is a positive bigint:
- *	  bits 62..32 are a prefix hashed from this cluster's system identifier
- *	  and 64 random bits drawn once per server start; bits 31..0 come from
- *	  a shared counter.  When the counter wraps, a new random prefix is
- *	  drawn.
+ *	  keys its tasks by (job_id, task_id), and they must not be guessable:
+ *	  a user who claims another user's next job id on a worker first
+ *	  (assign_task under it) would make that job fail.  So every job id is
+ *	  63 bits from pg_strong_random(), drawn per job (tt_new_job_id): a
+ *	  thousand jobs running at once share an id with a chance of about
+ *	  5 in 10^14, and nobody can predict one.  An id that others can see (the jobs view
+ *	  shows it) can still be claimed on a node the job has not reached:
+ *	  the task-tracker executor then takes a new id for that node
+ *	  (src/executor_task_tracker.c).
  *
  *	  The progress table has one slot per running job (twice MaxBackends
  *	  slots, so a backend may nest jobs).  A slot is filled and updated only
@@ -24,8 +28,8 @@
  *
  * Locking
  *	  Each slot has its own spinlock, which protects every field of the
- *	  slot; it is held only to copy a few words in or out.  The job id
- *	  counter and prefix are atomics and need no lock.
+ *	  slot; it is held only to copy a few words in or out.  Job ids need
+ *	  no shared state.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,13 +37,11 @@
 
 #include <limits.h>
 
-#include "access/xlog.h"
 #include "catalog/pg_authid_d.h"
-#include "common/hashfn.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "port/atomics.h"
+#include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -51,6 +53,7 @@
 
 #include "task_tracker.h"
 #include "tt_coordinator.h"
+#include "tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;
@@ -82,8 +85,6 @@ typedef struct TTJobSlot
 
 typedef struct TTCoordinatorShared
 {
-	pg_atomic_uint64 job_prefix;	/* bits 62..32 of job ids; 0 = not yet drawn */
-	pg_atomic_uint64 job_counter;	/* low 32 bits of job ids */
 	int			nslots;			/* length of slots[] */
 	TTJobSlot	slots[FLEXIBLE_ARRAY_MEMBER];	/* the progress table */
 } TTCoordinatorShared;
@@ -125,7 +126,7 @@ tt_coordinator_define_settings(void)
 
 	DefineCustomIntVariable("citus.max_connections_per_node",
 							"Connections one real-time job opens to one node.",
-							"Idle connections are kept in a per-backend cache for later jobs, up to this many per node and user.",
+							"It opens them by slow start, within the coordinator's budget per node (citus.max_shared_pool_size).",
 							&max_connections_per_node,
 							8, 1, 1000,
 							PGC_USERSET, 0,
@@ -138,6 +139,8 @@ tt_coordinator_define_settings(void)
 							10000, 0, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	tt_budget_define_settings();
 }
 
 Size
@@ -151,6 +154,7 @@ void
 tt_coordinator_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_coordinator_shmem_size());
+	tt_budget_shmem_request();
 }
 
 /*
@@ -169,8 +173,6 @@ tt_coordinator_shmem_init(void)
 	{
 		int			i;
 
-		pg_atomic_init_u64(&tt_coord->job_prefix, 0);
-		pg_atomic_init_u64(&tt_coord->job_counter, 0);
 		tt_coord->nslots = job_slot_count();
 		for (i = 0; i < tt_coord->nslots; i++)
 		{
@@ -179,63 +181,29 @@ tt_coordinator_shmem_init(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
+	tt_budget_shmem_init();
 }
 
 /*
- * draw_job_prefix
- *		A new 31-bit job id prefix from the system identifier and random
- *		bits, never zero.
+ * tt_new_job_id
+ *		A new job id: 63 random bits from pg_strong_random(), never zero, so
+ *		that no other job of any coordinator is likely to have it and no one
+ *		can guess it.  Throws when no random bits can be had.
  */
-static uint64
-draw_job_prefix(void)
+int64
+tt_new_job_id(void)
 {
-	uint64		seed[2];
-	uint64		prefix;
+	uint64		id = 0;
 
-	seed[0] = GetSystemIdentifier();
-	if (!pg_strong_random(&seed[1], sizeof(seed[1])))
-		seed[1] = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32);
-	prefix = hash_bytes_extended((const unsigned char *) seed, sizeof(seed), 0);
-	prefix &= UINT64CONST(0x7FFFFFFF);
-	if (prefix == 0)
-		prefix = 1;
-	return prefix;
-}
-
-/*
- * next_job_id
- *		A job id no other job of any coordinator is likely to have.
- */
-static int64
-next_job_id(void)
-{
-	uint64		prefix = pg_atomic_read_u64(&tt_coord->job_prefix);
-	uint64		counter;
-
-	if (prefix == 0)
+	while (id == 0)
 	{
-		uint64		expected = 0;
-		uint64		mine = draw_job_prefix();
-
-		if (pg_atomic_compare_exchange_u64(&tt_coord->job_prefix, &expected, mine))
-			prefix = mine;
-		else
-			prefix = expected;
+		if (!pg_strong_random(&id, sizeof(id)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random job id")));
+		id &= UINT64CONST(0x7FFFFFFFFFFFFFFF);
 	}
-
-	counter = pg_atomic_add_fetch_u64(&tt_coord->job_counter, 1) & UINT64CONST(0xFFFFFFFF);
-	if (counter == 0)
-	{
-		/* the counter wrapped: draw a new prefix, so ids stay unique */
-		uint64		mine = draw_job_prefix();
-
-		pg_atomic_write_u64(&tt_coord->job_prefix, mine);
-		prefix = mine;
-		counter = pg_atomic_add_fetch_u64(&tt_coord->job_counter, 1) & UINT64CONST(0xFFFFFFFF);
-		if (counter == 0)
-			counter = 1;
-	}
-	return (int64) ((prefix << 32) | counter);
+	return (int64) id;
 }
 
 /*
@@ -254,7 +222,7 @@ tt_job_slot_acquire(int64 *job_id, TTExecutorType executor, int tasks_total)
 	tt_check_preloaded();
 	Assert(tt_coord != NULL);
 
-	*job_id = next_job_id();
+	*job_id = tt_new_job_id();
 	start = (MyBackendId > 0 ? (MyBackendId - 1) * 2 : 0) % tt_coord->nslots;
 	for (i = 0; i < tt_coord->nslots; i++)
 	{

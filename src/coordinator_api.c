@@ -327,6 +327,14 @@ task_tracker_run_job(PG_FUNCTION_ARGS)
 
 		read_task_list(job, task_list);
 
+		/*
+		 * Resolve the nodes' names now, while a wait in getaddrinfo() can
+		 * still be interrupted by nothing worse than a late cancel: the
+		 * cleanup connects with interrupts held and must not look names up.
+		 */
+		for (i = 0; i < job->nnodes; i++)
+			tt_node_resolve(job->nodes[i].host, job->nodes[i].port);
+
 		if (job->ntasks > 0)
 		{
 			job->slot = tt_job_slot_acquire(&job->job_id, job->executor, job->ntasks);
@@ -338,6 +346,7 @@ task_tracker_run_job(PG_FUNCTION_ARGS)
 			}
 			MemoryContextSwitchTo(old);
 
+			tt_job_reserve(job);
 			if (job->executor == TT_EXECUTOR_TASK_TRACKER)
 				tt_task_tracker_execute(job);
 			else
@@ -536,7 +545,12 @@ task_tracker_run_on_workers(PG_FUNCTION_ARGS)
 	events = palloc(sizeof(uint32) * Max(nruns, 1));
 	i = 0;
 	foreach(lc, nodes)
-		runs[i++].node = (TTRegisteredNode *) lfirst(lc);
+	{
+		runs[i].node = (TTRegisteredNode *) lfirst(lc);
+		/* resolved before anything runs with interrupts held (PG_CATCH) */
+		tt_node_resolve(runs[i].node->node_name, runs[i].node->node_port);
+		i++;
+	}
 	qsort(runs, nruns, sizeof(WorkerRun), worker_run_cmp);
 
 	PG_TRY();

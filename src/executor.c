@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 
 #include "access/xact.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/parser.h"
@@ -56,6 +57,7 @@
 
 #include "tt_copy_text.h"
 #include "tt_executor.h"
+#include "tt_node_budget.h"
 #include "tt_waits.h"
 
 static List *active_jobs = NIL;
@@ -158,6 +160,9 @@ void
 tt_job_unregister(TTJob *job)
 {
 	active_jobs = list_delete_ptr(active_jobs, job);
+	if (job->reserved)
+		tt_budget_unreserve(job->budget_nodes, job->nnodes);
+	job->reserved = false;
 	tt_job_slot_release(job->slot);
 	if (job->cur_res)
 		PQclear(job->cur_res);
@@ -166,6 +171,28 @@ tt_job_unregister(TTJob *job)
 		PQfreemem(job->cur_copy);
 	job->cur_copy = NULL;
 	MemoryContextDelete(job->cxt);
+}
+
+/*
+ * tt_job_reserve
+ *		Reserve one slot of the coordinator's connection budget on every node
+ *		of the job (src/node_budget.c), all at once, before the executor
+ *		connects anywhere: the job's first connection to each node.  Waits
+ *		while the budget is exhausted (the job shows as starting);
+ *		cancellable.  tt_job_unregister gives the reservation back.
+ */
+void
+tt_job_reserve(TTJob *job)
+{
+	int			i;
+
+	if (job->reserved || job->nnodes == 0)
+		return;
+	job->budget_nodes = MemoryContextAlloc(job->cxt, sizeof(int) * job->nnodes);
+	for (i = 0; i < job->nnodes; i++)
+		job->budget_nodes[i] = tt_budget_node(job->nodes[i].host, job->nodes[i].port);
+	tt_budget_reserve(job->budget_nodes, job->nnodes);
+	job->reserved = true;
 }
 
 /*
@@ -633,6 +660,24 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 		PQclear(res);
 	}
 
+	if (PQclientEncoding(conn) != GetDatabaseEncoding())
+	{
+		/*
+		 * The task changed client_encoding (SET in a task of several
+		 * statements): the server says so only at the end of the query, so
+		 * the rows that came after the SET may be in another encoding.  The
+		 * task fails (with rows in the result: the job fails, so none of
+		 * them reach the user), and the connection is closed, not reused.
+		 */
+		if (err->message == NULL)
+		{
+			memset(err, 0, sizeof(*err));
+			strlcpy(err->sqlstate, "0A000", sizeof(err->sqlstate));
+			err->message = psprintf("a task may not change client_encoding (to %s)",
+									pg_encoding_to_char(PQclientEncoding(conn)));
+		}
+		return TT_DRAIN_CONN_ERROR;
+	}
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
 		if (err->message == NULL)
@@ -722,4 +767,6 @@ tt_wait_sockets(int n, pgsocket *socks, uint32 *events, bool *ready, long timeou
 {
 	tt_wait_sockets_raw(n, socks, events, ready, timeout_ms, TT_WAIT_EXECUTOR);
 	CHECK_FOR_INTERRUPTS();
+	/* sessions waiting for a slot may have asked us to close idle ones */
+	tt_budget_process_drops();
 }

@@ -7,7 +7,9 @@
  *
  * Design
  *	  Each node of the job has up to citus.max_connections_per_node
- *	  connection slots (never more connections than it has queued tasks).
+ *	  connection slots, opened by slow start (see dispatch) within the
+ *	  coordinator's budget per node (src/node_budget.c): the first one per
+ *	  node uses the job's reserved slot, further ones only a free slot.
  *	  Connections come from the per-backend cache (src/connection_cache.c):
  *	  a warm job reuses the previous job's connections and pays no
  *	  connection set-up.  Every slot is a small state machine: connecting,
@@ -17,7 +19,9 @@
  *	  fixed time: the only timeout is the nearest connection deadline.
  *
  *	  Failures: a node that cannot be connected to is down for the job, and
- *	  all its queued tasks move to their next placements.  A task whose
+ *	  all its queued tasks move to their next placements; but a connection
+ *	  attempt that fails while the job works with the node over another
+ *	  connection is only dropped (see connect_failed).  A task whose
  *	  connection breaks moves to its next placement; when it ran on a
  *	  connection taken from the cache it is first retried once on a fresh
  *	  connection to the same node (the cached one may have outlived a
@@ -51,12 +55,21 @@
  */
 #include "postgres.h"
 
+#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
 #include "tt_executor.h"
+
+/*
+ * Slow start: while a node's tasks wait and all the job's connections there
+ * are busy, another connection is opened at most every TT_SLOW_START_MS
+ * (more at once as the established ones grow).  Tasks that finish sooner
+ * than that never cost a new connection.
+ */
+#define TT_SLOW_START_MS 10
 
 typedef struct TTRtConn
 {
@@ -133,49 +146,214 @@ slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
 
 /*
  * dispatch
- *		Open connections for queued tasks (no more than there are queued
- *		tasks) and give queued tasks to idle connections.
+ *		Give queued tasks to idle connections, then open connections for
+ *		the tasks still queued, by slow start: another connection only
+ *		while tasks wait and every connection to the node is busy, at most
+ *		every TT_SLOW_START_MS (node->extra_after), no more connections
+ *		being set up at once than there are established ones (at least
+ *		one), none before node->connect_after (backoff after a refused or
+ *		slow attempt).  The first connection to a node uses the
+ *		job's reserved budget slot (tt_job_reserve); further ones are taken
+ *		only when the coordinator's budget has a slot free
+ *		(tt_conncache_claim_extra), else the tasks wait for the job's own
+ *		connections.
  */
 static void
 dispatch(TTJob *job, TTNode *node)
 {
-	int			spare = 0;
+	int			established = 0;
+	int			connecting = 0;
+	TimestampTz now;
 	int			i;
 
-	if (node->down || node->pending.len == 0)
+	if (node->down)
 		return;
+	if (node->pending.len == 0)
+	{
+		/*
+		 * Nothing queued here: give idle connections back at once (cached
+		 * or closed, see tt_conncache_release), so that other sessions can
+		 * have their slots; the job's reserved slot stays.
+		 */
+		for (i = 0; i < node->nrt; i++)
+			if (node->rt[i].c != NULL && !node->rt[i].c->connecting &&
+				node->rt[i].task == NULL)
+				slot_close(&node->rt[i], true);
+		return;
+	}
 
-	for (i = 0; i < node->nrt; i++)
-		if (node->rt[i].c && (node->rt[i].c->connecting || node->rt[i].task == NULL))
-			spare++;
-
-	for (i = 0; i < node->nrt && node->pending.len > 0 && !node->down; i++)
+	for (i = 0; i < node->nrt && node->pending.len > 0; i++)
 	{
 		TTRtConn   *slot = &node->rt[i];
 
-		if (slot->c == NULL && node->pending.len > spare)
+		if (slot->c == NULL)
+			continue;
+		if (slot->c->connecting)
 		{
-			char	   *error;
-
-			slot->c = tt_conncache_claim(node->host, node->port, &error);
-			if (slot->c == NULL)
-			{
-				TTRemoteError err;
-
-				memset(&err, 0, sizeof(err));
-				strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
-				err.message = error;
-				tt_node_set_down(job, node, &err);
-				return;
-			}
-			spare++;
+			connecting++;
+			continue;
 		}
-		if (slot->c && !slot->c->connecting && slot->task == NULL)
+		established++;
+		if (slot->task == NULL)
+			slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
+	}
+	/* idle cached connections cost nothing to set up: take them first */
+	for (i = 0; i < node->nrt && node->pending.len > connecting; i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+
+		if (slot->c != NULL)
+			continue;
+		slot->c = tt_conncache_claim_cached(node->host, node->port);
+		if (slot->c == NULL)
+			break;
+		established++;
+		slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
+		if (node->down)
+			return;
+	}
+	if (node->pending.len <= connecting || node->down)
+		return;
+	now = GetCurrentTimestamp();
+	if (node->connect_after != 0 && now < node->connect_after)
+		return;
+	if (established + connecting > 0 && now < node->extra_after)
+		return;
+
+	for (i = 0; i < node->nrt && node->pending.len > connecting &&
+		 connecting < Max(1, established); i++)
+	{
+		TTRtConn   *slot = &node->rt[i];
+		char	   *error;
+
+		if (slot->c != NULL)
+			continue;
+		if (established + connecting == 0)
+			slot->c = tt_conncache_claim(node->host, node->port, &error);
+		else
+			slot->c = tt_conncache_claim_extra(node->host, node->port, &error);
+		if (slot->c == NULL && error == NULL)
+			return;				/* no slot free in the budget: wait for ours */
+		if (slot->c == NULL)
 		{
-			spare--;
+			TTRemoteError err;
+
+			if (established + connecting > 0)
+				return;			/* no FD now; the job's connections go on */
+			memset(&err, 0, sizeof(err));
+			strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
+			err.message = error;
+			tt_node_set_down(job, node, &err);
+			return;
+		}
+		node->extra_after = TimestampTzPlusMilliseconds(now, TT_SLOW_START_MS);
+		if (!slot->c->connecting)
+		{
+			/* an idle cached connection */
+			established++;
 			slot_start_task(job, node, slot, tt_queue_pop(&node->pending));
 		}
+		else
+			connecting++;
 	}
+}
+
+/*
+ * refused
+ *		Did the connection attempt fail because the server turned it away
+ *		for now (too many clients, 53300; starting or shutting down, 57P03)
+ *		or the socket could not be had (EAGAIN)?  libpq 15 reports no
+ *		SQLSTATE for a failed connection, so this goes by the server's
+ *		message (untranslated: lc_messages C on the workers is assumed).
+ */
+static bool
+refused(const char *msg)
+{
+	return msg != NULL &&
+		(strstr(msg, "too many clients") != NULL ||
+		 strstr(msg, "connection slots are reserved") != NULL ||
+		 strstr(msg, "the database system is starting up") != NULL ||
+		 strstr(msg, "the database system is shutting down") != NULL ||
+		 strstr(msg, "the database system is not yet accepting connections") != NULL ||
+		 strstr(msg, "Resource temporarily unavailable") != NULL);
+}
+
+/*
+ * back_off
+ *		No new connection to node for a jittered, growing time (100 ms
+ *		doubling up to 2 s), like the tracker's reconnects.
+ */
+static void
+back_off(TTNode *node)
+{
+	int			ms;
+
+	node->backoff_ms = node->backoff_ms <= 0 ? 100 : Min(node->backoff_ms * 2, 2000);
+	ms = node->backoff_ms / 2 + (int) (pg_prng_uint32(&pg_global_prng_state) % (node->backoff_ms / 2 + 1));
+	node->connect_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+}
+
+/*
+ * connect_failed
+ *		A connection attempt of slot failed or timed out.  When the job has
+ *		a working connection to the node, that is no node failure: the
+ *		attempt is dropped, the queued tasks wait for the working
+ *		connections and new attempts back off.  Without one, a refusal
+ *		(the node is there but full) or a timeout (it may only be slow) is
+ *		retried with back-off while the first such failure is less than
+ *		citus.node_connection_timeout ago, so a node that does not answer is
+ *		given up after about twice citus.node_connection_timeout; anything
+ *		else (connection refused by a closed port, authentication...), or
+ *		failing for longer, makes the node down for the job (its tasks fail
+ *		over).
+ */
+static void
+connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)
+{
+	TTRemoteError err;
+	bool		working = false;
+	bool		is_refused;
+	int			i;
+
+	tt_remote_error_from_conn(slot->c->conn, "08001", &err);
+	is_refused = refused(err.message);
+	if (!slot->c->connecting && PQstatus(slot->c->conn) != CONNECTION_BAD)
+	{
+		/* slow is not dead: one more attempt, as for a refusal */
+		err.message = psprintf("could not connect to node %s: timeout expired",
+							   node->name);
+		is_refused = true;
+	}
+	slot_close(slot, false);
+
+	for (i = 0; i < node->nrt; i++)
+		if (node->rt[i].c != NULL && !node->rt[i].c->connecting)
+			working = true;
+	if (working)
+	{
+		elog(DEBUG1, "task_tracker: dropped a connection attempt to node %s, the job has working connections there: %s",
+			 node->name, err.message);
+		back_off(node);
+		return;
+	}
+	for (i = 0; i < node->nrt; i++)
+		if (node->rt[i].c != NULL)
+			return;				/* another attempt is still under way */
+	if (is_refused)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (node->refused_since == 0)
+			node->refused_since = now;
+		if (now < TimestampTzPlusMilliseconds(node->refused_since, node_connection_timeout))
+		{
+			elog(DEBUG1, "task_tracker: node %s refused a connection, retrying: %s",
+				 node->name, err.message);
+			back_off(node);
+			return;
+		}
+	}
+	tt_node_set_down(job, node, &err);
 }
 
 /*
@@ -196,15 +374,11 @@ advance(TTJob *job, TTNode *node, TTRtConn *slot)
 		int			r = tt_conncache_connect_poll(slot->c);
 
 		if (r < 0)
+			connect_failed(job, node, slot);
+		else if (r == 0)
 		{
-			TTRemoteError err;
-
-			tt_remote_error_from_conn(slot->c->conn, "08001", &err);
-			if (!slot->c->connecting && PQstatus(slot->c->conn) != CONNECTION_BAD)
-				err.message = psprintf("could not connect to node %s: timeout expired",
-									   node->name);
-			slot_close(slot, false);
-			tt_node_set_down(job, node, &err);
+			node->backoff_ms = 0;
+			node->refused_since = 0;
 		}
 		return;
 	}
@@ -460,6 +634,16 @@ tt_realtime_execute(TTJob *job)
 		{
 			TTNode	   *node = &job->nodes[i];
 
+			/* tasks queued behind a back-off or slow start: wake up then */
+			if (!node->down && node->pending.len > 0 &&
+				(node->connect_after != 0 || node->extra_after != 0))
+			{
+				long		left = tt_ms_until(Max(node->connect_after,
+												   node->extra_after));
+
+				if (left > 0 && (timeout < 0 || left < timeout))
+					timeout = left;
+			}
 			if (node->probing && !node->probe.done &&
 				node->probe.sock != PGINVALID_SOCKET)
 			{

@@ -69,6 +69,15 @@
  *	  connection error naming the node.  No setting but those two is
  *	  involved, and statement_timeout is never needed to get out.
  *
+ *	  Job ids are random (src/coordinator.c) but can be read while the job
+ *	  runs (the jobs view), so another user may claim the job's id on a
+ *	  node before the job gets there, or between two waves there.  Each
+ *	  node therefore keeps the id the job has there (TTTrackerNode.job_id):
+ *	  an assign_tasks refused because the id "belongs to another user",
+ *	  while none of our tasks are left on that node, gives the node a new
+ *	  random id and the batch goes again (id_taken, assign_failed).  The
+ *	  recovery read takes only the caller's own tasks of the id.
+ *
  *	  At the end, on error and on cancel, cleanup_job() runs on every node
  *	  that got tasks, all in parallel and with a bounded wait; a node that
  *	  cannot be cleaned up gets a WARNING naming it and the command to run.
@@ -81,6 +90,12 @@
  *	  TT_CLEANUP_ANSWER_TIME)) is given up at that point (its connections
  *	  closed, never PQcancel'ed), so that a frozen node cannot hold the
  *	  backend for longer, while a loaded but healthy one is waited for.
+ *	  The cleanup runs with interrupts held, so however those settings are
+ *	  set (node_connection_timeout goes up to an hour) it ends within
+ *	  TT_CLEANUP_MAX_HOLD (30 s, the bound postgres_fdw gives its abort
+ *	  cleanup) of its start; a cancel that arrives meanwhile is honoured
+ *	  then.  Connections it opens never look a name up (the nodes'
+ *	  addresses were resolved before the job: src/node_registry.c).
  *
  * Locking
  *	  None: process-local.
@@ -108,12 +123,16 @@
 #define TT_CLEANUP_EXTRA_TIME		10000
 /* longest time the cleanup waits for a first sign of life of a node, ms */
 #define TT_CLEANUP_ANSWER_TIME		2000
+/* longest time the cleanup holds interrupts, whatever the settings, ms */
+#define TT_CLEANUP_MAX_HOLD			30000
 /* first worker version (major * 1000 + minor) with task_result_copy() */
 #define TT_VERSION_RESULT_COPY		1001
 /* ... and with wait_for_task_results() */
 #define TT_VERSION_WAIT_RESULTS		1001
 /* rows one wait_for_task_results call may bring along, bytes */
 #define TT_WAIT_RESULT_BYTES		(256 * 1024)
+/* new job ids one node may be given when another user took the job's id */
+#define TT_JOB_ID_RETRIES			3
 /* connections whose node version is remembered before the memory is reset */
 #define TT_MAX_NODE_VERSIONS		256
 
@@ -144,6 +163,10 @@ typedef enum TNPhase
 
 typedef struct TTTrackerNode
 {
+	int64		job_id;			/* the job's id on this node: job->job_id,
+								 * or a new one when another user took that
+								 * one here first (assign_failed) */
+	int			id_retries;		/* new ids taken for this node */
 	TTConn	   *c;				/* the node's connection, or NULL */
 	TNPhase		phase;			/* see TNPhase */
 	bool		flushing;		/* query not completely sent yet */
@@ -181,6 +204,7 @@ typedef struct TTTrackerNode
 	bool		cleanup_ok;		/* cleanup_job succeeded */
 	bool		answered;		/* the node showed signs of life */
 	char	   *cleanup_error;	/* why it did not */
+	char	   *cleanup_sql;	/* cleanup_job(job_id) */
 } TTTrackerNode;
 
 /*
@@ -461,11 +485,11 @@ append_wait(StringInfo buf, TTJob *job, TTTrackerNode *tn)
 {
 	if (node_version(tn->c) >= TT_VERSION_WAIT_RESULTS)
 		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_task_results(" INT64_FORMAT ", %d, %d, %d)",
-						 job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT, TT_WAIT_RESULT_BYTES,
+						 tn->job_id, TT_WAIT_FOR_TASKS_TIMEOUT, TT_WAIT_RESULT_BYTES,
 						 job->tupdesc->natts);
 	else
 		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_tasks(" INT64_FORMAT ", %d)",
-						 job->job_id, TT_WAIT_FOR_TASKS_TIMEOUT);
+						 tn->job_id, TT_WAIT_FOR_TASKS_TIMEOUT);
 }
 
 /* append s to buf as an element of an array literal */
@@ -522,7 +546,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 	}
 	appendStringInfoChar(&ids, '}');
 	appendStringInfoChar(&queries, '}');
-	snprintf(jobstr, sizeof(jobstr), INT64_FORMAT, job->job_id);
+	snprintf(jobstr, sizeof(jobstr), INT64_FORMAT, tn->job_id);
 	values[0] = jobstr;
 	values[1] = ids.data;
 	values[2] = queries.data;
@@ -573,6 +597,25 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 	return r >= 0;
 }
 
+/*
+ * id_taken
+ *		Did the assign in flight fail because another user holds the job's
+ *		id on the node ("job ... belongs to another user", or one of its
+ *		task ids does), while nothing of ours is left there under that id?
+ *		Job ids are random (src/coordinator.c), so that is not a collision
+ *		but someone who read the id (the jobs view shows it to everyone, a
+ *		worker's tasks view too) and claimed it first on a node the job had
+ *		not reached yet, or had dropped between two waves.
+ */
+static bool
+id_taken(TTTrackerNode *tn)
+{
+	return strcmp(tn->err.sqlstate, "42501") == 0 && tn->err.message != NULL &&
+		strstr(tn->err.message, "belongs to another user") != NULL &&
+		tn->tracked == 0 && tn->outstanding == 0 && tn->fetchq.len == 0 &&
+		tn->fetching == NULL && !tn->needs_recover;
+}
+
 /* the assign in flight failed with an SQL error */
 static void
 assign_failed(TTJob *job, TTNode *node)
@@ -582,10 +625,26 @@ assign_failed(TTJob *job, TTNode *node)
 
 	tn->outstanding -= tn->nbatch;
 	tn->tracked -= tn->nbatch;
-	if (strcmp(tn->err.sqlstate, "53400") == 0 && tn->tracked > 0)
+	if ((strcmp(tn->err.sqlstate, "53400") == 0 && tn->tracked > 0) ||
+		(id_taken(tn) && tn->id_retries < TT_JOB_ID_RETRIES))
 	{
-		/* the table is full: wait for ours to finish, drop them, go on */
-		tn->capacity = tn->tracked;
+		if (tn->tracked > 0)
+		{
+			/* the table is full: wait for ours to finish, drop them, go on */
+			tn->capacity = tn->tracked;
+		}
+		else
+		{
+			/*
+			 * Another user took the job's id on this node first: the job
+			 * goes on here under a new random id of its own.  Nothing of
+			 * ours is there under the old one.
+			 */
+			tn->id_retries++;
+			tn->job_id = tt_new_job_id();
+			elog(DEBUG1, "task_tracker: job " INT64_FORMAT " is known as " INT64_FORMAT " on node %s: %s",
+				 job->job_id, tn->job_id, node->name, tn->err.message);
+		}
 		for (i = tn->nbatch - 1; i >= 0; i--)
 		{
 			tn->batch[i]->state = TT_TASK_PENDING;
@@ -792,8 +851,9 @@ tn_ready(TTJob *job, TTNode *node)
 	if (tn->needs_recover)
 	{
 		sql = psprintf("SELECT task_id, status, error, error_sqlstate "
-					   "FROM task_tracker.tasks WHERE job_id = " INT64_FORMAT,
-					   job->job_id);
+					   "FROM task_tracker.tasks WHERE job_id = " INT64_FORMAT
+					   " AND user_name = current_user",
+					   tn->job_id);
 		ok = tn_send(tn, sql, TN_RECOVER, false);
 	}
 	else if (node->pending.len > 0 && tn->tracked < tn->capacity && !node->down)
@@ -842,25 +902,25 @@ tn_ready(TTJob *job, TTNode *node)
 		initStringInfo(&buf);
 		if (tn->fetch_chunks)
 			appendStringInfo(&buf, "SELECT task_tracker.task_result_copy(" INT64_FORMAT ", %d, " INT64_FORMAT ", %d)",
-							 job->job_id, task->task_id, task->rows, job->tupdesc->natts);
+							 tn->job_id, task->task_id, task->rows, job->tupdesc->natts);
 		else
 		{
 			appendStringInfo(&buf, "COPY (SELECT * FROM task_tracker.task_result(" INT64_FORMAT ", %d) AS t(%s)",
-							 job->job_id, task->task_id, job->coldefs);
+							 tn->job_id, task->task_id, job->coldefs);
 			if (task->rows > 0)
 				appendStringInfo(&buf, " OFFSET " INT64_FORMAT, task->rows);
 			appendStringInfoString(&buf, ") TO STDOUT");
 		}
 		if (task->fetch_tail)
 			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
-							 job->job_id);
+							 tn->job_id);
 		sql = buf.data;
 		ok = tn_send(tn, sql, TN_FETCH, tn->fetch_chunks);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
 	{
 		/* the table holds as many of ours as it can, all done: drop them */
-		sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", job->job_id);
+		sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", tn->job_id);
 		ok = tn_send(tn, sql, TN_PURGE, false);
 	}
 	else if (tn->outstanding > 0)
@@ -1156,6 +1216,7 @@ tt_task_tracker_execute(TTJob *job)
 	{
 		TTTrackerNode *tn = MemoryContextAllocZero(job->cxt, sizeof(TTTrackerNode));
 
+		tn->job_id = job->job_id;
 		tn->batch_size = max_assign_task_batch_size;
 		tn->batch = MemoryContextAlloc(job->cxt, sizeof(TTTask *) * tn->batch_size);
 		job->nodes[i].tn = tn;
@@ -1297,6 +1358,8 @@ may_clean_concurrently(TTTrackerNode *tn)
  *		shows no sign of life (any input on its connections, a new session
  *		set up) within answer_ms (see below) is given up: its connections
  *		are closed.  A node that cannot be cleaned up gets a WARNING.
+ *		Whatever the settings, everything ends within TT_CLEANUP_MAX_HOLD
+ *		of the start: the caller holds interrupts meanwhile.
  */
 static void
 tracker_cleanup(TTJob *job, bool failed)
@@ -1309,7 +1372,6 @@ tracker_cleanup(TTJob *job, bool failed)
 	TTConn	  **unused_busy;
 	int			nunused_busy = 0;
 	int			i;
-	char	   *sql;
 	MemoryContext old;
 
 	/*
@@ -1321,24 +1383,33 @@ tracker_cleanup(TTJob *job, bool failed)
 	 */
 	answer_ms = proc_exit_inprogress ?
 		Min(node_connection_timeout, TT_CLEANUP_ANSWER_TIME) :
-		node_connection_timeout + node_reconnect_timeout;
+		Min((int64) node_connection_timeout + node_reconnect_timeout,
+			TT_CLEANUP_MAX_HOLD);
 
 	job->cleaned = true;
 	old = MemoryContextSwitchTo(job->cxt);
 	tt_job_progress(job, failed ? TT_JOB_FAILING : TT_JOB_CLEANING_UP);
+
+	/*
+	 * The whole cleanup, interrupts held, ends by deadline: a healthy node
+	 * gets the connection timeout and some more to drop the job, but never
+	 * more than TT_CLEANUP_MAX_HOLD in all.
+	 */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   node_connection_timeout + TT_CLEANUP_EXTRA_TIME);
+										   Min((int64) node_connection_timeout +
+											   TT_CLEANUP_EXTRA_TIME,
+											   TT_CLEANUP_MAX_HOLD));
 	socks = palloc(sizeof(pgsocket) * Max(2 * job->nnodes, 1));
 	events = palloc(sizeof(uint32) * Max(2 * job->nnodes, 1));
 	unused_busy = palloc(sizeof(TTConn *) * Max(job->nnodes, 1));
-	sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", job->job_id);
-
 	for (i = 0; i < job->nnodes; i++)
 	{
 		TTTrackerNode *tn = job->nodes[i].tn;
 
 		if (tn == NULL)
 			continue;
+		tn->cleanup_sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
+								   tn->job_id);
 		tn_clear_result(tn);
 		if (tn->inline_cleaned)
 			tn->used = false;	/* its last fetch dropped the job already */
@@ -1365,7 +1436,7 @@ tracker_cleanup(TTJob *job, bool failed)
 			tn->side_cleanup = true;
 			tn->recleanup = !may_clean_concurrently(tn);
 			side_sql = psprintf("SELECT pg_catalog.pg_cancel_backend(%d); %s",
-								PQbackendPID(tn->c->conn), sql);
+								PQbackendPID(tn->c->conn), tn->cleanup_sql);
 			tt_side_query_start(&tn->side, tn->c, side_sql);
 			pfree(side_sql);
 			tn->side_active = true;
@@ -1403,6 +1474,8 @@ tracker_cleanup(TTJob *job, bool failed)
 
 	/* from now on, a node has answer_ms to show it is alive */
 	answer_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), answer_ms);
+	if (answer_by > deadline)
+		answer_by = deadline;
 	for (;;)
 	{
 		int			n = 0;
@@ -1560,7 +1633,7 @@ tracker_cleanup(TTJob *job, bool failed)
 			{
 				memset(&tn->err, 0, sizeof(tn->err));
 				tn->cleanup_sent = true;
-				if (tt_send_query(conn, sql, false) < 0)
+				if (tt_send_query(conn, tn->cleanup_sql, false) < 0)
 				{
 					tn->cleanup_done = true;
 					tn->cleanup_error = tt_conn_error_message(conn);
@@ -1634,10 +1707,10 @@ tracker_cleanup(TTJob *job, bool failed)
 			ereport(WARNING,
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("could not clean up job " INT64_FORMAT " on node %s: %s",
-							job->job_id, node->name,
+							tn->job_id, node->name,
 							tn->cleanup_error ? tn->cleanup_error : "timeout expired"),
 					 errhint("Run SELECT task_tracker.cleanup_job(" INT64_FORMAT ") on node %s as user %s.",
-							 job->job_id, node->name, job->user_name)));
+							 tn->job_id, node->name, job->user_name)));
 		if (tn->c)
 		{
 			bool		reusable = tn->cleanup_ok && !tn->c->connecting &&

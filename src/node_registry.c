@@ -14,18 +14,34 @@
  *	  each backend keeps a copy of the table, loaded through SPI on first
  *	  use and thrown away on a relcache invalidation of the table.  Any
  *	  change to the table, by these functions or by plain DML, fires a
- *	  statement trigger that sends that invalidation at commit.
+ *	  statement trigger that sends that invalidation at commit.  The copy
+ *	  is marked valid only once a load has completed and no invalidation
+ *	  arrived during it: a load cut short by an error or a cancel (a lock
+ *	  wait on the table, statement_timeout) leaves it invalid, and the next
+ *	  lookup loads it again.
+ *
+ *	  Node names are resolved to numeric addresses here, before a job
+ *	  starts (tt_node_resolve, at most once per TT_ADDRESS_TTL per name and
+ *	  backend), and every coordinator connection passes them to libpq as
+ *	  hostaddr (tt_node_address, from src/connection_cache.c).  libpq
+ *	  would otherwise call getaddrinfo() inside PQconnectStartParams and
+ *	  PQconnectPoll, which blocks without regard for interrupts; the
+ *	  executors' cleanup opens connections with interrupts held, where
+ *	  such a wait must not happen.  A name that cannot be resolved is left
+ *	  to libpq (its error is the one users know).
  *
  * Locking
  *	  The table is read under MVCC like any other; add_node() and
  *	  remove_node() rely on its unique constraint.  The backend-local copy
- *	  needs no lock.
+ *	  and the resolved addresses need no lock.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <limits.h>
+#include <netdb.h>
+#include <sys/socket.h>
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
@@ -36,7 +52,9 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "task_tracker.h"
 #include "tt_node_registry.h"
@@ -47,12 +65,32 @@ PG_FUNCTION_INFO_V1(task_tracker_set_node_active);
 PG_FUNCTION_INFO_V1(task_tracker_node_registry_changed);
 
 /* backend-local copy of the registry */
-static MemoryContext registry_cxt = NULL;
+static MemoryContext registry_cxt = NULL;	/* holds registry_nodes */
+static MemoryContext registry_load_cxt = NULL;	/* a load in progress */
 static TTRegisteredNode *registry_nodes = NULL;
 static int	registry_count = 0;
-static bool registry_valid = false;
+static bool registry_valid = false; /* a complete load, not invalidated */
+static bool registry_inval_seen = false;	/* invalidation during a load */
 static bool registry_callback_registered = false;
 static Oid	registry_relid = InvalidOid;
+
+/* a node name is resolved again when its addresses are older than this, ms */
+#define TT_ADDRESS_TTL			60000
+/* addresses of one name passed to libpq at most */
+#define TT_MAX_ADDRESSES		8
+/* longest node name (check_node_args) plus its NUL */
+#define TT_NODE_NAME_LEN		256
+
+/* the numeric addresses of one node name */
+typedef struct NodeAddress
+{
+	char		name[TT_NODE_NAME_LEN];	/* hash key: the node name */
+	TimestampTz resolved_at;	/* when it last resolved, 0: never */
+	char	   *hosts;			/* the name once per address, comma separated */
+	char	   *addrs;			/* the addresses, comma separated, or NULL */
+} NodeAddress;
+
+static HTAB *node_addresses = NULL;
 
 static Oid
 get_registry_relid(void)
@@ -72,15 +110,30 @@ static void
 registry_invalidate(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == registry_relid)
+	{
 		registry_valid = false;
+		registry_inval_seen = true;
+	}
 }
 
-/* (re)load the backend-local copy of the registry if it is stale */
+/*
+ * registry_load
+ *		(Re)load the backend-local copy of the registry if it is stale.
+ *
+ * The new copy is built in registry_load_cxt and replaces the old one only
+ * when the read succeeded; an error or a cancel during the read (a lock
+ * wait on the table) throws with the copy still invalid, so the next call
+ * reads again.  A copy during whose read an invalidation arrived is used
+ * by this call but not marked valid.
+ */
 static void
 registry_load(void)
 {
 	uint64		i;
 	MemoryContext old;
+	MemoryContext swap;
+	TTRegisteredNode *nodes;
+	int			count;
 
 	if (!registry_callback_registered)
 	{
@@ -92,11 +145,16 @@ registry_load(void)
 
 	registry_relid = get_registry_relid();
 	if (registry_cxt == NULL)
+	{
 		registry_cxt = AllocSetContextCreate(TopMemoryContext,
 											 "task_tracker node registry",
 											 ALLOCSET_SMALL_SIZES);
-	/* valid from now on unless an invalidation arrives while we read */
-	registry_valid = true;
+		registry_load_cxt = AllocSetContextCreate(TopMemoryContext,
+												  "task_tracker node registry",
+												  ALLOCSET_SMALL_SIZES);
+	}
+	MemoryContextReset(registry_load_cxt);
+	registry_inval_seen = false;
 
 	SPI_connect();
 	if (SPI_execute("SELECT node_id, node_name, node_port, is_active "
@@ -104,23 +162,31 @@ registry_load(void)
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read task_tracker.node_registry");
 
-	MemoryContextReset(registry_cxt);
-	old = MemoryContextSwitchTo(registry_cxt);
-	registry_count = (int) SPI_processed;
-	registry_nodes = palloc0(sizeof(TTRegisteredNode) * Max(registry_count, 1));
+	old = MemoryContextSwitchTo(registry_load_cxt);
+	count = (int) SPI_processed;
+	nodes = palloc0(sizeof(TTRegisteredNode) * Max(count, 1));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		registry_nodes[i].node_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		registry_nodes[i].node_name = SPI_getvalue(tup, desc, 2);
-		registry_nodes[i].node_port = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		registry_nodes[i].is_active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		nodes[i].node_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		nodes[i].node_name = SPI_getvalue(tup, desc, 2);
+		nodes[i].node_port = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		nodes[i].is_active = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	SPI_finish();
+
+	/* complete: it replaces the old copy */
+	swap = registry_cxt;
+	registry_cxt = registry_load_cxt;
+	registry_load_cxt = swap;
+	MemoryContextReset(registry_load_cxt);
+	registry_nodes = nodes;
+	registry_count = count;
+	registry_valid = !registry_inval_seen;
 }
 
 /*
@@ -166,6 +232,134 @@ tt_registry_active_nodes(void)
 		result = lappend(result, n);
 	}
 	return result;
+}
+
+/*
+ * tt_node_resolve
+ *		Resolve the node name host (for port) to its numeric addresses,
+ *		unless that was done less than TT_ADDRESS_TTL ago, and remember
+ *		them for tt_node_address.  Socket directories (an absolute path, or
+ *		'@' for an abstract socket) and names with a comma (already a libpq
+ *		host list) are left alone.
+ *
+ *		May block in getaddrinfo(): call it where a wait without interrupts
+ *		is acceptable (before a job starts), never with interrupts held.  A
+ *		name that has never resolved is left to libpq (which will try and
+ *		report why); one that resolved before keeps its last addresses and
+ *		is tried again at the next call.  Throws only on out-of-memory.
+ */
+void
+tt_node_resolve(const char *host, int port)
+{
+	NodeAddress *entry;
+	bool		found;
+	struct addrinfo hints;
+	struct addrinfo *res = NULL;
+	struct addrinfo *ai;
+	char		portstr[16];
+	StringInfoData hosts;
+	StringInfoData addrs;
+	int			naddrs = 0;
+	char		seen[TT_MAX_ADDRESSES][NI_MAXHOST];
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (host[0] == '/' || host[0] == '@' || strchr(host, ',') != NULL ||
+		strlen(host) >= TT_NODE_NAME_LEN)
+		return;
+	if (node_addresses == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = TT_NODE_NAME_LEN;
+		ctl.entrysize = sizeof(NodeAddress);
+		ctl.hcxt = TopMemoryContext;
+		node_addresses = hash_create("task_tracker node addresses", 16, &ctl,
+									 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	entry = hash_search(node_addresses, host, HASH_ENTER, &found);
+	if (!found)
+	{
+		entry->resolved_at = 0;
+		entry->hosts = NULL;
+		entry->addrs = NULL;
+	}
+	else if (entry->addrs != NULL &&
+			 !TimestampDifferenceExceeds(entry->resolved_at, now, TT_ADDRESS_TTL))
+		return;
+
+	/* the lookup libpq would do: any family, stream sockets */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	initStringInfo(&hosts);
+	initStringInfo(&addrs);
+	if (getaddrinfo(host, portstr, &hints, &res) == 0)
+	{
+		for (ai = res; ai != NULL && naddrs < TT_MAX_ADDRESSES; ai = ai->ai_next)
+		{
+			char	   *buf = seen[naddrs];
+			bool		dup = false;
+			int			k;
+
+			if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+				getnameinfo(ai->ai_addr, ai->ai_addrlen, buf, NI_MAXHOST,
+							NULL, 0, NI_NUMERICHOST) != 0 ||
+				strchr(buf, ',') != NULL)
+				continue;
+			/* the same address may come once per protocol */
+			for (k = 0; k < naddrs; k++)
+				dup = dup || strcmp(seen[k], buf) == 0;
+			if (dup)
+				continue;
+			appendStringInfo(&hosts, "%s%s", naddrs > 0 ? "," : "", host);
+			appendStringInfo(&addrs, "%s%s", naddrs > 0 ? "," : "", buf);
+			naddrs++;
+		}
+		freeaddrinfo(res);
+	}
+
+	/*
+	 * Keep the addresses found last time when the name does not resolve now
+	 * (a name server down): stale ones are better than a lookup in libpq.
+	 * The next job tries again.
+	 */
+	if (naddrs > 0)
+	{
+		if (entry->hosts)
+			pfree(entry->hosts);
+		if (entry->addrs)
+			pfree(entry->addrs);
+		entry->hosts = MemoryContextStrdup(TopMemoryContext, hosts.data);
+		entry->addrs = MemoryContextStrdup(TopMemoryContext, addrs.data);
+		entry->resolved_at = now;
+	}
+	pfree(hosts.data);
+	pfree(addrs.data);
+}
+
+/*
+ * tt_node_address
+ *		The addresses tt_node_resolve found for host: *hosts is host once per
+ *		address and *addrs the addresses (libpq's host and hostaddr lists,
+ *		tried in that order, as libpq tries what getaddrinfo returns).
+ *		Returns false, leaving both alone, when none are known.  Only looks
+ *		up what is remembered: never blocks, never throws, does no catalog
+ *		access; the strings stay valid until the next tt_node_resolve.
+ */
+bool
+tt_node_address(const char *host, const char **hosts, const char **addrs)
+{
+	NodeAddress *entry;
+
+	if (node_addresses == NULL || strlen(host) >= TT_NODE_NAME_LEN)
+		return false;
+	entry = hash_search(node_addresses, host, HASH_FIND, NULL);
+	if (entry == NULL || entry->addrs == NULL)
+		return false;
+	*hosts = entry->hosts;
+	*addrs = entry->addrs;
+	return true;
 }
 
 /*

@@ -48,9 +48,15 @@
  *
  * Locking
  *	  Saving reads the table under TTShared->lock in shared mode and
- *	  writes the file after releasing it; restoring fills the table under
- *	  the lock in exclusive mode before the tracker marks itself ready
- *	  (backends wait for readiness before assigning).
+ *	  writes the file after releasing it.  Restoring reads and checks the
+ *	  file without the lock, in batches of at most 256 tasks or 4 MB, and
+ *	  inserts each batch under one short hold of the lock in exclusive
+ *	  mode; results that no longer fit in citus.task_result_memory are
+ *	  written to their files before that.  No file is opened, read,
+ *	  written, renamed or removed while the lock is held.  The tracker
+ *	  marks itself ready after the restore: the SQL functions that ask
+ *	  about tasks wait for that (interruptibly, on a condition variable),
+ *	  the views show what is restored so far.
  *
  *-------------------------------------------------------------------------
  */
@@ -470,23 +476,44 @@ tt_persist_save(void)
 	MemoryContextDelete(cxt);
 }
 
+/* One checked task of the state file, waiting in a batch to be restored. */
+typedef struct PendingTask
+{
+	SavedTask	s;				/* its record */
+	int			n;				/* its place in the file (0-based) */
+	char	   *query;
+	char	   *error;			/* or NULL */
+	char	   *result;			/* in-memory result, or NULL */
+	bool		to_file;		/* result written to its file instead */
+} PendingTask;
+
+/* a batch is restored under one short hold of the lock */
+#define TT_RESTORE_BATCH_TASKS	256
+#define TT_RESTORE_BATCH_BYTES	(4 * 1024 * 1024)
+
 /*
  * restore_one
  *		Insert one saved task whose record has been checked.  Caller holds
  *		the lock exclusively.  Returns 1 when the task is restored, 0 when
  *		it is dropped because the table is full (with a WARNING), -1 with
- *		*problem set when shared memory has no room for its query text
- *		(nothing is inserted then).
+ *		*problem set when it cannot be (saved twice, or no shared memory
+ *		left for its query text; nothing is inserted then).
  */
 static int
-restore_one(const SavedTask *s, const char *query, const char *error,
-			const char *result, char **problem)
+restore_one(const PendingTask *p, char **problem)
 {
+	const SavedTask *s = &p->s;
 	TTJob	   *job;
 	TTTask	   *task;
 	TTTaskStatus status = (TTTaskStatus) s->status;
 	dsa_pointer qtext;
 
+	if (tt_task_lookup(s->job_id, s->task_id) != NULL)
+	{
+		*problem = psprintf("Saved task %d (job " INT64_FORMAT ", task %d) cannot be restored: %s.",
+							p->n + 1, s->job_id, s->task_id, "it is saved twice");
+		return -1;
+	}
 	if (tt_shared->ntasks >= max_tracked_tasks_per_node)
 	{
 		ereport(WARNING,
@@ -495,7 +522,7 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
 		return 0;
 	}
-	qtext = tt_text_store(query, s->query_len, true);
+	qtext = tt_text_store(p->query, s->query_len, true);
 	if (!DsaPointerIsValid(qtext))
 	{
 		*problem = psprintf("There is no shared memory left for the query of task (job " INT64_FORMAT ", task %d).",
@@ -503,8 +530,7 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 		return -1;
 	}
 	job = tt_job_lookup(s->job_id, true, s->owner);
-	task = tt_task_insert(job, s->job_id, s->task_id);
-	task->owner = s->owner;
+	task = tt_task_insert(job, s->job_id, s->task_id, s->owner);
 	task->dbid = s->dbid;
 	task->encoding = s->encoding;
 	task->user_name = s->user_name;
@@ -514,15 +540,17 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 	task->result_rows = s->result_rows;
 	task->assigned_at = s->assigned_at;
 	task->started_at = s->started_at;
-	task->has_file = s->has_file;
+	task->has_file = s->has_file || p->to_file;
 	task->query = qtext;
 	task->copy_len = (s->copy_len > 0 && s->copy_len <= s->query_len) ? s->copy_len : 0;
-	if (error)
-		tt_task_set_error(task, s->sqlstate, error);
-	if (result)
+	if (p->error)
+		tt_task_set_error(task, s->sqlstate, p->error);
+	if (p->result && !p->to_file)
 	{
-		dsa_pointer blob = tt_blob_store(result, s->result_len);
+		dsa_pointer blob = InvalidDsaPointer;
 
+		if (tt_shared->result_bytes + s->result_len <= (int64) task_result_memory * 1024)
+			blob = tt_blob_store(p->result, s->result_len);
 		if (DsaPointerIsValid(blob))
 			tt_task_set_result(task, blob, s->result_len);
 		else if (status == TT_SUCCEEDED)
@@ -552,6 +580,57 @@ restore_one(const SavedTask *s, const char *query, const char *error,
 		task->finished_at = s->finished_at;
 	}
 	return 1;
+}
+
+/*
+ * restore_batch
+ *		Restore a batch of checked tasks.  First, without the lock, the
+ *		in-memory results that would not fit in citus.task_result_memory
+ *		(which may have been lowered since the save) are written to their
+ *		result files, as the tracker does with a result that does not fit;
+ *		then the tasks are inserted under one short hold of the lock.  Only
+ *		the tracker adds results, and it is busy here, so result_bytes read
+ *		without the lock can only be too high.  Returns the number restored;
+ *		*stopped is set (and r->problem) when a task could not be.
+ */
+static int
+restore_batch(PendingTask *batch, int nbatch, StateReader *r, bool *stopped)
+{
+	int64		budget = (int64) task_result_memory * 1024 - tt_shared->result_bytes;
+	int			n = 0;
+
+	for (int i = 0; i < nbatch; i++)
+	{
+		PendingTask *p = &batch[i];
+
+		if (p->result == NULL || p->s.status != TT_SUCCEEDED)
+			continue;
+		if (p->s.result_len <= budget)
+		{
+			budget -= p->s.result_len;
+			continue;
+		}
+		p->to_file = tt_result_store_raw(p->s.job_id, p->s.task_id, p->s.owner,
+										 p->result, p->s.result_len);
+	}
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < nbatch && !*stopped; i++)
+	{
+		switch (restore_one(&batch[i], &r->problem))
+		{
+			case 1:
+				n++;
+				break;
+			case 0:
+				break;			/* dropped: the table is full */
+			default:
+				*stopped = true;
+				break;
+		}
+	}
+	LWLockRelease(tt_shared->lock);
+	return n;
 }
 
 /*
@@ -654,8 +733,7 @@ check_saved_task(const SavedTask *s, const StateReader *r)
 		(Size) Max(s->error_len, 0) >= MaxAllocSize ||
 		(Size) Max(s->result_len, 0) >= MaxAllocSize)
 		return "a text length is invalid";
-	if (tt_task_lookup(s->job_id, s->task_id) != NULL)
-		return "it is saved twice";
+	/* a task saved twice is found when it is inserted (restore_one) */
 	return NULL;
 }
 
@@ -683,18 +761,27 @@ read_text(StateReader *r, int len, const char *what, int n)
 /*
  * read_tasks
  *		Restore every task of an opened state file, up to any damage.
- *		Caller holds the lock exclusively.  Texts are read into cxt, reset
- *		for every task.  Returns the number of tasks restored; r->problem
- *		(allocated in cxt) says why it stopped early, if it did.
+ *		Records are read and checked without the lock, into batches (in
+ *		cxt, reset for every batch) that restore_batch() inserts under a
+ *		short hold of the lock each, so sessions asking about tasks are
+ *		never held up by the file's reading.  Returns the number of tasks
+ *		restored; r->problem (allocated in the caller's context) says why
+ *		it stopped early, if it did.
  */
 static int
 read_tasks(StateReader *r, MemoryContext cxt)
 {
+	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext old = MemoryContextSwitchTo(cxt);
+	PendingTask *batch;
+	int			nbatch = 0;
+	Size		batch_bytes = 0;
+	bool		stopped = false;
 	char		magic[4];
 	int			n = 0;			/* tasks restored */
 	int			i;				/* tasks read */
 
+	batch = MemoryContextAlloc(outer, sizeof(PendingTask) * TT_RESTORE_BATCH_TASKS);
 	if (r->size < 5 || fread(magic, 1, 4, r->f) != 4)
 	{
 		r->problem = pstrdup("The file is too short to be a saved task table.");
@@ -711,6 +798,7 @@ read_tasks(StateReader *r, MemoryContext cxt)
 
 	for (i = 0;; i++)
 	{
+		PendingTask *p;
 		SavedTask	s;
 		char		marker;
 		char	   *query;
@@ -718,7 +806,15 @@ read_tasks(StateReader *r, MemoryContext cxt)
 		char	   *result = NULL;
 		const char *bad;
 
-		MemoryContextReset(cxt);
+		if (nbatch == TT_RESTORE_BATCH_TASKS || batch_bytes >= TT_RESTORE_BATCH_BYTES)
+		{
+			n += restore_batch(batch, nbatch, r, &stopped);
+			nbatch = 0;
+			batch_bytes = 0;
+			if (stopped)
+				break;
+			MemoryContextReset(cxt);
+		}
 		if (r->pos == r->size)
 		{
 			r->problem = psprintf("The file ends after %d saved tasks, without its end mark.", i);
@@ -756,20 +852,32 @@ read_tasks(StateReader *r, MemoryContext cxt)
 			if (!read_bytes(r, result, s.result_len, "the result", i))
 				break;
 		}
-		switch (restore_one(&s, query, error, result, &r->problem))
-		{
-			case 1:
-				n++;
-				break;
-			case 0:
-				break;			/* dropped: the table is full */
-			default:
-				goto done;
-		}
+		p = &batch[nbatch++];
+		p->s = s;
+		p->n = i;
+		p->query = query;
+		p->error = error;
+		p->result = result;
+		p->to_file = false;
+		batch_bytes += s.query_len + Max(s.error_len, 0) + Max(s.result_len, 0);
+	}
+
+	/* what was read before the end or the damage is restored */
+	if (nbatch > 0 && !stopped)
+	{
+		char	   *problem = r->problem;
+
+		r->problem = NULL;
+		n += restore_batch(batch, nbatch, r, &stopped);
+		if (!stopped)
+			r->problem = problem;
 	}
 
 done:
+	if (r->problem)
+		r->problem = MemoryContextStrdup(outer, r->problem);
 	MemoryContextSwitchTo(old);
+	pfree(batch);
 	return n;
 }
 
@@ -777,7 +885,8 @@ done:
  * read_state_file
  *		Restore the tasks of the state file f.  Returns the number of tasks
  *		restored and sets *problem (palloc'd) if the file was damaged or
- *		something went wrong before its end.  Never throws.
+ *		something went wrong before its end.  Never throws.  The lock is
+ *		taken only for each batch's insertion (read_tasks).
  */
 static int
 read_state_file(FILE *f, char **problem)
@@ -799,7 +908,6 @@ read_state_file(FILE *f, char **problem)
 	r.size = st.st_size;
 
 	cxt = AllocSetContextCreate(old, "task tracker restore", ALLOCSET_DEFAULT_SIZES);
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	PG_TRY();
 	{
 		n = read_tasks(&r, cxt);
@@ -810,6 +918,8 @@ read_state_file(FILE *f, char **problem)
 	{
 		ErrorData  *edata;
 
+		if (LWLockHeldByMe(tt_shared->lock))
+			LWLockRelease(tt_shared->lock);
 		MemoryContextSwitchTo(old);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -817,7 +927,6 @@ read_state_file(FILE *f, char **problem)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	LWLockRelease(tt_shared->lock);
 	MemoryContextDelete(cxt);
 
 	return n;

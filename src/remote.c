@@ -55,8 +55,8 @@ static uint64 socket_generation = 1;
 PGconn *
 tt_conn_start(const TTConnTarget *target, char **error)
 {
-	const char *keywords[8];
-	const char *values[8];
+	const char *keywords[9];
+	const char *values[9];
 	char		portstr[16];
 	int			n = 0;
 	PGconn	   *conn;
@@ -66,6 +66,12 @@ tt_conn_start(const TTConnTarget *target, char **error)
 
 	keywords[n] = "host";
 	values[n++] = target->host;
+	if (target->hostaddr)
+	{
+		/* no name lookup in libpq, which would block (see node_registry.c) */
+		keywords[n] = "hostaddr";
+		values[n++] = target->hostaddr;
+	}
 	keywords[n] = "port";
 	values[n++] = portstr;
 	keywords[n] = "user";

@@ -33,13 +33,24 @@
  *	  NULL, and the text bytes), which a server restart may have kept, are
  *	  read too: the reader turns each of their rows into a COPY text line.
  *
+ *	  Rows are stored in the encoding of the database the task ran in.  A
+ *	  reader told that encoding (tt_result_reader_set_encoding) converts
+ *	  each line or chunk to the reading session's database encoding with
+ *	  pg_any_to_server(), after checking the bytes are valid in the
+ *	  stored encoding: the caller gets the right characters or an error
+ *	  (22021 invalid bytes, 22P05 no equivalent), never other bytes.  A
+ *	  chunk is whole lines, and COPY text's delimiters are ASCII, so a
+ *	  chunk never splits a character.
+ *
  * Locking
  *	  None: a file is written only by the tracker while its task runs and
- *	  read only once the task succeeded; removal happens under the task
- *	  table lock by whoever removes the tasks (see worker_api.c, tracker.c);
- *	  a dropped job's directory is renamed under the lock and removed after
- *	  it is released.  Readers open the file under the lock, so it cannot
- *	  be removed before (an open file stays readable after its removal).
+ *	  read only once the task succeeded.  A dropped job's directory is
+ *	  renamed under the task table lock (so the job id can be used again at
+ *	  once) and removed after it is released; a re-assigned task's old file
+ *	  is removed after the lock is released (worker_api.c).  Readers note
+ *	  the path under the lock, open the file after releasing it, and check
+ *	  under the lock again that the task is still there in the same job
+ *	  incarnation (an open file stays readable after its removal).
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +63,7 @@
 #include "access/htup_details.h"
 #include "common/file_perm.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/builtins.h"
@@ -314,6 +326,30 @@ tt_result_finish(TTResultWriter *w)
 }
 
 /*
+ * tt_result_store_raw
+ *		Write a whole stored result (len bytes in the result format, as kept
+ *		in shared memory) to the task's result file.  Returns true when the
+ *		file is complete; on any failure it logs why and leaves no file.
+ *		Used when a restored in-memory result no longer fits in
+ *		citus.task_result_memory.  Never called with the table lock held.
+ */
+bool
+tt_result_store_raw(int64 job_id, int32 task_id, Oid owner, const char *data, int len)
+{
+	TTResultWriter w;
+
+	tt_result_start(&w, job_id, task_id, owner);
+	if (writer_put(&w, data, len) && tt_result_finish(&w))
+		return true;
+	errno = w.saved_errno;
+	ereport(LOG,
+			(errcode_for_file_access(),
+			 errmsg("could not write result file \"%s\": %m", w.path)));
+	tt_result_discard(&w);
+	return false;
+}
+
+/*
  * tt_result_discard
  *		Forget the result: free the buffer, close and remove the file if
  *		one was created (even if already closed by tt_result_finish).
@@ -452,6 +488,7 @@ tt_result_reader_open_file(TTResultReader *r, FILE *file, const char *name)
 	r->name = psprintf("result file \"%s\"", name);
 	r->bufsize = TT_READ_BUFSIZE;
 	r->buf = palloc(r->bufsize);
+	r->encoding = -1;
 	reader_header(r);
 }
 
@@ -469,6 +506,7 @@ tt_result_reader_open_memory(TTResultReader *r, char *data, Size size, const cha
 	r->bufsize = size;
 	r->end = size;
 	r->eof = true;
+	r->encoding = -1;
 	reader_header(r);
 }
 
@@ -492,6 +530,47 @@ tt_result_reader_close(TTResultReader *r)
 	if (r->chunk.data)
 		pfree(r->chunk.data);
 	r->chunk.data = NULL;
+	if (r->converted)
+		pfree(r->converted);
+	r->converted = NULL;
+}
+
+/*
+ * tt_result_reader_set_encoding
+ *		The rows are in encoding (the task's database encoding): convert
+ *		them to this database's encoding as they are read, if it differs.
+ */
+void
+tt_result_reader_set_encoding(TTResultReader *r, int encoding)
+{
+	r->encoding = (encoding == GetDatabaseEncoding()) ? -1 : encoding;
+}
+
+/*
+ * reader_convert
+ *		Convert *len bytes at *data (whole lines) from the rows' encoding to
+ *		the database's, when they differ; throws on bytes that are not valid
+ *		in the rows' encoding or have no equivalent.  The converted copy
+ *		stays valid until the next call, and has room for a NUL at
+ *		(*data)[*len] (tt_result_next_line's promise).
+ */
+static void
+reader_convert(TTResultReader *r, char **data, int *len)
+{
+	char	   *out;
+
+	if (r->converted)
+		pfree(r->converted);
+	r->converted = NULL;
+	if (r->encoding < 0 || *len == 0)
+		return;
+	(void) pg_verify_mbstr(r->encoding, *data, *len, false);
+	out = pg_any_to_server(*data, *len, r->encoding);
+	if (out == *data)
+		return;					/* nothing to convert (ASCII) */
+	r->converted = out;
+	*data = out;
+	*len = strlen(out);
 }
 
 /*
@@ -550,6 +629,7 @@ tt_result_next_line(TTResultReader *r, char **line, int *len)
 		r->pending = false;
 		*line = r->line.data;
 		*len = r->line.len - 1;
+		reader_convert(r, line, len);
 		return true;
 	}
 	for (;;)
@@ -562,6 +642,7 @@ tt_result_next_line(TTResultReader *r, char **line, int *len)
 			*line = base;
 			*len = nl - base;
 			r->start += *len + 1;
+			reader_convert(r, line, len);
 			return true;
 		}
 		scanned = r->end - r->start;
@@ -607,6 +688,7 @@ tt_result_next_chunk(TTResultReader *r, int max_bytes, char **data, int *len)
 		}
 		*data = r->chunk.data;
 		*len = r->chunk.len;
+		reader_convert(r, data, len);
 		return r->chunk.len > 0;
 	}
 
@@ -629,13 +711,27 @@ tt_result_next_chunk(TTResultReader *r, int max_bytes, char **data, int *len)
 
 			if (!tt_result_next_line(r, &line, &linelen))
 				return false;
-			*data = line;
+			if (r->converted)
+			{
+				/* the converted line lacks its newline: add it back */
+				char	   *with_nl = palloc(linelen + 2);
+
+				memcpy(with_nl, line, linelen);
+				with_nl[linelen] = '\n';
+				with_nl[linelen + 1] = '\0';
+				pfree(r->converted);
+				r->converted = with_nl;
+				*data = with_nl;
+			}
+			else
+				*data = line;
 			*len = linelen + 1;
 			return true;
 		}
 		*data = base;
 		*len = cut;
 		r->start += cut;
+		reader_convert(r, data, len);
 		return true;
 	}
 }

@@ -16,10 +16,19 @@
  *	  are linked, oldest assignment first, in TTShared->pending, so the
  *	  tracker picks the next task in O(1) whatever the queue length.
  *
+ *	  Each user's tasks are counted in a third, small hash (TTUser), so
+ *	  that assigning checks the user's share of the table
+ *	  (citus.max_tracked_tasks_per_user) in O(1).  The DSA area is capped
+ *	  with dsa_set_size_limit() at tt_area_limit(): the in-place segment,
+ *	  citus.task_result_memory for in-memory results and a fixed allowance
+ *	  for query and error texts, so neither a flood of results nor of long
+ *	  queries can take more shared memory than that.
+ *
  * Locking
- *	  See tt_shmem.h: TTShared->lock protects everything defined here.
- *	  Every function below that takes a TTTask or TTJob expects the caller
- *	  to hold it exclusively.
+ *	  See tt_shmem.h for the rule, field by field.  Every function below
+ *	  that changes a TTTask or TTJob expects the caller to hold
+ *	  TTShared->lock exclusively; the wake and statistics functions need
+ *	  no lock.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,12 +48,27 @@
 TTShared   *tt_shared = NULL;
 HTAB	   *tt_task_hash = NULL;
 HTAB	   *tt_job_hash = NULL;
+HTAB	   *tt_user_hash = NULL;
 
 /* Size of the first, in-place DSA segment (more segments come as needed). */
 #define TT_AREA_INITIAL_SIZE	(1024 * 1024)
 
 static void *tt_area_place = NULL;	/* in the main segment */
 static dsa_area *tt_area = NULL;	/* this process's attachment */
+static Size tt_area_limit_set = 0;	/* the limit this process last set */
+
+/* job_cv slots with an event to broadcast (tt_job_wake_pending) */
+static uint64 pending_wakes = 0;
+
+StaticAssertDecl(TT_JOB_CV_SLOTS <= 64, "pending_wakes has one bit per slot");
+
+/*
+ * Query and error texts may take this much of the area beyond the results'
+ * citus.task_result_memory: 16 kB per task of citus.max_tracked_tasks_per_node,
+ * at least 16 MB (with the defaults, 16 MB).
+ */
+#define TT_TEXT_ALLOWANCE_PER_TASK	(16 * 1024)
+#define TT_TEXT_ALLOWANCE_MIN		((Size) 16 * 1024 * 1024)
 
 static const char *const status_names[] = {
 	"assigned", "scheduled", "running", "succeeded", "failed",
@@ -70,6 +94,8 @@ tt_shmem_size(void)
 											 sizeof(TTTask)));
 	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
 											 sizeof(TTJob)));
+	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
+											 sizeof(TTUser)));
 	size = add_size(size, area_size());
 	return size;
 }
@@ -105,7 +131,13 @@ tt_shmem_init(void)
 		memset(tt_shared, 0, sizeof(TTShared));
 		locks = GetNamedLWLockTranche("task_tracker");
 		tt_shared->lock = &locks[0].lock;
-		ConditionVariableInit(&tt_shared->cv);
+		ConditionVariableInit(&tt_shared->ready_cv);
+		ConditionVariableInit(&tt_shared->close_idle_cv);
+		for (int i = 0; i < TT_JOB_CV_SLOTS; i++)
+			ConditionVariableInit(&tt_shared->job_cv[i]);
+		pg_atomic_init_u32(&tt_shared->nconnections, 0);
+		pg_atomic_init_u64(&tt_shared->wakeups, 0);
+		pg_atomic_init_u64(&tt_shared->last_wakeup, 0);
 		dlist_init(&tt_shared->pending);
 		tt_shared->next_seq = 1;
 	}
@@ -136,6 +168,14 @@ tt_shmem_init(void)
 								max_tracked_tasks_per_node,
 								&info, HASH_ELEM | HASH_BLOBS);
 
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(TTUser);
+	tt_user_hash = ShmemInitHash("task_tracker users",
+								 max_tracked_tasks_per_node,
+								 max_tracked_tasks_per_node,
+								 &info, HASH_ELEM | HASH_BLOBS);
+
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -153,9 +193,32 @@ tt_shmem_check(void)
 				 errmsg("task_tracker shared memory is not initialized")));
 }
 
+/*
+ * tt_area_limit
+ *		The most the text and result area may take in all: its in-place
+ *		segment, citus.task_result_memory for in-memory results and the
+ *		allowance for query and error texts.
+ */
+Size
+tt_area_limit(void)
+{
+	Size		texts = Max(TT_TEXT_ALLOWANCE_MIN,
+							(Size) max_tracked_tasks_per_node * TT_TEXT_ALLOWANCE_PER_TASK);
+
+	return area_size() + texts + (Size) task_result_memory * 1024;
+}
+
+/*
+ * get_area
+ *		This process's attachment to the area, with the area's size limit
+ *		set from this process's settings (citus.task_result_memory can
+ *		change at a reload: the limit follows at the next allocation).
+ */
 static dsa_area *
 get_area(void)
 {
+	Size		limit;
+
 	if (tt_area == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -163,6 +226,12 @@ get_area(void)
 		tt_area = dsa_attach_in_place(tt_area_place, NULL);
 		dsa_pin_mapping(tt_area);
 		MemoryContextSwitchTo(old);
+	}
+	limit = tt_area_limit();
+	if (limit != tt_area_limit_set)
+	{
+		dsa_set_size_limit(tt_area, limit);
+		tt_area_limit_set = limit;
 	}
 	return tt_area;
 }
@@ -221,6 +290,9 @@ tt_text_get(dsa_pointer ptr)
  * tt_blob_store
  *		Copy a task's small result into the area.  Needs no table lock (the
  *		area has its own); returns InvalidDsaPointer when out of memory.
+ *		The caller keeps in-memory results within citus.task_result_memory
+ *		(TTShared->result_bytes); the area's size limit makes that bound
+ *		hard even if an allocation takes more than it asked for.
  */
 dsa_pointer
 tt_blob_store(const char *data, Size len)
@@ -293,7 +365,7 @@ tt_job_lookup(int64 job_id, bool create, Oid owner)
 		job->ntasks = 0;
 		job->nactive = 0;
 		job->dropping = false;
-		job->last_access = GetCurrentTimestamp();
+		pg_atomic_init_u64(&job->last_access, (uint64) GetCurrentTimestamp());
 		dlist_init(&job->tasks);
 		dlist_init(&job->done);
 		job->final_seq = 0;
@@ -315,12 +387,67 @@ tt_task_lookup(int64 job_id, int32 task_id)
 }
 
 /*
+ * tt_user_task_limit
+ *		How many tasks one user may have in the table:
+ *		citus.max_tracked_tasks_per_user, or when it is -1 (the default)
+ *		three quarters of citus.max_tracked_tasks_per_node.  Superusers are
+ *		held to the node's capacity only (the caller checks).
+ */
+int
+tt_user_task_limit(void)
+{
+	if (max_tracked_tasks_per_user >= 0)
+		return Min(max_tracked_tasks_per_user, max_tracked_tasks_per_node);
+	return Max(1, max_tracked_tasks_per_node / 4 * 3);
+}
+
+/*
+ * tt_user_task_count
+ *		Tasks owner has in the table.  Caller holds the lock.
+ */
+int
+tt_user_task_count(Oid owner)
+{
+	TTUser	   *user = hash_search(tt_user_hash, &owner, HASH_FIND, NULL);
+
+	return user ? user->ntasks : 0;
+}
+
+/*
+ * user_count_add
+ *		Count a task in or out of its owner's share.  The user hash has room
+ *		for as many entries as the task hash, and a user without tasks has
+ *		none, so entering cannot fail while the task hash has room.
+ */
+static void
+user_count_add(Oid owner, int delta)
+{
+	TTUser	   *user;
+	bool		found;
+
+	user = hash_search(tt_user_hash, &owner, delta > 0 ? HASH_ENTER_NULL : HASH_FIND,
+					   &found);
+	if (user == NULL)
+	{
+		if (delta > 0)
+			elog(ERROR, "task tracker's user table is full");
+		return;
+	}
+	if (delta > 0 && !found)
+		user->ntasks = 0;
+	user->ntasks += delta;
+	if (user->ntasks <= 0)
+		hash_search(tt_user_hash, &owner, HASH_REMOVE, NULL);
+}
+
+/*
  * tt_task_insert
- *		Add a new, empty task to job.  The caller checked the capacity and
- *		that the key is free.
+ *		Add a new, empty task of owner to job.  The caller checked the
+ *		capacity (the node's and the owner's share) and that the key is
+ *		free.  The owner of a task never changes while it is in the table.
  */
 TTTask *
-tt_task_insert(TTJob *job, int64 job_id, int32 task_id)
+tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
 {
 	TTTaskKey	key;
 	TTTask	   *task;
@@ -329,12 +456,16 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id)
 	memset(&key, 0, sizeof(key));
 	key.job_id = job_id;
 	key.task_id = task_id;
+	user_count_add(owner, 1);
 	task = hash_search(tt_task_hash, &key, HASH_ENTER_NULL, &found);
 	if (task == NULL)
+	{
+		user_count_add(owner, -1);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("task table is full"),
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
+	}
 	Assert(!found);
 	memset(((char *) task) + sizeof(TTTaskKey), 0, sizeof(TTTask) - sizeof(TTTaskKey));
 	task->status = TT_ASSIGNED;
@@ -342,6 +473,7 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id)
 	task->error = InvalidDsaPointer;
 	task->result = InvalidDsaPointer;
 	task->result_rows = -1;
+	task->owner = owner;
 	dlist_push_tail(&job->tasks, &task->job_node);
 	job->ntasks++;
 	tt_shared->ntasks++;
@@ -374,6 +506,7 @@ tt_task_remove(TTJob *job, TTTask *task)
 	tt_text_free(&task->query);
 	tt_text_free(&task->error);
 	tt_task_free_result(task);
+	user_count_add(task->owner, -1);
 	hash_search(tt_task_hash, &task->key, HASH_REMOVE, NULL);
 	tt_shared->ntasks--;
 }
@@ -426,6 +559,8 @@ tt_job_remove(TTJob *job)
 	Assert(job->ntasks == 0);
 	if (job->dropping)
 		tt_shared->ndropping--;
+	/* whoever waits on it (cleanup_job, a wait) must look again */
+	tt_job_mark_wake(job->job_id);
 	hash_search(tt_job_hash, &job->job_id, HASH_REMOVE, NULL);
 	tt_shared->njobs--;
 }
@@ -489,6 +624,7 @@ tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
 		task->final_seq = ++job->final_seq;
 		task->finished_at = GetCurrentTimestamp();
 		task->backend_pid = 0;
+		tt_job_mark_wake(job->job_id);
 	}
 	else
 		task->finished_at = 0;
@@ -540,6 +676,103 @@ tt_wake_tracker(void)
 {
 	if (tt_shared->tracker_latch)
 		SetLatch(tt_shared->tracker_latch);
+}
+
+/*
+ * tt_job_touch / tt_job_last_access
+ *		Record that the job's owner asked about it, and read that time.
+ *		Caller holds the lock in either mode (the field is atomic).
+ */
+void
+tt_job_touch(TTJob *job, TimestampTz now)
+{
+	pg_atomic_write_u64(&job->last_access, (uint64) now);
+}
+
+TimestampTz
+tt_job_last_access(TTJob *job)
+{
+	return (TimestampTz) pg_atomic_read_u64(&job->last_access);
+}
+
+/*
+ * tt_job_cv
+ *		The condition variable events of job_id are broadcast on.
+ */
+ConditionVariable *
+tt_job_cv(int64 job_id)
+{
+	return &tt_shared->job_cv[(uint64) job_id % TT_JOB_CV_SLOTS];
+}
+
+/*
+ * tt_job_mark_wake
+ *		Remember that waiters of job_id must be woken; done by
+ *		tt_job_wake_pending() once the lock is released.
+ */
+void
+tt_job_mark_wake(int64 job_id)
+{
+	pending_wakes |= UINT64CONST(1) << ((uint64) job_id % TT_JOB_CV_SLOTS);
+}
+
+/*
+ * tt_job_wake
+ *		Wake the sessions waiting on job_id (and on the few jobs sharing its
+ *		slot) now.  Call it without holding the lock.
+ */
+void
+tt_job_wake(int64 job_id)
+{
+	ConditionVariableBroadcast(tt_job_cv(job_id));
+}
+
+/*
+ * tt_job_wake_pending
+ *		Broadcast every slot marked since the last call.  Call it without
+ *		holding the lock, after any change that made a task final or removed
+ *		a job.
+ */
+void
+tt_job_wake_pending(void)
+{
+	uint64		slots = pending_wakes;
+
+	pending_wakes = 0;
+	for (int i = 0; slots != 0; i++, slots >>= 1)
+	{
+		if (slots & 1)
+			ConditionVariableBroadcast(&tt_shared->job_cv[i]);
+	}
+}
+
+/*
+ * tt_ready_wake
+ *		The tracker is ready: wake the sessions waiting for it.
+ */
+void
+tt_ready_wake(void)
+{
+	ConditionVariableBroadcast(&tt_shared->ready_cv);
+}
+
+/*
+ * tt_stats_wakeup / tt_stats_set_connections
+ *		The tracker's own counters: it is their only writer, so atomics
+ *		without the lock suffice; readers may see them a moment old.
+ */
+void
+tt_stats_wakeup(TimestampTz now)
+{
+	pg_atomic_write_u64(&tt_shared->wakeups,
+						pg_atomic_read_u64(&tt_shared->wakeups) + 1);
+	pg_atomic_write_u64(&tt_shared->last_wakeup, (uint64) now);
+}
+
+void
+tt_stats_set_connections(int n)
+{
+	pg_atomic_write_u32(&tt_shared->nconnections, (uint32) n);
 }
 
 const char *

@@ -62,6 +62,7 @@ PG_MODULE_MAGIC;
 
 /* settings */
 int			max_tracked_tasks_per_node = 1024;
+int			max_tracked_tasks_per_user = -1;
 int			max_running_tasks_per_node = 8;
 int			task_tracker_delay = 200;
 int			node_connection_timeout = 5000;
@@ -126,6 +127,14 @@ define_settings(void)
 								1024, 8, 1000000,
 								PGC_POSTMASTER, 0,
 								NULL, NULL, NULL);
+
+	DefineCustomIntVariable("citus.max_tracked_tasks_per_user",
+							"Tasks one user may have in the task tracker's table.",
+							"-1 means three quarters of citus.max_tracked_tasks_per_node. Superusers are held to the node's capacity only.",
+							&max_tracked_tasks_per_user,
+							-1, -1, 1000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("citus.max_running_tasks_per_node",
 							"Number of tasks the task tracker runs at once.",

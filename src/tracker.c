@@ -29,7 +29,7 @@
  *	  as the plain query, in the same attempt.  When the result is complete
  *	  the task becomes succeeded, or failed (queued again) or
  *	  permanently_failed once citus.task_max_attempts attempts failed, and
- *	  the tracker broadcasts TTShared->cv so wait_for_tasks() returns.
+ *	  the tracker wakes that job's waiters (tt_job_wake_pending).
  *
  *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
  *	  (any failure, a cancel, or a session left inside a transaction block
@@ -234,7 +234,6 @@ static int	nrunning = 0;
 static bool stopping = false;	/* stopping (begin_stopping ran) */
 static bool stop_pending = false;	/* a session saw the server stop */
 #define SERVER_STOPPING()	(stopping || stop_pending)
-static bool completed = false;	/* tasks finished this pass: broadcast */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_expiry_check = 0;
 static List *detached_dirs = NIL;	/* job dirs to remove after the lock */
@@ -322,7 +321,7 @@ tt_tracker_main(Datum main_arg)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->ready = true;
 	LWLockRelease(tt_shared->lock);
-	ConditionVariableBroadcast(&tt_shared->cv);
+	tt_ready_wake();
 
 	ereport(LOG, (errmsg("task tracker started")));
 	/* the first pass must not wait: restored tasks may be queued */
@@ -377,6 +376,8 @@ recover_from_error(void)
 	MemoryContextSwitchTo(tracker_cxt);
 	FlushErrorState();
 	MemoryContextReset(pass_cxt);
+	/* tasks the failed pass made final before the ERROR */
+	tt_job_wake_pending();
 
 	recover_orphans(false);
 
@@ -416,8 +417,11 @@ tracker_exit(int code, Datum arg)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->tracker_pid = 0;
 	tt_shared->tracker_latch = NULL;
-	tt_shared->nconnections = 0;
 	LWLockRelease(tt_shared->lock);
+	tt_stats_set_connections(0);
+	/* waiters of tasks made final before the exit; DROP DATABASE waiting */
+	tt_job_wake_pending();
+	ConditionVariableBroadcast(&tt_shared->close_idle_cv);
 }
 
 /*
@@ -613,17 +617,12 @@ recover_orphans(bool restart)
 		else
 			requeue_or_cancel(task);
 		LWLockRelease(tt_shared->lock);
-		completed = true;
+		tt_job_wake_pending();
 	}
 	pfree(orphans);
 
 	/* dropping jobs have no active task left: finish them */
 	handle_cancels();
-	if (completed && !restart)
-	{
-		completed = false;
-		ConditionVariableBroadcast(&tt_shared->cv);
-	}
 }
 
 static void
@@ -651,8 +650,7 @@ main_loop(void)
 			shutdown_and_exit();
 
 		now = GetCurrentTimestamp();
-		tt_shared->wakeups++;
-		tt_shared->last_wakeup = now;
+		tt_stats_wakeup(now);
 
 		process_sessions(now);
 		if (tt_shared->close_idle_request != tt_shared->close_idle_done)
@@ -669,11 +667,8 @@ main_loop(void)
 		if (now >= next_housekeeping || (next_expiry_check != 0 && now >= next_expiry_check))
 			housekeeping(now);
 
-		if (completed)
-		{
-			completed = false;
-			ConditionVariableBroadcast(&tt_shared->cv);
-		}
+		/* waiters of every task made final or job removed in this pass */
+		tt_job_wake_pending();
 	}
 }
 
@@ -978,7 +973,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	rt->session = s;
 	dlist_push_tail(&sessions, &s->node);
 	nsessions++;
-	tt_shared->nconnections = nsessions;
+	tt_stats_set_connections(nsessions);
 }
 
 /*
@@ -1859,7 +1854,7 @@ finish_task(RunningTask *rt)
 		}
 	}
 	LWLockRelease(tt_shared->lock);
-	completed = true;
+	tt_job_wake_pending();
 
 	if (s != NULL)
 	{
@@ -1904,7 +1899,7 @@ close_session(Session *s)
 	memset(s, 0x7F, sizeof(Session));
 	pfree(s);
 	if (tt_shared)
-		tt_shared->nconnections = nsessions;
+		tt_stats_set_connections(nsessions);
 }
 
 /*
@@ -2389,7 +2384,7 @@ handle_cancels(void)
 			tt_task_set_status(job, task, TT_CANCELED);
 		}
 		LWLockRelease(tt_shared->lock);
-		completed = true;
+		tt_job_wake_pending();
 	}
 
 	/* tasks whose cancel was requested while not in our hands */
@@ -2400,13 +2395,11 @@ handle_cancels(void)
 		while ((job = hash_seq_search(&seq)) != NULL)
 		{
 			if (job->dropping && job->nactive == 0)
-			{
 				finish_dropped_job(job);
-				completed = true;
-			}
 		}
 	}
 	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 	remove_detached_dirs();
 }
 
@@ -2418,7 +2411,7 @@ handle_cancels(void)
  *		In a backend, before a command that needs a database nobody is
  *		connected to (the ProcessUtility hook, task_tracker.c): ask the
  *		tracker to close its idle sessions (serve_close_idle) and wait on
- *		the condition variable until it has, at most TT_CLOSE_IDLE_WAIT_MS.
+ *		TTShared->close_idle_cv until it has, at most TT_CLOSE_IDLE_WAIT_MS.
  *		Closing every idle session, not only those of one database, keeps
  *		concurrent requests simple; idle sessions are only a cache.  Does
  *		nothing when the tracker holds no session or does not run; after
@@ -2431,7 +2424,7 @@ tt_close_idle_sessions(void)
 	uint64		request;
 	TimestampTz deadline;
 
-	if (tt_shared == NULL || tt_shared->nconnections == 0)
+	if (tt_shared == NULL || pg_atomic_read_u32(&tt_shared->nconnections) == 0)
 		return;
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
@@ -2445,7 +2438,7 @@ tt_close_idle_sessions(void)
 	LWLockRelease(tt_shared->lock);
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_CLOSE_IDLE_WAIT_MS);
-	ConditionVariablePrepareToSleep(&tt_shared->cv);
+	ConditionVariablePrepareToSleep(&tt_shared->close_idle_cv);
 	for (;;)
 	{
 		bool		done;
@@ -2459,7 +2452,8 @@ tt_close_idle_sessions(void)
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 		if (left <= 0)
 			break;
-		(void) ConditionVariableTimedSleep(&tt_shared->cv, left, TT_WAIT_CLOSE_IDLE);
+		(void) ConditionVariableTimedSleep(&tt_shared->close_idle_cv, left,
+										  TT_WAIT_CLOSE_IDLE);
 	}
 	ConditionVariableCancelSleep();
 }
@@ -2494,7 +2488,7 @@ serve_close_idle(void)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->close_idle_done = request;
 	LWLockRelease(tt_shared->lock);
-	ConditionVariableBroadcast(&tt_shared->cv);
+	ConditionVariableBroadcast(&tt_shared->close_idle_cv);
 }
 
 /*
@@ -2577,7 +2571,7 @@ expire_jobs(TimestampTz now)
 	hash_seq_init(&seq, tt_job_hash);
 	while ((job = hash_seq_search(&seq)) != NULL)
 	{
-		TimestampTz expires = TimestampTzPlusMilliseconds(job->last_access,
+		TimestampTz expires = TimestampTzPlusMilliseconds(tt_job_last_access(job),
 														  (int64) task_tracker_job_expiry * 1000);
 
 		if (job->dropping)
@@ -2595,6 +2589,7 @@ expire_jobs(TimestampTz now)
 			oldest = expires;
 	}
 	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 	remove_detached_dirs();
 
 	if (dropped > 0)
@@ -2602,7 +2597,6 @@ expire_jobs(TimestampTz now)
 		ereport(LOG,
 				(errmsg("task tracker removed %d jobs nobody asked about for %d s",
 						dropped, task_tracker_job_expiry)));
-		completed = true;
 		handle_cancels();
 	}
 	next_expiry_check = oldest;
@@ -2656,8 +2650,8 @@ begin_stopping(TimestampTz now)
 			requeue_or_cancel(task);
 		}
 		LWLockRelease(tt_shared->lock);
+		tt_job_wake_pending();
 		free_running_task(rt);
-		completed = true;
 	}
 }
 
@@ -2712,7 +2706,7 @@ requeue_all_running(bool cancel_backends)
 			requeue_or_cancel(task);
 		LWLockRelease(tt_shared->lock);
 	}
-	completed = true;
+	tt_job_wake_pending();
 }
 
 /*
@@ -2761,7 +2755,7 @@ shutdown_and_exit(void)
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 	handle_cancels();
-	ConditionVariableBroadcast(&tt_shared->cv);
+	tt_job_wake_pending();
 	tt_persist_save();
 	proc_exit(1);
 }

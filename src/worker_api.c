@@ -15,8 +15,9 @@
  *	  query also decides whether the tracker may run it as COPY (<query>)
  *	  TO STDOUT, the cheap way to get its rows in the stored format (see
  *	  tt_result_file.h).  Waiting (wait_for_tasks, wait_for_task_results,
- *	  cleanup_job, start-up readiness) is a condition-variable sleep: the
- *	  tracker broadcasts TTShared->cv whenever tasks finish.
+ *	  cleanup_job, start-up readiness) is a condition-variable sleep on the
+ *	  job's slot (tt_job_cv): only events of that job (or of the few jobs
+ *	  sharing its slot) wake the session.
  *
  *	  wait_for_task_results reports like wait_for_tasks and also hands out
  *	  the rows of succeeded tasks whose result is kept in shared memory,
@@ -29,17 +30,30 @@
  *	  rows handed out but lost on the way (a cut connection) are gone from
  *	  this node, and the caller runs the task again (at least once).
  *
+ *	  Results and error texts are stored in the encoding of the database
+ *	  the task ran in (TTTask->encoding).  A session of a database with
+ *	  another encoding gets them converted (pg_any_to_server, which checks
+ *	  the bytes), or error 22P05/22021 when a character has no equivalent
+ *	  or the bytes are not valid; wait_for_task_results hands out rows
+ *	  only when no conversion is needed (else task_result_copy, which
+ *	  converts, fetches them).  The tasks view, which must not fail,
+ *	  shows a text of another encoding converted when that cannot fail (to
+ *	  UTF8) and otherwise with its non-ASCII bytes as '?'.
+ *
  * Locking
- *	  Each function takes TTShared->lock once, does its work on the shared
- *	  table, copies out what it needs, and releases it before any catalog
- *	  access, tuplestore work or waiting.  Errors raised while holding the
- *	  lock are fine: error recovery releases LWLocks.
+ *	  Each function takes TTShared->lock once (a wait once per wake-up),
+ *	  in shared mode unless it changes the table, does its work on the
+ *	  shared table, copies out what the caller may see, and releases it
+ *	  before any catalog access, file access, encoding conversion,
+ *	  tuplestore work or waiting.  Errors raised while holding the lock
+ *	  are fine: error recovery releases LWLocks.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -216,7 +230,7 @@ wait_until_ready(void)
 		return;
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), node_connection_timeout);
-	ConditionVariablePrepareToSleep(&tt_shared->cv);
+	ConditionVariablePrepareToSleep(&tt_shared->ready_cv);
 	while (!tt_shared->ready)
 	{
 		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
@@ -229,7 +243,7 @@ wait_until_ready(void)
 					 errmsg("task tracker is not ready"),
 					 errhint("The task tracker background worker has not started; see the server log.")));
 		}
-		ConditionVariableTimedSleep(&tt_shared->cv, left, TT_WAIT_READY);
+		ConditionVariableTimedSleep(&tt_shared->ready_cv, left, TT_WAIT_READY);
 	}
 	ConditionVariableCancelSleep();
 }
@@ -264,6 +278,8 @@ assign(int64 job_id, NewTask *tasks, int n)
 	TTJob	   *job;
 	TimestampTz now;
 	int			nnew = 0;
+	int32	   *unlink_ids;		/* tasks whose old result file goes */
+	int			nunlink = 0;
 	int			i;
 
 	check_job_id(job_id);
@@ -287,6 +303,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 	namestrcpy(&database_name, dbname);
 
 	wait_until_ready();
+	unlink_ids = palloc(sizeof(int32) * n);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 
@@ -330,6 +347,19 @@ assign(int64 job_id, NewTask *tasks, int n)
 				 errdetail("%d tasks are tracked; %d more do not fit in citus.max_tracked_tasks_per_node = %d.",
 						   tt_shared->ntasks, nnew, max_tracked_tasks_per_node),
 				 errhint("Increase citus.max_tracked_tasks_per_node, or clean up finished jobs.")));
+	if (!is_super && nnew > 0)
+	{
+		int			mine = tt_user_task_count(owner);
+		int			limit = tt_user_task_limit();
+
+		if (mine + nnew > limit)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("user's share of the task table is full"),
+					 errdetail("Role \"%s\" has %d tasks tracked; %d more do not fit in its share of %d (citus.max_tracked_tasks_per_user).",
+							   NameStr(user_name), mine, nnew, limit),
+					 errhint("Clean up finished jobs, or increase citus.max_tracked_tasks_per_user.")));
+	}
 
 	/* store every text first, so running out of memory changes nothing */
 	for (i = 0; i < n; i++)
@@ -356,15 +386,13 @@ assign(int64 job_id, NewTask *tasks, int n)
 		TTTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
 
 		if (task == NULL)
-			task = tt_task_insert(job, job_id, tasks[i].task_id);
+			task = tt_task_insert(job, job_id, tasks[i].task_id, owner);
 		else
 		{
 			if (task->has_file)
 			{
-				char		path[MAXPGPATH];
-
-				tt_task_file_path(path, sizeof(path), job_id, task->key.task_id, task->owner);
-				(void) unlink(path);
+				/* removed once the lock is released; nobody reads it now */
+				unlink_ids[nunlink++] = task->key.task_id;
 				task->has_file = false;
 			}
 			tt_task_free_result(task);
@@ -388,9 +416,20 @@ assign(int64 job_id, NewTask *tasks, int n)
 		task->started_at = 0;
 		tt_task_enqueue(task);
 	}
-	job->last_access = now;
+	tt_job_touch(job, now);
 	tt_wake_tracker();
 	LWLockRelease(tt_shared->lock);
+
+	for (i = 0; i < nunlink; i++)
+	{
+		char		path[MAXPGPATH];
+
+		tt_task_file_path(path, sizeof(path), job_id, unlink_ids[i], owner);
+		if (unlink(path) != 0 && errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not remove file \"%s\": %m", path)));
+	}
 }
 
 Datum
@@ -467,7 +506,7 @@ task_not_found(int64 job_id, int32 task_id)
  * lookup_own_task
  *		The task, if it exists and the current user may see it; otherwise
  *		"not found" (another user's task is not revealed).  Caller holds the
- *		lock.  Touches the job's last access time.
+ *		lock, in either mode.  Touches the job's last access time.
  */
 static TTTask *
 lookup_own_task(int64 job_id, int32 task_id, TTJob **jobp)
@@ -479,7 +518,7 @@ lookup_own_task(int64 job_id, int32 task_id, TTJob **jobp)
 		task_not_found(job_id, task_id);
 	job = tt_job_lookup(job_id, false, InvalidOid);
 	if (job)
-		job->last_access = GetCurrentTimestamp();
+		tt_job_touch(job, GetCurrentTimestamp());
 	if (jobp)
 		*jobp = job;
 	return task;
@@ -498,8 +537,9 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 	task_id = PG_GETARG_INT32(1);
 	check_job_id(job_id);
 	check_task_id(task_id);
+	wait_until_ready();
 
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
 	task = lookup_own_task(job_id, task_id, NULL);
 	status = tt_status_name(task->status);
 	LWLockRelease(tt_shared->lock);
@@ -511,7 +551,8 @@ typedef struct Reported
 {
 	int32		task_id;
 	TTTaskStatus status;
-	char	   *error;
+	char	   *error;			/* in the task's encoding until converted */
+	int			encoding;		/* the task's database encoding */
 	char		sqlstate[6];
 	int64		result_rows;
 	text	   *result;			/* its rows as COPY text, or NULL: not given */
@@ -534,6 +575,10 @@ typedef struct ResultRequest
 /*
  * What this backend has been told about each job: the job's incarnation
  * (a job id may be reused after cleanup) and the last final_seq reported.
+ * Entries of jobs that are gone (cleaned up by another session, expired)
+ * are pruned whenever the table has doubled since the last pruning
+ * (prune_seen_jobs), so a long-lived pooled session keeps no more entries
+ * than about twice the jobs it still follows.
  */
 typedef struct SeenJob
 {
@@ -542,7 +587,131 @@ typedef struct SeenJob
 	uint64		last_seq;		/* final tasks up to this one were reported */
 } SeenJob;
 
+#define SEEN_JOBS_MIN_PRUNE		64
+
 static HTAB *seen_jobs = NULL;
+static long seen_prune_at = SEEN_JOBS_MIN_PRUNE;
+
+/* take_reported(): the report needs the lock in exclusive mode */
+#define TAKE_NEEDS_EXCLUSIVE	(-2)
+
+/*
+ * prune_seen_jobs
+ *		Forget the jobs this backend was told about that no longer exist in
+ *		the incarnation it saw, except keep_id.  Caller holds the lock (in
+ *		either mode).
+ */
+static void
+prune_seen_jobs(int64 keep_id)
+{
+	HASH_SEQ_STATUS hseq;
+	SeenJob    *seen;
+
+	hash_seq_init(&hseq, seen_jobs);
+	while ((seen = hash_seq_search(&hseq)) != NULL)
+	{
+		TTJob	   *job;
+
+		if (seen->job_id == keep_id)
+			continue;
+		job = tt_job_lookup(seen->job_id, false, InvalidOid);
+		if (job == NULL || job->incarnation != seen->incarnation)
+			hash_search(seen_jobs, &seen->job_id, HASH_REMOVE, NULL);
+	}
+	seen_prune_at = Max(SEEN_JOBS_MIN_PRUNE, 2 * hash_get_num_entries(seen_jobs));
+}
+
+/*
+ * bytes_are_ascii
+ *		No byte of data[0..len) has its high bit set.
+ */
+static bool
+bytes_are_ascii(const char *data, Size len)
+{
+	for (Size i = 0; i < len; i++)
+	{
+		if (IS_HIGHBIT_SET(data[i]))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * encoding_matches
+ *		Do bytes of a task's database encoding reach this session as they
+ *		are?  True when the encodings are the same, or the bytes are ASCII
+ *		(the same in every server encoding).
+ */
+static bool
+encoding_matches(int encoding, const char *data, Size len)
+{
+	return encoding == GetDatabaseEncoding() || bytes_are_ascii(data, len);
+}
+
+/*
+ * convert_for_view
+ *		A text of a task's database encoding, for a session whose database
+ *		has another one, where failing is not an option (the tasks view, the
+ *		error column of a report): converted when every character converts,
+ *		otherwise with every non-ASCII character replaced by '?'.  Never
+ *		wrong bytes, never an error.
+ */
+static char *
+convert_for_view(const char *text, int encoding)
+{
+	int			len = strlen(text);
+	int			db = GetDatabaseEncoding();
+	bool		valid = false;
+	char	   *out;
+
+	if (encoding == db || bytes_are_ascii(text, len))
+		return (char *) text;
+	if (PG_VALID_BE_ENCODING(encoding) && db != PG_SQL_ASCII &&
+		encoding != PG_SQL_ASCII &&
+		len < (int) (MaxAllocSize / MAX_CONVERSION_GROWTH) - 1 &&
+		pg_verify_mbstr(encoding, text, len, true))
+	{
+		Oid			proc = FindDefaultConversionProc(encoding, db);
+
+		valid = true;
+		if (OidIsValid(proc))
+		{
+			int			size = len * MAX_CONVERSION_GROWTH + 1;
+			int			done;
+
+			out = palloc(size);
+			done = pg_do_encoding_conversion_buf(proc, encoding, db,
+												 (unsigned char *) text, len,
+												 (unsigned char *) out, size, true);
+			if (done == len)
+				return out;
+			pfree(out);
+		}
+	}
+
+	/* one '?' per character (per byte when the bytes are not valid) */
+	out = palloc(len + 1);
+	for (int i = 0, j = 0;; j++)
+	{
+		int			w = 1;
+
+		if (i >= len)
+		{
+			out[j] = '\0';
+			break;
+		}
+		if (IS_HIGHBIT_SET(text[i]))
+		{
+			if (valid)
+				w = Min(pg_encoding_mblen(encoding, text + i), len - i);
+			out[j] = '?';
+		}
+		else
+			out[j] = text[i];
+		i += w;
+	}
+	return out;
+}
 
 /*
  * give_result
@@ -551,9 +720,12 @@ static HTAB *seen_jobs = NULL;
  *		dropped.  They may go when the caller may read them (owner or
  *		superuser, as for task_result) and they are kept in shared memory in
  *		the current format with the requested number of columns, within the
- *		budget; a task that succeeded without rows to keep (INSERT, DDL)
- *		gives an empty text.  A result in a file, one kept in the 1.0
- *		library's format or one over the budget is left to task_result_copy.
+ *		budget, and reach the caller as they are: its client_encoding is its
+ *		database's and the task's database encoding is the same (or the rows
+ *		are ASCII).  A task that succeeded without rows to keep (INSERT,
+ *		DDL) gives an empty text.  A result in a file, one kept in the 1.0
+ *		library's format, one over the budget or one that would need an
+ *		encoding conversion is left to task_result_copy (which converts).
  *		The task may be dropped when its rows went out, in the session that
  *		assigned it, and nothing else is under way for the job (cleanup).
  *		Caller holds the lock; r describes task.
@@ -586,6 +758,8 @@ give_result(TTJob *job, TTTask *task, Reported *r, ResultRequest *want)
 		return;
 	if ((int64) len > want->budget)
 		return;
+	if (len > 0 && !encoding_matches(task->encoding, rows, len))
+		return;
 
 	r->result = (text *) palloc(VARHDRSZ + len);
 	SET_VARSIZE(r->result, VARHDRSZ + len);
@@ -605,23 +779,27 @@ give_result(TTJob *job, TTTask *task, Reported *r, ResultRequest *want)
  *		give_result), and the tasks whose rows went out in this session are
  *		dropped; when that was the job's last task, the job goes too, and
  *		want->detached is its renamed directory for the caller to remove
- *		after releasing the lock.  Caller holds the lock exclusively; the
- *		work is O(tasks reported).
+ *		after releasing the lock.
+ *
+ *		Caller holds the lock, exclusively when exclusive is true.  In
+ *		shared mode nothing shared changes but the job's access time; when
+ *		want is given and there is something to report, it returns
+ *		TAKE_NEEDS_EXCLUSIVE without taking anything, and the caller asks
+ *		again with the lock held exclusively.  The work and the memory are
+ *		O(tasks reported): never more entries than the job has tasks,
+ *		whatever the job's history of final states.
  */
 static int
-take_reported(int64 job_id, Reported **out, ResultRequest *want)
+take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 {
 	TTJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
 	SeenJob    *seen;
 	bool		found;
 	dlist_iter	iter;
 	TTTask	  **tasks;
+	uint64		nmax;
 	int			n = 0;
 	int			ndrop = 0;
-
-	if (job == NULL || !may_act_for(job->owner))
-		return -1;
-	job->last_access = GetCurrentTimestamp();
 
 	if (seen_jobs == NULL)
 	{
@@ -633,17 +811,35 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want)
 		seen_jobs = hash_create("task_tracker reported jobs", 64, &info,
 								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
+
+	if (job == NULL || !may_act_for(job->owner))
+	{
+		/* a job that is gone takes what this backend was told with it */
+		hash_search(seen_jobs, &job_id, HASH_REMOVE, NULL);
+		return -1;
+	}
+	tt_job_touch(job, GetCurrentTimestamp());
+
 	seen = hash_search(seen_jobs, &job_id, HASH_ENTER, &found);
 	if (!found || seen->incarnation != job->incarnation)
 	{
 		seen->incarnation = job->incarnation;
 		seen->last_seq = 0;
 	}
+	if (!found && hash_get_num_entries(seen_jobs) > seen_prune_at)
+	{
+		prune_seen_jobs(job_id);
+		seen = hash_search(seen_jobs, &job_id, HASH_FIND, NULL);
+	}
 	if (job->final_seq <= seen->last_seq)
 		return 0;
+	if (want != NULL && !exclusive)
+		return TAKE_NEEDS_EXCLUSIVE;
 
-	*out = palloc(sizeof(Reported) * (job->final_seq - seen->last_seq));
-	tasks = palloc(sizeof(TTTask *) * (job->final_seq - seen->last_seq));
+	/* the done list holds at most the job's tasks */
+	nmax = Min(job->final_seq - seen->last_seq, (uint64) job->ntasks);
+	*out = palloc(sizeof(Reported) * Max(nmax, 1));
+	tasks = palloc(sizeof(TTTask *) * Max(nmax, 1));
 	dlist_reverse_foreach(iter, &job->done)
 	{
 		TTTask	   *task = dlist_container(TTTask, done_node, iter.cur);
@@ -652,12 +848,14 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want)
 
 		if (task->final_seq <= seen->last_seq)
 			break;
+		Assert(n < nmax);
 		tasks[n] = task;
 		r = &(*out)[n++];
 		error = tt_text_get(task->error);
 		r->task_id = task->key.task_id;
 		r->status = task->status;
 		r->error = (error && task->status != TT_SUCCEEDED) ? pstrdup(error) : NULL;
+		r->encoding = task->encoding;
 		memcpy(r->sqlstate, task->sqlstate, sizeof(r->sqlstate));
 		r->result_rows = task->result_rows;
 		r->result = NULL;
@@ -704,16 +902,19 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want)
 /*
  * wait_reported
  *		The body of wait_for_tasks and wait_for_task_results: sleep
- *		(interruptibly, on the condition variable) until at least one task
- *		of the job reached a final state not yet reported to this session,
- *		or the timeout passes, and return the reports; want as for
+ *		(interruptibly, on the job's condition variable) until at least one
+ *		task of the job reached a final state not yet reported to this
+ *		session, or the timeout passes, and return the reports; want as for
  *		take_reported.  The result's columns are wait_for_tasks', plus
- *		result and dropped when want is given.
+ *		result and dropped when want is given.  Looking takes the lock in
+ *		shared mode; only handing out (and dropping) rows takes it
+ *		exclusively.
  */
 static void
 wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultRequest *want)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ConditionVariable *cv = tt_job_cv(job_id);
 	TimestampTz deadline;
 	Reported   *reported = NULL;
 	int			n;
@@ -726,15 +927,23 @@ wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultReq
 				 errmsg("timeout_ms must not be negative")));
 
 	InitMaterializedSRF(fcinfo, 0);
+	wait_until_ready();
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	for (;;)
 	{
 		long		left;
 
-		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		n = take_reported(job_id, &reported, want);
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		n = take_reported(job_id, &reported, want, false);
 		LWLockRelease(tt_shared->lock);
+		if (n == TAKE_NEEDS_EXCLUSIVE)
+		{
+			LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+			n = take_reported(job_id, &reported, want, true);
+			LWLockRelease(tt_shared->lock);
+			tt_job_wake_pending();
+		}
 
 		if (n < 0)
 		{
@@ -750,11 +959,11 @@ wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultReq
 		if (!sleeping)
 		{
 			/* register first, then re-check, so no broadcast is missed */
-			ConditionVariablePrepareToSleep(&tt_shared->cv);
+			ConditionVariablePrepareToSleep(cv);
 			sleeping = true;
 			continue;
 		}
-		ConditionVariableTimedSleep(&tt_shared->cv, left, TT_WAIT_TASKS);
+		ConditionVariableTimedSleep(cv, left, TT_WAIT_TASKS);
 	}
 	if (sleeping)
 		ConditionVariableCancelSleep();
@@ -774,7 +983,8 @@ wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultReq
 		values[0] = Int32GetDatum(reported[i].task_id);
 		values[1] = CStringGetTextDatum(tt_status_name(reported[i].status));
 		if (reported[i].error)
-			values[2] = CStringGetTextDatum(reported[i].error);
+			values[2] = CStringGetTextDatum(convert_for_view(reported[i].error,
+															 reported[i].encoding));
 		else
 			nulls[2] = true;
 		if (reported[i].sqlstate[0] && reported[i].status != TT_SUCCEEDED)
@@ -813,8 +1023,10 @@ task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
  *		rows came along is dropped (dropped = true) when this session
  *		assigned it.  Others are reported without rows (result NULL): fetch
  *		them with task_result_copy.  Rows come only to a session whose
- *		client_encoding is the database's (or SQL_ASCII): anything else
- *		would convert them on the way out, which could fail after the drop.
+ *		client_encoding is the database's (or SQL_ASCII), and only when the
+ *		task ran in a database of the same encoding (or the rows are ASCII):
+ *		anything else would need a conversion, which could fail after the
+ *		drop; task_result_copy converts them.
  */
 Datum
 task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
@@ -843,11 +1055,18 @@ task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
 /*
  * open_result
  *		Start reading the result of the caller's task (job_id, task_id):
- *		copy its in-memory result, or open its file, under the lock, so
- *		that cleanup cannot free or remove it before.  Errors out when the
- *		task is not the caller's or has not succeeded.  Returns false when
- *		it succeeded without a result (a statement that returns no rows).
- *		name (MAXPGPATH bytes) must live as long as the reader.
+ *		copy its in-memory result under the lock (in shared mode), so that
+ *		cleanup cannot free it before, or note its file's path and open it
+ *		once the lock is released.  A file removed in between (the job was
+ *		cleaned up) makes the task "not found", as it is by then; so does a
+ *		job that was cleaned up and assigned again meanwhile (the lock is
+ *		taken once more after the file is open to check that it is still
+ *		the same incarnation of the job, whose file this is).  Errors
+ *		out when the task is not the caller's or has not succeeded.
+ *		Returns false when it succeeded without a result (a statement that
+ *		returns no rows).  The reader converts the rows from the encoding of
+ *		the task's database to the caller's (see the file header).  name
+ *		(MAXPGPATH bytes) must live as long as the reader.
  */
 static bool
 open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
@@ -857,10 +1076,18 @@ open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
 	TTTaskStatus status;
 	char	   *copy = NULL;
 	Size		copy_size = 0;
+	bool		has_file = false;
+	int			encoding;
+	TTJob	   *job;
+	uint64		incarnation;
 
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-	task = lookup_own_task(job_id, task_id, NULL);
+	wait_until_ready();
+
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	task = lookup_own_task(job_id, task_id, &job);
+	incarnation = job ? job->incarnation : 0;
 	status = task->status;
+	encoding = task->encoding;
 	if (status == TT_SUCCEEDED && DsaPointerIsValid(task->result))
 	{
 		copy_size = task->result_size;
@@ -870,11 +1097,7 @@ open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
 	else if (status == TT_SUCCEEDED && task->has_file)
 	{
 		tt_task_file_path(name, MAXPGPATH, job_id, task_id, task->owner);
-		file = AllocateFile(name, PG_BINARY_R);
-		if (file == NULL)
-			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not open result file \"%s\": %m", name)));
+		has_file = true;
 	}
 	LWLockRelease(tt_shared->lock);
 
@@ -889,11 +1112,36 @@ open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
 		snprintf(name, MAXPGPATH, "in-memory result of task (job " INT64_FORMAT ", task %d)",
 				 job_id, task_id);
 		tt_result_reader_open_memory(reader, copy, copy_size, name);
+		tt_result_reader_set_encoding(reader, encoding);
 		return true;
 	}
-	if (file != NULL)
+	if (has_file)
 	{
+		int			save_errno;
+
+		file = AllocateFile(name, PG_BINARY_R);
+		save_errno = errno;
+
+		/* still the same task of the same job, with its file? */
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		task = tt_task_lookup(job_id, task_id);
+		job = tt_job_lookup(job_id, false, InvalidOid);
+		has_file = (task != NULL && job != NULL && job->incarnation == incarnation &&
+					task->status == TT_SUCCEEDED && task->has_file);
+		LWLockRelease(tt_shared->lock);
+		if (!has_file)
+		{
+			if (file != NULL)
+				FreeFile(file);
+			task_not_found(job_id, task_id);
+		}
+		errno = save_errno;
+		if (file == NULL)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not open result file \"%s\": %m", name)));
 		tt_result_reader_open_file(reader, file, name);
+		tt_result_reader_set_encoding(reader, encoding);
 		return true;
 	}
 	return false;
@@ -1052,6 +1300,7 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 	require_args(fcinfo, 1, "job_id");
 	job_id = PG_GETARG_INT64(0);
 	check_job_id(job_id);
+	wait_until_ready();
 
 	/* forget what this backend was told about the job */
 	if (seen_jobs != NULL)
@@ -1071,13 +1320,14 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 
 	wait = !tt_job_drop(job, &detached);
 	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 	tt_result_remove_detached(detached);
 
 	if (!wait)
 		PG_RETURN_VOID();
 
 	/* wait until the tracker has stopped the running tasks and removed the job */
-	ConditionVariablePrepareToSleep(&tt_shared->cv);
+	ConditionVariablePrepareToSleep(tt_job_cv(job_id));
 	for (;;)
 	{
 		bool		gone;
@@ -1088,7 +1338,7 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 		LWLockRelease(tt_shared->lock);
 		if (gone)
 			break;
-		ConditionVariableSleep(&tt_shared->cv, TT_WAIT_CLEANUP);
+		ConditionVariableSleep(tt_job_cv(job_id), TT_WAIT_CLEANUP);
 	}
 	ConditionVariableCancelSleep();
 	PG_RETURN_VOID();
@@ -1098,6 +1348,8 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 typedef struct TaskRow
 {
 	TTTask		t;
+	bool		visible;		/* the viewer may see its texts */
+	bool		copied;			/* query and error were copied */
 	char	   *query;
 	char	   *error;
 } TaskRow;
@@ -1109,6 +1361,32 @@ timestamp_or_null(TimestampTz ts, bool *isnull)
 	return TimestampTzGetDatum(ts);
 }
 
+/*
+ * copy_texts
+ *		Copy the query and error of task into r.  Caller holds the lock.
+ */
+static void
+copy_texts(TaskRow *r, TTTask *task)
+{
+	char	   *q = tt_text_get(task->query);
+	char	   *e = tt_text_get(task->error);
+
+	r->query = q ? pstrdup(q) : NULL;
+	r->error = e ? pstrdup(e) : NULL;
+	r->copied = true;
+}
+
+/*
+ * task_tracker_task_list
+ *		The tasks view.  Under the lock (shared mode) it copies each task's
+ *		fixed part, and the texts only of the tasks whose owner the viewer
+ *		is, or of all when the viewer sees everything; whether the viewer
+ *		has the privileges of another owner is a catalog question, asked
+ *		after the lock is released, and the texts of those tasks are copied
+ *		in a second short visit (of the tasks still there in the same
+ *		assignment).  So the lock is never held for texts the viewer may
+ *		not see, nor across catalog access.
+ */
 Datum
 task_tracker_task_list(PG_FUNCTION_ARGS)
 {
@@ -1117,6 +1395,7 @@ task_tracker_task_list(PG_FUNCTION_ARGS)
 	TTTask	   *task;
 	TaskRow    *rows;
 	int			n = 0;
+	int			nlater = 0;
 	Oid			viewer = GetUserId();
 	bool		see_all;
 
@@ -1125,26 +1404,46 @@ task_tracker_task_list(PG_FUNCTION_ARGS)
 	see_all = superuser() || has_privs_of_role(viewer, ROLE_PG_READ_ALL_STATS);
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
-	rows = palloc(sizeof(TaskRow) * (tt_shared->ntasks + 1));
+	rows = palloc0(sizeof(TaskRow) * (tt_shared->ntasks + 1));
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
 	{
 		TaskRow    *r = &rows[n++];
-		char	   *q = tt_text_get(task->query);
-		char	   *e = tt_text_get(task->error);
 
 		r->t = *task;
-		r->query = q ? pstrdup(q) : NULL;
-		r->error = e ? pstrdup(e) : NULL;
+		if (see_all || task->owner == viewer)
+			copy_texts(r, task);
 	}
 	LWLockRelease(tt_shared->lock);
+
+	for (int i = 0; i < n; i++)
+	{
+		rows[i].visible = rows[i].copied || has_privs_of_role(viewer, rows[i].t.owner);
+		if (rows[i].visible && !rows[i].copied)
+			nlater++;
+	}
+	if (nlater > 0)
+	{
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		for (int i = 0; i < n; i++)
+		{
+			TaskRow    *r = &rows[i];
+
+			if (!r->visible || r->copied)
+				continue;
+			task = tt_task_lookup(r->t.key.job_id, r->t.key.task_id);
+			if (task != NULL && task->seq == r->t.seq)
+				copy_texts(r, task);
+		}
+		LWLockRelease(tt_shared->lock);
+	}
 
 	for (int i = 0; i < n; i++)
 	{
 		TaskRow    *r = &rows[i];
 		Datum		values[14];
 		bool		nulls[14];
-		bool		visible = see_all || has_privs_of_role(viewer, r->t.owner);
+		bool		visible = r->visible;
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = Int64GetDatum(r->t.key.job_id);
@@ -1153,7 +1452,7 @@ task_tracker_task_list(PG_FUNCTION_ARGS)
 		values[3] = NameGetDatum(&r->t.user_name);
 		values[4] = NameGetDatum(&r->t.database_name);
 		if (visible && r->query)
-			values[5] = CStringGetTextDatum(r->query);
+			values[5] = CStringGetTextDatum(convert_for_view(r->query, r->t.encoding));
 		else
 			nulls[5] = true;
 		values[6] = Int32GetDatum(r->t.attempts);
@@ -1163,7 +1462,7 @@ task_tracker_task_list(PG_FUNCTION_ARGS)
 		values[10] = Int32GetDatum(r->t.backend_pid);
 		nulls[10] = (r->t.backend_pid == 0);
 		if (visible && r->error)
-			values[11] = CStringGetTextDatum(r->error);
+			values[11] = CStringGetTextDatum(convert_for_view(r->error, r->t.encoding));
 		else
 			nulls[11] = true;
 		values[12] = Int64GetDatum(r->t.result_rows);
@@ -1198,9 +1497,10 @@ task_tracker_tracker_info(PG_FUNCTION_ARGS)
 	values[4] = Int32GetDatum(max_running_tasks_per_node);
 	values[5] = Int64GetDatum((int64) tt_shared->succeeded);
 	values[6] = Int64GetDatum((int64) tt_shared->failed);
-	values[7] = Int32GetDatum(tt_shared->nconnections);
-	values[8] = timestamp_or_null(tt_shared->last_wakeup, &nulls[8]);
-	values[9] = Int64GetDatum((int64) tt_shared->wakeups);
+	values[7] = Int32GetDatum((int32) pg_atomic_read_u32(&tt_shared->nconnections));
+	values[8] = timestamp_or_null((TimestampTz) pg_atomic_read_u64(&tt_shared->last_wakeup),
+								  &nulls[8]);
+	values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&tt_shared->wakeups));
 	values[10] = Int64GetDatum((int64) tt_shmem_size());
 	values[11] = Int64GetDatum(tt_shared->text_bytes);
 	LWLockRelease(tt_shared->lock);

@@ -549,14 +549,18 @@ neither it nor the capabilities: the tests then skip with the reason.
 
 =item tt_skip_test($why)
 
-End the test file as one skipped assertion (a C<skip_all> plan reports
-"Result: NOTESTS", which scripts/test.sh counts as a failure).
+Skip the whole test file with the reason (a C<skip_all> plan: prove prints
+"skipped: $why" and "Result: NOTESTS"; scripts/test.sh counts the file as
+skipped, never as passed, and prints the reason).  Call it before any
+assertion.
 
 =item tt_priv_helper()
 
 In list context (\@command, $why): the command prefix that runs the
 privileged helper (C<sudo -n /usr/local/libexec/task_tracker-test-priv>) when
-this OS user may run it, else undef and the reason.
+this OS user may run it, else undef and the reason (also when
+scripts/test.sh runs with C<TT_PRIV=0>: the helper another, concurrent run
+installed is not this run's to use).
 
 =item tt_priv(@args)
 
@@ -572,9 +576,8 @@ our $TT_PRIV_BIN = '/usr/local/libexec/task_tracker-test-priv';
 sub tt_skip_test
 {
 	my ($why) = @_;
-	SKIP: { skip($why, 1); }
-	done_testing();
-	exit 0;
+	plan(skip_all => $why);    # exits
+	return;
 }
 
 my @tt_priv_helper;
@@ -587,6 +590,9 @@ sub tt_priv_helper
 
 sub _tt_priv_probe
 {
+	# scripts/test.sh with TT_PRIV=0: never borrow the grant of another run
+	return (undef, 'TT_PRIV=0: this run grants no privileged test helper')
+	  if defined $ENV{TT_PRIV} && $ENV{TT_PRIV} eq '0';
 	my $sudo = (grep { -x $_ } qw(/usr/bin/sudo /bin/sudo))[0];
 	return (undef, "the privileged test helper $TT_PRIV_BIN is not installed (scripts/test.sh installs it)")
 	  unless -x $TT_PRIV_BIN;

@@ -1,9 +1,10 @@
 --
 -- upgrade: task_tracker installed at 1.0 and updated to 1.1 has exactly the
--- objects of a fresh 1.1 install (functions with their signatures, views
--- with their columns, tables, triggers, grants and REVOKEs, extension
--- membership); the library serves the older SQL objects and refuses newer
--- ones with a clear error.  Runs in a database of its own.
+-- objects of a fresh 1.1 install, and updated on to 1.2 those of a fresh 1.2
+-- install (functions with their signatures, views with their columns,
+-- tables, triggers, grants and REVOKEs, extension membership); the library
+-- serves the older SQL objects and refuses newer ones with a clear error.
+-- Runs in a database of its own.
 --
 \set VERBOSITY default
 \set SHOW_CONTEXT never
@@ -129,7 +130,7 @@ CREATE TABLE public.tt_updated AS SELECT * FROM public.tt_objects() o;
 -- a fresh 1.1 install has exactly the same objects
 --
 DROP EXTENSION task_tracker;
-CREATE EXTENSION task_tracker;
+CREATE EXTENSION task_tracker VERSION '1.1';
 SELECT extversion FROM pg_extension WHERE extname = 'task_tracker';
 CREATE TABLE public.tt_fresh AS SELECT * FROM public.tt_objects() o;
 SELECT count(*) > 50 AS described FROM public.tt_fresh;
@@ -141,13 +142,38 @@ SELECT pg_get_function_arguments('task_tracker.task_result_copy'::regproc) AS ar
        pg_get_function_result('task_tracker.task_result_copy'::regproc) AS result;
 SELECT pg_get_function_arguments('task_tracker.wait_for_task_results'::regproc) AS arguments,
        pg_get_function_result('task_tracker.wait_for_task_results'::regproc) AS result;
+SELECT count(*) AS connection_pool_exists FROM pg_class WHERE relname = 'connection_pool';
+
+--
+-- the update from 1.1 (that came from 1.0) to 1.2, against a fresh 1.2
+-- install (the default version)
+--
+DROP EXTENSION task_tracker;
+DROP TABLE public.tt_updated, public.tt_fresh;
+CREATE EXTENSION task_tracker VERSION '1.0';
+ALTER EXTENSION task_tracker UPDATE TO '1.1';
+ALTER EXTENSION task_tracker UPDATE TO '1.2';
+SELECT extversion FROM pg_extension WHERE extname = 'task_tracker';
+CREATE TABLE public.tt_updated AS SELECT * FROM public.tt_objects() o;
+DROP EXTENSION task_tracker;
+CREATE EXTENSION task_tracker;
+SELECT extversion FROM pg_extension WHERE extname = 'task_tracker';
+CREATE TABLE public.tt_fresh AS SELECT * FROM public.tt_objects() o;
+SELECT count(*) > 50 AS described FROM public.tt_fresh;
+SELECT 'only after update' AS "where", * FROM (TABLE public.tt_updated EXCEPT ALL TABLE public.tt_fresh) x
+UNION ALL
+SELECT 'only in fresh install', * FROM (TABLE public.tt_fresh EXCEPT ALL TABLE public.tt_updated) y;
+-- the new view, readable by everyone; this database has no node yet
+\d task_tracker.connection_pool
+SELECT has_table_privilege('public', 'task_tracker.connection_pool', 'SELECT') AS public_can_read;
+SELECT count(*) >= 0 AS answers FROM task_tracker.connection_pool;
 
 --
 -- an installed version newer than the library serves (updated while the
 -- server still runs the old library) is refused by the functions, with a
 -- hint; version() still answers
 --
-UPDATE pg_extension SET extversion = '1.2' WHERE extname = 'task_tracker';
+UPDATE pg_extension SET extversion = '1.3' WHERE extname = 'task_tracker';
 \c regress_tt_upgrade
 SELECT task_tracker.version();
 SELECT public.tt_try('SELECT task_tracker.task_status(1, 0)');
@@ -155,7 +181,7 @@ SELECT public.tt_try('SELECT count(*) FROM task_tracker.tasks');
 SELECT public.tt_try($$SELECT task_tracker.assign_task(1, 0, 'SELECT 1')$$);
 SELECT public.tt_try($$SELECT task_tracker.add_node('localhost', 1)$$);
 SELECT public.tt_try($$SELECT count(*) FROM task_tracker.run_on_workers('SELECT 1')$$);
-UPDATE pg_extension SET extversion = '1.1' WHERE extname = 'task_tracker';
+UPDATE pg_extension SET extversion = '1.2' WHERE extname = 'task_tracker';
 \c regress_tt_upgrade
 SELECT count(*) FROM task_tracker.tasks WHERE database_name = current_database();
 

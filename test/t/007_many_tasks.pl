@@ -15,7 +15,8 @@ my $n = 10000;
 my $batch = 1000;
 
 my $node = tt_node('many', quiet => 1,
-	conf => "citus.max_tracked_tasks_per_node = 12000\n");
+	conf => "citus.max_tracked_tasks_per_node = 12000\n"
+	  . "citus.max_tracked_tasks_per_user = 12000\n");
 tt_create_role($node, 'alice');
 
 is(tt_sql($node, 'SELECT tasks_capacity FROM task_tracker.tracker'),

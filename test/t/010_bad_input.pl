@@ -12,7 +12,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TaskTrackerTest;
 
-my $node = tt_node('bad', conf => "citus.max_tracked_tasks_per_node = 8\n");
+my $node = tt_node('bad', conf => "citus.max_tracked_tasks_per_node = 8\n"
+	  . "citus.max_tracked_tasks_per_user = 8\n");
 tt_create_role($node, 'alice');
 my ($rc, $out, $err);
 

@@ -108,8 +108,13 @@ for my $executor ('task-tracker')
 }
 
 # a worker restarted while a big result is being fetched: the fetch goes on
-# where it stopped (no row twice, none missing)
+# where it stopped (no row twice, none missing).  Worker 1 logs its
+# statements here, so that the fetches the coordinator sent show that the
+# restart hit in the middle: a first task_result_copy from row 0, and after
+# the restart one that skips the rows already received (0 < skip < all).
 {
+	tt_sql($workers[0], q{ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf()});
+	my $logpos = tt_log_position($workers[0]);
 	my $bg = $coord->background_psql('postgres', on_error_stop => 0);
 	$bg->query_until(qr/go/, qq{\\echo go
 SET citus.task_executor = 'task-tracker';
@@ -118,12 +123,20 @@ SELECT count(*), sum(g), count(DISTINCT g) FROM task_tracker.run_job(
 	\$\$SELECT 'SELECT g FROM generate_series(1, 3000000) g' AS query, ARRAY['$place[0]'] AS placements\$\$) AS t(g bigint);
 });
 	ok($workers[0]->poll_query_until('postgres',
-			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%task_result%' AND pid <> pg_backend_pid()"),
+			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%task_result_copy%' AND pid <> pg_backend_pid()"),
 		'task-tracker: big result being fetched');
 	$workers[0]->restart;
 	is($bg->query("\\echo done"), "3000000|4500001500000|3000000\ndone",
-		'task-tracker: worker restarted during a fetch: the fetch resumes');
+		'task-tracker: worker restarted during a fetch: every row once');
 	$bg->quit;
+	my $log = slurp_file($workers[0]->logfile, $logpos);
+	my @skips = $log =~ /task_tracker\.task_result_copy\(\d+, \d+, (\d+), 1\)/g;
+	note("fetches of the big result on worker 1 skipped: @skips");
+	is($skips[0] // 'none', '0', 'task-tracker: the first fetch starts at row 0');
+	ok(scalar(grep { $_ > 0 && $_ < 3000000 } @skips) > 0,
+		'task-tracker: the restart hit mid-fetch: a later fetch skips the rows already received')
+	  or diag("skips: @skips");
+	tt_sql($workers[0], q{ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()});
 }
 
 # the real-time executor fails over when a worker restarts mid-job

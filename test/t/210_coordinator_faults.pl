@@ -4,8 +4,10 @@
 #
 # * a worker frozen with SIGSTOP (postmaster and every child: the machine
 #   hangs, its sockets stay open) during a job: the job ends in bounded
-#   time, with its rows (failover to the other placement) or a clear error
-#   naming the node — it does not wait for statement_timeout;
+#   time with all its rows, by failover to the other placement — it does
+#   not wait for statement_timeout.  (An error would be right only for a
+#   task that had already sent rows, README "A node that stops answering";
+#   these tasks send their one row when they end, so none has.)
 # * a placement whose port is closed: a clear connection error naming the
 #   node, or failover when there is another placement; a placement that is
 #   not registered: 42704 before anything runs;
@@ -72,10 +74,9 @@ for my $executor ('real-time', 'task-tracker')
 	kill('CONT', @frozen);
 	if ($died) { $bg->{run}->kill_kill; } else { $bg->quit; }
 	note("$executor with worker 1 frozen: $res / $stderr");
-	ok( $res eq "16|136|16\ndone"
-		  || ($stderr =~ /ERROR:  .*(?:\Q$place[0]\E|node)/s && $stderr !~ /statement timeout/),
-		"$executor: worker frozen mid-job: failover or a clear error naming the node")
-	  or diag("result: $res\nstderr: $stderr");
+	is($res, "16|136|16\ndone", "$executor: worker frozen mid-job: failover, every row")
+	  or diag("stderr: $stderr");
+	unlike($stderr, qr/ERROR/, "$executor: ... no error");
 	cmp_ok($took, '<', 30, sprintf('%s: ... in bounded time (%.1f s)', $executor, $took));
 	# the thawed worker finishes or drops what it had
 	for my $w (@workers)
@@ -137,7 +138,8 @@ for my $executor ('task-tracker', 'real-time')
 		"$executor: the orphaned job's remote queries stop");
 	ok($workers[0]->poll_query_until('postgres', 'SELECT count(*) = 0 FROM task_tracker.tasks'),
 		"$executor: the orphaned job's tasks are reaped on the worker");
-	ok($coord->poll_query_until('postgres', 'SELECT true'), "$executor: the coordinator accepts connections");
+	ok($coord->wait_for_log(qr/database system is ready to accept connections/, $logpos),
+		"$executor: the coordinator accepts connections again after the crash restart");
 	is(tt_sql($coord, job_sql($executor, 16, 0, $both)), '16|136|16', "$executor: the coordinator runs jobs again");
 }
 for my $w (@workers)

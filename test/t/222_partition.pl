@@ -16,9 +16,10 @@
 # packets would follow the default route, where a gateway may answer (on
 # the CI machine an HTTP proxy does, which libpq reports as "received
 # invalid response to SSL negotiation: H").  Expected, with small citus.node_connection_timeout and
-# citus.node_reconnect_timeout: the job ends in bounded time, either with
-# all its rows (failover to worker 2) or with a clear connection error
-# naming the node — never by statement_timeout.  The link is restored and
+# citus.node_reconnect_timeout: the job ends in bounded time with all its
+# rows by failover to worker 2 (no task has sent rows before the cut, so
+# every task may move; README "A node that stops answering") — never by
+# statement_timeout, and never with an error.  The link is restored and
 # worker 1's leftovers of the job (tasks, task queries, sessions of the
 # coordinator) go away in bounded time (job expiry 2 s, TCP keepalives and
 # client_connection_check_interval on the worker), and the coordinator runs
@@ -50,8 +51,8 @@ my $host_addr = '10.200.0.1';
 my $ns_addr = '10.200.0.2';
 
 # ---------------------------------------------------------------- privilege
-# (a skip_all plan reports "Result: NOTESTS", which scripts/test.sh counts as
-# a failure: a skipped test is reported as one skipped assertion instead)
+# (tt_skip_test: a skip_all plan; scripts/test.sh counts the file as skipped
+# and prints the reason)
 my $ip = (grep { -x $_ } qw(/usr/sbin/ip /sbin/ip /usr/bin/ip /bin/ip))[0];
 tt_skip_test('iproute2 (ip) is not installed') unless $ip;
 # $mode: 'direct' (ip with our own capabilities, or through sudo -n ip) or
@@ -232,10 +233,11 @@ for my $executor ('real-time', 'task-tracker')
 	my $took = time() - $t0;
 	chomp $out;
 	note("$executor with the link cut: rc " . ($rc // 'undef') . ", out '$out', err '$err'");
-	ok( (defined $rc && $rc == 0 && $out eq '16|136|16')
-		  || (defined $rc && $err =~ /ERROR:  08\d\d\d: .*(?:\Q$ns_addr\E|node)/s),
-		"$executor: link cut mid-job: failover to worker 2 or a clear connection error naming the node")
-	  or diag("rc " . ($rc // 'undef') . "\nout: $out\nerr: $err");
+	# every task has another placement and none has sent rows before the
+	# cut (each sends its one row when it ends): failover is the only
+	# correct outcome (README, "A node that stops answering")
+	is($rc, 0, "$executor: link cut mid-job: the job succeeds") or diag("err: $err");
+	is($out, '16|136|16', "$executor: ... with every row, by failover to worker 2");
 	unlike($err, qr/statement timeout|57014/, "$executor: ... not ended by statement_timeout");
 	# The budget, from the settings above: silence is noticed after the
 	# wait_for_tasks timeout (1 s) + node_reconnect_timeout (2 s), the

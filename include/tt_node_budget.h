@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * tt_node_budget.h
+ *	  The coordinator-wide connection budget per node, in shared memory
+ *	  (src/node_budget.c): every connection this coordinator holds to a
+ *	  node, over all sessions, counts against citus.max_shared_pool_size.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TT_NODE_BUDGET_H
+#define TT_NODE_BUDGET_H
+
+/* how a new connection asks for a slot */
+typedef enum TTSlotKind
+{
+	TT_SLOT_FIRST = 0,			/* the session's first connection to the
+								 * node: wait for a slot (cancellable) */
+	TT_SLOT_EXTRA,				/* one more: only when a slot is free now and
+								 * no session waits for a first one */
+	TT_SLOT_FORCE				/* cancel / cleanup: counted, never refused */
+} TTSlotKind;
+
+/* settings */
+extern int	max_shared_pool_size;	/* citus.max_shared_pool_size */
+extern int	max_cached_conns_per_worker;	/* citus.max_cached_conns_per_worker */
+
+extern void tt_budget_define_settings(void);
+extern Size tt_budget_shmem_size(void);
+extern void tt_budget_shmem_request(void);
+extern void tt_budget_shmem_init(void);
+
+extern int	tt_budget_node(const char *host, int port);
+extern bool tt_budget_open(int node, TTSlotKind kind);
+extern void tt_budget_close(int node, bool idle);
+extern void tt_budget_idle(int node, bool idle);
+extern bool tt_budget_keep_idle(int node, int idle_now, int max_idle);
+extern void tt_budget_reserve(const int *nodes, int n);
+extern void tt_budget_unreserve(const int *nodes, int n);
+extern void tt_budget_process_drops(void);
+extern bool tt_budget_connect_begin(int node, bool wait);
+extern void tt_budget_connect_end(int node);
+
+#endif							/* TT_NODE_BUDGET_H */
