@@ -46,8 +46,8 @@
  *	  role and database it logged into by name must have the task's OIDs,
  *	  or the task fails permanently; it also tells whether the session's
  *	  backend is one of this server's, the only kind the tracker ever
- *	  signals (signal_backend; any other gets a cancel request through its
- *	  connection).
+ *	  signals (signal_backend; the session of any other is closed to stop
+ *	  its statement: no blocking cancel request).
  *
  *	  Exactly once (docs/architecture.md, "Exactly once"): a statement that
  *	  completed is recorded as such before anything that can fail, and is
@@ -136,6 +136,9 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
  * predecessor ran to exit (recover_orphans), and how often it looks.
  */
 #define TT_ORPHAN_WAIT_MS	30000
+
+/* after a result could not be stored in memory, use files for this long */
+#define TT_DSA_BACKOFF_MS	10000
 #define TT_ORPHAN_POLL_MS	10
 
 /*
@@ -206,6 +209,8 @@ typedef struct RunningTask
 	bool		copying;		/* ... and not ended yet */
 	bool		resend_plain;	/* the COPY was refused: run the plain query */
 	uint64		received;		/* COPY rows and results read so far */
+	PGresult   *cur_res;		/* result being handled by drain_input, so
+								 * that an ERROR does not leak it */
 	Session    *session;		/* session running it, or NULL */
 	TTResultWriter writer;		/* its result file */
 	bool		opened;			/* writer has a file */
@@ -239,6 +244,9 @@ static TimestampTz next_expiry_check = 0;
 static List *detached_dirs = NIL;	/* job dirs to remove after the lock */
 static TimestampTz stop_deadline = 0;	/* while stopping: give up waiting */
 static MemoryContext tracker_cxt = NULL;
+static TimestampTz dsa_failed_at = 0;	/* last failure to store a result in
+										 * the DSA area (store_result) */
+static volatile bool recovering = false;	/* in recover_from_error */
 static MemoryContext pass_cxt = NULL;
 static char *connect_host = NULL;
 
@@ -289,6 +297,17 @@ tt_tracker_main(Datum main_arg)
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	/*
+	 * No query cancel: a worker with a database connection would get the
+	 * backend's SIGINT handler, and pg_cancel_backend() on the tracker
+	 * (listed in pg_stat_activity) would raise an ERROR in whatever it was
+	 * doing, e.g. failing a healthy task's result.  The tracker runs no
+	 * statement and arms no statement or lock timeout, so nothing else sets
+	 * QueryCancelPending (recovery conflicts target backends holding a
+	 * snapshot, a buffer pin or a database, none of which it has).
+	 */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 
 	/*
@@ -342,7 +361,22 @@ tt_tracker_main(Datum main_arg)
 		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
+
+		/*
+		 * An ERROR raised while recovering from one: recovering again could
+		 * spin on the same fault.  Exit instead (code 1: the postmaster
+		 * starts a new tracker, which settles the running tasks as after
+		 * any restart, see recover_orphans).
+		 */
+		if (recovering)
+		{
+			ereport(LOG,
+					(errmsg("task tracker exits: an error occurred while it recovered from an earlier error")));
+			proc_exit(1);
+		}
+		recovering = true;
 		recover_from_error();
+		recovering = false;
 		RESUME_INTERRUPTS();
 	}
 	PG_exception_stack = &local_sigjmp_buf;
@@ -359,8 +393,10 @@ tt_tracker_main(Datum main_arg)
  *		lists is made without an ERROR-raising call in between); a task
  *		the shared table shows active but this tracker no longer runs is
  *		recovered as after a restart (recover_orphans).  Repeated errors
- *		within a second are spaced by a short wait on the latch so that a
- *		persistent fault cannot spin.
+ *		within a second are spaced by a short wait on the latch, before
+ *		anything else that could fail again, so that a persistent fault
+ *		cannot spin; an ERROR in here makes the tracker exit (see the
+ *		recovery block).
  */
 static void
 recover_from_error(void)
@@ -376,6 +412,14 @@ recover_from_error(void)
 	MemoryContextSwitchTo(tracker_cxt);
 	FlushErrorState();
 	MemoryContextReset(pass_cxt);
+
+	now = GetCurrentTimestamp();
+	if (last_error != 0 &&
+		TimestampDifferenceMilliseconds(last_error, now) < 1000)
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 TT_WAIT_TRACKER_MAIN);
+	last_error = now;
+
 	/* tasks the failed pass made final before the ERROR */
 	tt_job_wake_pending();
 
@@ -389,12 +433,6 @@ recover_from_error(void)
 			dlist_container(Session, node, iter.cur)->recheck = true;
 	}
 
-	now = GetCurrentTimestamp();
-	if (last_error != 0 &&
-		TimestampDifferenceMilliseconds(last_error, now) < 1000)
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
-						 TT_WAIT_TRACKER_MAIN);
-	last_error = now;
 	/* whatever the failed pass did not finish, the next one looks at */
 	SetLatch(MyLatch);
 }
@@ -483,8 +521,44 @@ running_task_of(const TTTaskKey *key)
 typedef struct Orphan
 {
 	TTTaskKey	key;			/* the task */
-	int			pid;			/* its old backend, 0 if none was signaled */
+	int			pid;			/* its old backend, signaled and still
+								 * running the statement; 0 if none */
+	bool		ended;			/* its statement was sent and is no longer
+								 * running (or its backend is gone): it may
+								 * have committed */
 } Orphan;
+
+/*
+ * statement_running
+ *		True when backend pid of this server is still running a statement,
+ *		by its entry in the backend status array (what pg_stat_activity
+ *		shows as its state).  An idle backend has finished its statement
+ *		(committed or not: the tracker did not read the answer); a backend
+ *		without an entry, or with track_activities off (state "disabled"),
+ *		counts as not running, so its task is not run again.
+ */
+static bool
+statement_running(int pid)
+{
+	bool		running = false;
+	int			n;
+
+	pgstat_clear_backend_activity_snapshot();
+	n = pgstat_fetch_stat_numbackends();
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *entry = pgstat_fetch_stat_local_beentry(i);
+
+		if (entry != NULL && entry->backendStatus.st_procpid == pid)
+		{
+			running = (entry->backendStatus.st_state == STATE_RUNNING ||
+					   entry->backendStatus.st_state == STATE_FASTPATH);
+			break;
+		}
+	}
+	pgstat_clear_backend_activity_snapshot();
+	return running;
+}
 
 /*
  * recover_orphans
@@ -498,14 +572,21 @@ typedef struct Orphan
  *		statement committed:
  *		- committed: its outcome is known; its result is lost, so it ends
  *		  permanently_failed with its row count and an error saying so;
- *		- its statement was sent to a backend of this server: that backend
- *		  is terminated (SIGTERM) and the task requeued only once it has
- *		  exited, watched on the latch for up to TT_ORPHAN_WAIT_MS; one
- *		  still there then ends permanently_failed (40003);
- *		- sent to a server the tracker cannot signal (citus.task_tracker_host
- *		  elsewhere): whether it ran is unknown, so it ends
+ *		- its statement was sent to a backend of this server that is still
+ *		  running it (statement_running): that backend is terminated
+ *		  (SIGTERM) and the task requeued only once it has exited, watched
+ *		  on the latch for up to TT_ORPHAN_WAIT_MS; one still there then
+ *		  ends permanently_failed (40003);
+ *		- sent, and its backend is idle (the statement ended, its answer
+ *		  unread) or gone: the statement may have committed, so it ends
  *		  permanently_failed (40003) rather than run a second time;
+ *		- sent to a server the tracker cannot signal (citus.task_tracker_host
+ *		  elsewhere): likewise 40003;
  *		- never sent: requeued (its attempt stays counted).
+ *		A stop requested during the wait (SIGTERM) ends it at once: the
+ *		tasks whose backends were still running stay active, as the stop
+ *		path leaves them (the next tracker looks at them again; a server
+ *		shutdown saves them queued, their backends being stopped too).
  *		After a restart a state file (or the marker of a failed save) left
  *		by that exit is stale and is discarded.
  */
@@ -517,13 +598,15 @@ recover_orphans(bool restart)
 	Orphan	   *orphans;
 	int			norphans = 0;
 	int			nsignaled = 0;
+	int			nended = 0;
 	TimestampTz deadline;
+	bool		leave;
 
 	if (restart)
 		tt_persist_discard();
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
-	orphans = palloc(sizeof(Orphan) * Max(tt_shared->nrunning, 1));
+	orphans = palloc0(sizeof(Orphan) * Max(tt_shared->nrunning, 1));
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
 	{
@@ -535,17 +618,45 @@ recover_orphans(bool restart)
 			break;
 		}
 		orphans[norphans].key = task->key;
-		orphans[norphans].pid = 0;
-		if (!task->committed && task->backend_local &&
-			is_our_backend(task->backend_pid, task->owner, task->dbid))
+		if (!task->committed && task->backend_local && task->backend_pid != 0)
 		{
+			/* sent: what is its backend doing? (checked below) */
 			orphans[norphans].pid = task->backend_pid;
-			(void) kill(task->backend_pid, SIGTERM);
-			nsignaled++;
+			if (!is_our_backend(task->backend_pid, task->owner, task->dbid))
+				orphans[norphans].ended = true;
 		}
 		norphans++;
 	}
 	LWLockRelease(tt_shared->lock);
+
+	/*
+	 * Terminate the backends still running their statements, and wait for
+	 * them; one that is idle has finished its statement (it exits on its
+	 * own, its client gone, and is told to hurry).  The backend status is
+	 * read without the table lock: nobody but the tracker changes these
+	 * tasks' backends.
+	 */
+	for (int i = 0; i < norphans; i++)
+	{
+		int			pid = orphans[i].pid;
+
+		if (pid == 0 || orphans[i].ended)
+			continue;
+		if (!statement_running(pid))
+			orphans[i].ended = true;
+		(void) kill(pid, SIGTERM);
+		if (orphans[i].ended)
+			continue;
+		nsignaled++;
+	}
+	for (int i = 0; i < norphans; i++)
+	{
+		if (orphans[i].ended)
+		{
+			orphans[i].pid = 0;
+			nended++;
+		}
+	}
 
 	if (nsignaled > 0)
 		ereport(LOG,
@@ -554,7 +665,7 @@ recover_orphans(bool restart)
 
 	/* wait for the signaled backends to exit, looking on the latch */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_ORPHAN_WAIT_MS);
-	while (nsignaled > 0)
+	while (nsignaled > 0 && !ShutdownRequestPending)
 	{
 		int			alive = 0;
 
@@ -568,14 +679,20 @@ recover_orphans(bool restart)
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 TT_ORPHAN_POLL_MS, TT_WAIT_ORPHANS);
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
 	}
+	leave = ShutdownRequestPending;
 
 	for (int i = 0; i < norphans; i++)
 	{
 		const char *sqlstate = NULL;
 		char	   *msg = NULL;
+		bool		alive = (orphans[i].pid != 0 &&
+							 BackendPidGetProc(orphans[i].pid) != NULL);
 		TTJob	   *job;
+
+		/* stopping: leave a task whose backend still runs to the stop */
+		if (leave && alive)
+			continue;
 
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 		task = hash_search(tt_task_hash, &orphans[i].key, HASH_FIND, NULL);
@@ -592,7 +709,13 @@ recover_orphans(bool restart)
 			msg = psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
 						   task->result_rows);
 		}
-		else if (orphans[i].pid != 0 && BackendPidGetProc(orphans[i].pid) != NULL)
+		else if (orphans[i].ended)
+		{
+			sqlstate = "40003";
+			msg = psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
+						   task->backend_pid);
+		}
+		else if (alive)
 		{
 			sqlstate = "40003";
 			msg = psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
@@ -620,6 +743,10 @@ recover_orphans(bool restart)
 		tt_job_wake_pending();
 	}
 	pfree(orphans);
+	if (nended > 0)
+		ereport(LOG,
+				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
+						nended)));
 
 	/* dropping jobs have no active task left: finish them */
 	handle_cancels();
@@ -884,19 +1011,30 @@ schedule_tasks(TimestampTz now)
  *		Give a picked task a session: an idle one of the same user and
  *		database, or a new connection.  Also used to connect again for a
  *		task whose connection was refused for a transient reason.
+ *
+ *		A task here is in the running list, so it must never be left
+ *		without a way forward: until it has a session, retry_at is set, so
+ *		that an ERROR (out of memory, say) leaves it to retry_connects()
+ *		rather than stranded; the Session is allocated before the
+ *		connection is opened and without raising (a PGconn and its
+ *		descriptor cannot leak), and a failure to get it is a transient
+ *		refusal.
  */
 static void
 start_task(RunningTask *rt, TimestampTz now)
 {
 	const char *user = NameStr(rt->user);
 	const char *db = NameStr(rt->database);
-	Session    *s = task_tracker_reuse_connections ? find_idle_session(rt) : NULL;
+	Session    *s;
 	TTConnTarget target;
 	char	   *error;
 	PGconn	   *conn;
 
+	rt->retry_at = TimestampTzPlusMilliseconds(now, TT_RECONNECT_MAX_MS);
+	s = task_tracker_reuse_connections ? find_idle_session(rt) : NULL;
 	if (s != NULL)
 	{
+		rt->retry_at = 0;
 		/* a session still resetting runs the task when DISCARD ALL is done */
 		s->task = rt;
 		rt->session = s;
@@ -932,6 +1070,14 @@ start_task(RunningTask *rt, TimestampTz now)
 			close_session(victim);
 	}
 
+	s = MemoryContextAllocExtended(tracker_cxt, sizeof(Session),
+								   MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+	if (s == NULL)
+	{
+		connect_failed(rt, "out of memory", true);
+		return;
+	}
+
 	memset(&target, 0, sizeof(target));
 	target.host = connect_host;
 	target.port = PostPortNumber;
@@ -939,10 +1085,20 @@ start_task(RunningTask *rt, TimestampTz now)
 	target.dbname = db;
 	target.client_encoding = pg_encoding_to_char(rt->encoding);
 	target.application_name = "task_tracker";
-	conn = tt_conn_start(&target, &error);
+	PG_TRY();
+	{
+		conn = tt_conn_start(&target, &error);
+	}
+	PG_CATCH();
+	{
+		pfree(s);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (conn == NULL)
 	{
 		/* out of file descriptors or memory for now: transient */
+		pfree(s);
 		connect_failed(rt, error, true);
 		return;
 	}
@@ -951,6 +1107,7 @@ start_task(RunningTask *rt, TimestampTz now)
 		bool		transient;
 		char	   *msg = connect_error(conn, &transient);
 
+		pfree(s);
 		tt_conn_finish(conn);
 		connect_failed(rt, msg, transient);
 		return;
@@ -962,7 +1119,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	 */
 	(void) PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
 
-	s = MemoryContextAllocZero(tracker_cxt, sizeof(Session));
+	/* from here on nothing raises: the session is linked, the task too */
 	s->conn = conn;
 	s->state = SESSION_CONNECTING;
 	namestrcpy(&s->user, user);
@@ -971,6 +1128,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	s->deadline = TimestampTzPlusMilliseconds(now, node_connection_timeout);
 	s->task = rt;
 	rt->session = s;
+	rt->retry_at = 0;
 	dlist_push_tail(&sessions, &s->node);
 	nsessions++;
 	tt_stats_set_connections(nsessions);
@@ -1126,10 +1284,7 @@ retry_connects(TimestampTz now)
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
 
 		if (rt->session == NULL && rt->retry_at != 0 && now >= rt->retry_at)
-		{
-			rt->retry_at = 0;
 			start_task(rt, now);
-		}
 	}
 }
 
@@ -1226,13 +1381,21 @@ dispatch_query(RunningTask *rt)
 /*
  * send_query
  *		Send the task's query on its (connected, idle) session and mark it
- *		running.
+ *		running.  A task whose cancel was requested while it waited for its
+ *		session ends canceled here, its statement never sent.  An ERROR
+ *		while the statement is prepared for sending (memory) fails the
+ *		attempt and closes the session: a session left busy with nothing
+ *		sent would wait forever.
  */
 static void
 send_query(RunningTask *rt)
 {
 	Session    *s = rt->session;
 	TTTask	   *task;
+	bool		cancel;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool sent = false;
+	char		sqlstate[6];
 
 	/*
 	 * The backend is recorded before the statement is sent: a tracker that
@@ -1240,21 +1403,58 @@ send_query(RunningTask *rt)
 	 */
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
 	if (task != NULL && task->status == TT_SCHEDULED)
 	{
 		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
 
 		tt_task_set_status(job, task, TT_RUNNING);
 	}
-	if (task != NULL)
+	if (task != NULL && !cancel)
 	{
 		task->backend_pid = PQbackendPID(s->conn);
 		task->backend_local = s->local;
 	}
 	LWLockRelease(tt_shared->lock);
 
+	if (cancel)
+	{
+		/*
+		 * Nothing was sent: the session stays idle (nothing to reset), and
+		 * handle_cancels, in this pass or the next, ends the task.
+		 */
+		s->task = NULL;
+		rt->session = NULL;
+		rt->retry_at = 0;
+		if (!task_tracker_reuse_connections)
+			close_session(s);
+		else
+		{
+			s->state = SESSION_IDLE;
+			s->events = WL_SOCKET_READABLE;
+			s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  task_tracker_idle_connection_timeout);
+		}
+		SetLatch(MyLatch);
+		return;
+	}
+
 	s->state = SESSION_BUSY;
-	if (!dispatch_query(rt))
+	PG_TRY();
+	{
+		sent = dispatch_query(rt);
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt, sqlstate);
+
+		rt->unusable = true;
+		fail_attempt(rt, sqlstate, msg);
+		pfree(msg);
+		sent = false;
+	}
+	PG_END_TRY();
+	if (!sent)
 		finish_task(rt);
 }
 
@@ -1471,6 +1671,7 @@ drain_input(RunningTask *rt)
 		if (PQisBusy(conn))
 			return false;
 		res = PQgetResult(conn);
+		rt->cur_res = res;
 		if (res == NULL)
 		{
 			if (!rt->resend_plain)
@@ -1519,6 +1720,7 @@ drain_input(RunningTask *rt)
 			case PGRES_COPY_BOTH:
 				rt->unusable = true;
 				fail_attempt(rt, "0A000", "COPY to or from the client is not supported in a task");
+				rt->cur_res = NULL;
 				PQclear(res);
 				return true;
 			default:
@@ -1541,6 +1743,7 @@ drain_input(RunningTask *rt)
 				}
 				break;
 		}
+		rt->cur_res = NULL;
 		PQclear(res);
 	}
 }
@@ -1615,6 +1818,11 @@ drain_results_safe(Session *s)
 	{
 		char	   *msg = catch_error(cxt, sqlstate);
 
+		if (rt->cur_res != NULL)
+		{
+			PQclear(rt->cur_res);
+			rt->cur_res = NULL;
+		}
 		store_failed(rt, sqlstate, msg);
 		pfree(msg);
 		s->recheck = true;
@@ -1692,7 +1900,10 @@ store_result(RunningTask *rt, uint32 *blob_size, bool *file)
 	char		sqlstate[6];
 
 	if (tt_result_in_memory(w) && w->used <= task_result_inline_size &&
-		tt_shared->result_bytes + w->used <= (int64) task_result_memory * 1024)
+		tt_shared->result_bytes + w->used <= (int64) task_result_memory * 1024 &&
+		(dsa_failed_at == 0 ||
+		 TimestampDifferenceExceeds(dsa_failed_at, GetCurrentTimestamp(),
+									TT_DSA_BACKOFF_MS)))
 	{
 		PG_TRY();
 		{
@@ -1700,9 +1911,16 @@ store_result(RunningTask *rt, uint32 *blob_size, bool *file)
 		}
 		PG_CATCH();
 		{
-			/* the area could not grow: try the file instead */
+			/*
+			 * The area could not grow (a DSM segment that cannot be made:
+			 * /dev/shm full, say): try the file instead, and keep results
+			 * out of memory for a while rather than fail (and log) again
+			 * for every task; a failed attempt may also leave memory
+			 * behind in the area's bookkeeping.
+			 */
 			pfree(catch_error(cxt, sqlstate));
 			blob = InvalidDsaPointer;
+			dsa_failed_at = GetCurrentTimestamp();
 		}
 		PG_END_TRY();
 		if (DsaPointerIsValid(blob))
@@ -2216,19 +2434,20 @@ process_sessions(TimestampTz now)
  *		a session's backend, but only when it is a backend of this server
  *		(Session.local, checked again now: a pid that came over the wire may
  *		belong to any process, a postmaster even, when
- *		citus.task_tracker_host points at a pooler or another cluster).  For
- *		any other backend the statement is canceled through the connection
- *		(PQcancel: a cancel request on a new connection to the same server;
- *		libpq of PostgreSQL 15 has no non-blocking form of it, so this one
- *		call may wait for that connection).  Returns true when the signal
- *		was sent as asked, false when only a cancel request could be.
+ *		citus.task_tracker_host points at a pooler or another cluster).
+ *		Any other backend gets nothing, not even a cancel request: libpq of
+ *		PostgreSQL 15 can only send one blocking (PQcancel, with no
+ *		timeout), and a frozen pooler would hang the tracker outside every
+ *		wait.  The caller closes such a session instead; the server stops
+ *		the statement once it notices its client is gone (at once when it
+ *		writes to it, else within client_connection_check_interval, which
+ *		the tracker's sessions should have set on such a server).  Returns
+ *		true when the signal was sent, false when it could not be.
  */
 static bool
 signal_backend(Session *s, int sig)
 {
 	int			pid = PQbackendPID(s->conn);
-	PGcancel   *cancel;
-	char		errbuf[256];
 
 	if (pid <= 0)
 		return false;
@@ -2237,23 +2456,14 @@ signal_backend(Session *s, int sig)
 		(void) kill(pid, sig);
 		return true;
 	}
-	cancel = PQgetCancel(s->conn);
-	if (cancel != NULL)
-	{
-		if (!PQcancel(cancel, errbuf, sizeof(errbuf)))
-			ereport(DEBUG1,
-					(errmsg_internal("task tracker: cancel request for backend %d failed: %s",
-									 pid, errbuf)));
-		PQfreeCancel(cancel);
-	}
-	return (sig == SIGINT);
+	return false;
 }
 
 /*
  * terminate_backend
  *		Stop the statement a busy session runs: SIGTERM to its backend, as
- *		pg_terminate_backend does, when it is one of this server's; a cancel
- *		request otherwise (signal_backend).  (A query cancel, SIGINT, is
+ *		pg_terminate_backend does, when it is one of this server's; nothing
+ *		otherwise, the caller closes the session (signal_backend).  (A query cancel, SIGINT, is
  *		ignored by a backend that has not yet read the statement, so it
  *		could be lost; the session is not reused afterwards anyway.)
  */
@@ -2361,14 +2571,14 @@ handle_cancels(void)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 
-			if (!rt->cancel_sent)
+			if (!rt->cancel_sent && signal_backend(s, SIGINT))
 			{
-				(void) signal_backend(s, SIGINT);
 				rt->cancel_sent = true;
 				s->deadline = TimestampTzPlusMilliseconds(now, TT_CANCEL_GRACE_MS);
 				continue;
 			}
-			if (now < s->deadline)
+			/* not a backend of ours: its session is closed at once */
+			if (rt->cancel_sent && now < s->deadline)
 				continue;
 		}
 
@@ -2492,6 +2702,19 @@ serve_close_idle(void)
 }
 
 /*
+ * tt_running_limit_budget
+ *		The most tasks the tracker's file descriptors allow at once (the
+ *		same in every process: max_safe_fds comes from the postmaster).
+ *		The task_tracker.tracker view shows the smaller of this and the
+ *		setting, the limit actually in force.
+ */
+int
+tt_running_limit_budget(void)
+{
+	return Max((max_safe_fds / 3 - TT_FD_RESERVE) / 2, 1);
+}
+
+/*
  * running_limit
  *		How many tasks run at once: citus.max_running_tasks_per_node, but
  *		never more than the tracker's file descriptors allow (see
@@ -2503,7 +2726,7 @@ static int
 running_limit(void)
 {
 	static int	logged_for = -1;
-	int			budget = Max((max_safe_fds / 3 - TT_FD_RESERVE) / 2, 1);
+	int			budget = tt_running_limit_budget();
 
 	if (max_running_tasks_per_node <= budget)
 		return max_running_tasks_per_node;
