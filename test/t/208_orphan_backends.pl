@@ -10,7 +10,9 @@
 # and the new tracker ran the INSERT again beside the stopped one.  Now the
 # new tracker leaves the task running, terminates the old backend and waits
 # for it to exit (it cannot until it is continued); once it is continued and
-# gone, the task runs again, and its INSERT happens once.
+# gone, the task runs again, and its INSERT happens once.  A stop while
+# the new tracker waits ends the wait at once and leaves the task to the
+# next tracker.
 
 use strict;
 use warnings;
@@ -54,6 +56,18 @@ is(tt_sql($node, 'SELECT status || \' \' || attempts || \' \' || backend_pid FRO
 is(tt_sql($node, q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task_tracker'
 	AND query LIKE '%pg_advisory_xact_lock_shared(2080)%'}), '1',
 	'no second run of the INSERT has started');
+
+# A stop while the new tracker waits for the old backend ends the wait at
+# once, leaving the task to the next tracker (before: the stop waited for
+# the 30 s wait to run out, and the task failed with 40003 on the way).
+my $tracker2 = tt_sql($node, 'SELECT pid FROM task_tracker.tracker');
+$log = tt_log_position($node);
+ok(kill('TERM', $tracker2), 'the waiting tracker is terminated');
+$node->wait_for_log(
+	qr/task tracker terminated 1 backends of tasks it no longer runs, and waits for them to exit/, $log);
+isnt(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker2, 'a third tracker runs');
+is(tt_sql($node, 'SELECT status || \' \' || attempts || \' \' || backend_pid FROM task_tracker.tasks WHERE job_id = 208'),
+	"running 1 $old", 'the task was left running, and the third tracker waits for its backend');
 
 ok(kill('CONT', $old), 'the old backend is continued');
 ok( $node->poll_query_until('postgres', "SELECT count(*) FROM pg_stat_activity WHERE pid = $old", '0'),
