@@ -8,14 +8,19 @@
  *	  TTShared->lock, one LWLock, protects:
  *	  - both hash tables (tt_task_hash, tt_job_hash) and the user hash
  *		(tt_user_hash): entering, removing and walking entries;
- *	  - every field of every TTTask and every TTJob, except
- *		TTJob->last_access (below);
+ *	  - every field of every TTTask (including committed and
+ *		backend_local, which only the tracker changes) and every TTJob,
+ *		except TTJob->last_access (below);
  *	  - TTShared's pending queue, next_seq, ready, tracker_pid,
- *		tracker_latch and the counters ntasks, njobs, nrunning, ndropping,
- *		ncancel, succeeded, failed, text_bytes and result_bytes;
+ *		tracker_latch, close_idle_request, close_idle_done and the
+ *		counters ntasks, njobs, nrunning, ndropping, ncancel, succeeded,
+ *		failed, text_bytes and result_bytes;
  *	  - TTUser->ntasks.
  *	  Shared mode is enough to read any of these; changing one needs
- *	  exclusive mode.  One exception: the tracker, the only process that
+ *	  exclusive mode.  Exception: the tracker compares close_idle_request
+ *	  with close_idle_done without the lock once a pass, as a hint only (a
+ *	  requester bumps the request under the lock, then sets the tracker's
+ *	  latch, so a bump missed is seen in the next pass).  One exception: the tracker, the only process that
  *	  adds to result_bytes, reads it without the lock to decide whether a
  *	  result may stay in memory (it can only have shrunk since).  A session that only reads (task_status, a wait
  *	  that finds nothing new, the views, the result readers) takes shared
@@ -43,7 +48,8 @@
  *	  changes a task to a final state or removes a job under the lock
  *	  marks the slot in a process-local set; tt_job_wake_pending()
  *	  broadcasts the marked slots after the lock is released.  Readiness
- *	  (the restored table) goes to TTShared->ready_cv.  No libpq call and
+ *	  (the restored table) goes to TTShared->ready_cv, a served request to
+ *	  close idle sessions (DROP DATABASE) to TTShared->close_idle_cv.  No libpq call and
  *	  no file-system call is ever made while holding the lock.
  *
  *-------------------------------------------------------------------------
@@ -104,6 +110,10 @@ typedef struct TTTask
 	char		sqlstate[6];	/* last error's SQLSTATE, or "" */
 	int32		attempts;		/* attempts started so far */
 	int32		backend_pid;	/* pid of the session running it, or 0 */
+	bool		backend_local;	/* backend_pid is a backend of this server
+								 * (tracker.c may signal it) */
+	bool		committed;		/* this attempt's statement completed (in
+								 * autocommit: committed); never run again */
 	int32		copy_len;		/* >0: run query[0..copy_len) as COPY (...)
 								 * TO STDOUT; 0: run the query as it is */
 	uint64		seq;			/* assignment order (stable tie-break) */
@@ -156,6 +166,8 @@ typedef struct TTShared
 {
 	LWLock	   *lock;			/* protects what the rule above says */
 	ConditionVariable ready_cv; /* the tracker became ready */
+	ConditionVariable close_idle_cv;	/* the tracker served a
+										 * close_idle_request */
 	ConditionVariable job_cv[TT_JOB_CV_SLOTS];	/* completion and drop events,
 												 * by job id, tt_job_cv() */
 	pid_t		tracker_pid;	/* 0 while no tracker runs */
@@ -178,6 +190,10 @@ typedef struct TTShared
 	int64		text_bytes;		/* bytes of texts in the area */
 	int64		result_bytes;	/* bytes of in-memory results in the area */
 	dlist_head	pending;		/* TTTasks waiting to run, oldest first */
+	uint64		close_idle_request;	/* bumped by a backend that needs the
+									 * tracker's idle sessions closed (DROP
+									 * DATABASE, see tracker.c) */
+	uint64		close_idle_done;	/* last request the tracker served */
 } TTShared;
 
 extern TTShared *tt_shared;

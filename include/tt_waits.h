@@ -19,5 +19,10 @@
 #define TT_WAIT_TASKS			PG_WAIT_EXTENSION	/* wait_for_tasks */
 #define TT_WAIT_CLEANUP			PG_WAIT_EXTENSION	/* cleanup_job */
 #define TT_WAIT_EXECUTOR		PG_WAIT_EXTENSION	/* coordinator executors */
+#define TT_WAIT_CLOSE_IDLE		PG_WAIT_EXTENSION	/* backend: tracker closes
+													 * idle sessions (DROP
+													 * DATABASE) */
+#define TT_WAIT_ORPHANS			PG_WAIT_EXTENSION	/* tracker: old backends of
+													 * its tasks exit */
 
 #endif							/* TT_WAITS_H */

@@ -132,6 +132,7 @@ tt_shmem_init(void)
 		locks = GetNamedLWLockTranche("task_tracker");
 		tt_shared->lock = &locks[0].lock;
 		ConditionVariableInit(&tt_shared->ready_cv);
+		ConditionVariableInit(&tt_shared->close_idle_cv);
 		for (int i = 0; i < TT_JOB_CV_SLOTS; i++)
 			ConditionVariableInit(&tt_shared->job_cv[i]);
 		pg_atomic_init_u32(&tt_shared->nconnections, 0);

@@ -13,6 +13,12 @@
  *	  defined and every function that needs the tracker reports that the
  *	  library must be preloaded.
  *
+ *	  A ProcessUtility hook serves the commands that need a database
+ *	  nobody is connected to (DROP DATABASE, ALTER DATABASE ... RENAME,
+ *	  CREATE DATABASE ... TEMPLATE): before they run, it asks the tracker
+ *	  to close its idle sessions (tt_close_idle_sessions), so a session
+ *	  kept for reuse never makes them fail.
+ *
  *	  Versions: the library serves the extension's SQL objects up to its
  *	  own version (TASK_TRACKER_VERSION, what task_tracker.version()
  *	  returns); the installed version is pg_extension.extversion.  Older
@@ -42,6 +48,7 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "storage/sinval.h"
+#include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -72,6 +79,7 @@ bool		tt_preloaded = false;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 void		_PG_init(void);
 PG_FUNCTION_INFO_V1(task_tracker_version);
@@ -80,6 +88,10 @@ static void tt_shmem_request(void);
 static void tt_shmem_startup(void);
 static void define_settings(void);
 static void register_tracker(void);
+static void tt_process_utility(PlannedStmt *pstmt, const char *queryString,
+							   bool readOnlyTree, ProcessUtilityContext context,
+							   ParamListInfo params, QueryEnvironment *queryEnv,
+							   DestReceiver *dest, QueryCompletion *qc);
 
 void
 _PG_init(void)
@@ -97,6 +109,8 @@ _PG_init(void)
 	shmem_request_hook = tt_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = tt_shmem_startup;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = tt_process_utility;
 
 	register_tracker();
 }
@@ -180,7 +194,7 @@ define_settings(void)
 
 	DefineCustomIntVariable("citus.task_tracker_idle_connection_timeout",
 							"How long the tracker keeps an idle reusable session open.",
-							"Keep it under 5 s so that DROP DATABASE, which waits 5 s for other sessions, is not blocked by idle task sessions.",
+							"DROP DATABASE has the tracker close its idle sessions first, so any value works.",
 							&task_tracker_idle_connection_timeout,
 							2000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
@@ -217,7 +231,8 @@ register_tracker(void)
 	BackgroundWorker worker;
 
 	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	/* a database connection (to none): see tt_tracker_main */
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 1;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "task_tracker");
@@ -226,6 +241,47 @@ register_tracker(void)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "task tracker");
 	worker.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * needs_unused_database
+ *		Does the utility statement need a database nobody is connected to?
+ */
+static bool
+needs_unused_database(Node *stmt)
+{
+	if (IsA(stmt, DropdbStmt))
+		return true;
+	if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		return true;
+	if (IsA(stmt, CreatedbStmt))
+		return true;			/* its template must be unused */
+	if (IsA(stmt, AlterDatabaseStmt))
+		return true;			/* SET TABLESPACE needs it unused */
+	return false;
+}
+
+/*
+ * tt_process_utility
+ *		Close the tracker's idle sessions before a command that needs a
+ *		database nobody is connected to (see the file header); then run the
+ *		command as usual.
+ */
+static void
+tt_process_utility(PlannedStmt *pstmt, const char *queryString,
+				   bool readOnlyTree, ProcessUtilityContext context,
+				   ParamListInfo params, QueryEnvironment *queryEnv,
+				   DestReceiver *dest, QueryCompletion *qc)
+{
+	if (needs_unused_database(pstmt->utilityStmt))
+		tt_close_idle_sessions();
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
+								  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
 }
 
 static void

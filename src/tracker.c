@@ -42,6 +42,23 @@
  *	  deadline of the one wait, for up to citus.node_connection_timeout
  *	  after the first refusal; a refusal after that fails the attempt.
  *
+ *	  A new session first runs one identity query (check_identity): the
+ *	  role and database it logged into by name must have the task's OIDs,
+ *	  or the task fails permanently; it also tells whether the session's
+ *	  backend is one of this server's, the only kind the tracker ever
+ *	  signals (signal_backend; the session of any other is closed to stop
+ *	  its statement: no blocking cancel request).
+ *
+ *	  Exactly once (docs/architecture.md, "Exactly once"): a statement that
+ *	  completed is recorded as such before anything that can fail, and is
+ *	  never run again; its result is kept with calls that cannot raise an
+ *	  ERROR (store_result, set_task_error), and when it cannot be kept the
+ *	  task ends permanently_failed saying why.  An ERROR elsewhere in a pass
+ *	  is caught by the main loop's recovery block (recover_from_error); the
+ *	  tracker does not exit for it.  A tracker that starts again on intact
+ *	  shared memory makes sure the backends of the tasks it was running are
+ *	  gone before it requeues them (recover_orphans).
+ *
  *	  cleanup_job() marks running tasks cancel_requested; the tracker then
  *	  cancels the statement (SIGINT to the task's backend, what
  *	  pg_cancel_backend does) and the task ends canceled when its error
@@ -63,15 +80,20 @@
  * Locking
  *	  TTShared->lock is taken briefly to pick tasks, to record progress and
  *	  to finish tasks; never across a libpq call or a result-file write.
+ *	  close_idle_request is compared with close_idle_done without it once a
+ *	  pass, as a hint (a request missed is seen in the next pass: the
+ *	  requester sets the latch after bumping it).
  *	  Everything else here is private to the tracker process.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <setjmp.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
@@ -83,8 +105,10 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/pidfile.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -107,6 +131,25 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 /* how long a stopping tracker waits for its stopped tasks' outcome */
 #define TT_STOP_GRACE_MS	2000
 
+/*
+ * How long a restarted tracker waits for the backends of the tasks its
+ * predecessor ran to exit (recover_orphans), and how often it looks.
+ */
+#define TT_ORPHAN_WAIT_MS	30000
+
+/* after a result could not be stored in memory, use files for this long */
+#define TT_DSA_BACKOFF_MS	10000
+#define TT_ORPHAN_POLL_MS	10
+
+/*
+ * File descriptors: each session holds one external FD (fd.c allows a
+ * process max_safe_fds / 3 of them) and there are at most two sessions per
+ * running task; each running task may hold one result file among the
+ * allocated descriptors (also max_safe_fds / 3).  TT_FD_RESERVE are kept
+ * for the rest (postmaster.pid, the state file).
+ */
+#define TT_FD_RESERVE		4
+
 /* reads of a streaming result per wake-up (each up to libpq's buffer) */
 #define TT_DRAIN_ROUNDS		64
 
@@ -121,6 +164,7 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 typedef enum SessionState
 {
 	SESSION_CONNECTING,			/* PQconnectPoll in progress */
+	SESSION_CHECKING,			/* identity query in flight (check_identity) */
 	SESSION_BUSY,				/* running a task's query */
 	SESSION_RESETTING,			/* DISCARD ALL in flight */
 	SESSION_IDLE				/* ready for a task of the same user+db */
@@ -136,8 +180,14 @@ typedef struct Session
 	SessionState state;			/* see above */
 	NameData	user;			/* role it is logged in as */
 	NameData	database;		/* database it is connected to */
+	Oid			role;			/* OID of that role, as checked */
+	Oid			dbid;			/* OID of that database, as checked */
+	bool		local;			/* its backend is one of this server's */
 	uint32		events;			/* socket events to wait for */
 	bool		ready;			/* an awaited event fired */
+	bool		recheck;		/* read it in the next pass even if its
+								 * socket is quiet (an ERROR interrupted the
+								 * last read; libpq may hold unread input) */
 	TimestampTz deadline;		/* connect limit, or idle expiry; 0 = none */
 	struct RunningTask *task;	/* task it runs (CONNECTING/BUSY) */
 } Session;
@@ -150,6 +200,7 @@ typedef struct RunningTask
 	Oid			owner;			/* owner, for the result file name */
 	NameData	user;			/* owner's name, to log in as */
 	NameData	database;		/* database to connect to */
+	Oid			dbid;			/* that database's OID */
 	int			encoding;		/* its database's encoding */
 	char	   *query;			/* copy of the query until it is sent (as
 								 * COPY: until the task ends) */
@@ -158,10 +209,18 @@ typedef struct RunningTask
 	bool		copying;		/* ... and not ended yet */
 	bool		resend_plain;	/* the COPY was refused: run the plain query */
 	uint64		received;		/* COPY rows and results read so far */
+	PGresult   *cur_res;		/* result being handled by drain_input, so
+								 * that an ERROR does not leak it */
 	Session    *session;		/* session running it, or NULL */
 	TTResultWriter writer;		/* its result file */
 	bool		opened;			/* writer has a file */
-	bool		failed;			/* an error was recorded for this attempt */
+	bool		failed;			/* the statement (or its session) failed:
+								 * nothing committed, an error is recorded */
+	bool		permanent;		/* ... and retrying cannot help */
+	bool		store_failed;	/* the statement ran, but its result could
+								 * not be kept (store_error says why) */
+	char		store_sqlstate[6];	/* SQLSTATE of that failure */
+	char	   *store_error;	/* its message (tracker_cxt) */
 	bool		unusable;		/* the session must be closed afterwards */
 	bool		cancel_sent;	/* SIGINT sent; session deadline = escalation */
 	int64		rows;			/* rows affected by a row-less statement */
@@ -180,16 +239,24 @@ static int	nrunning = 0;
 static bool stopping = false;	/* stopping (begin_stopping ran) */
 static bool stop_pending = false;	/* a session saw the server stop */
 #define SERVER_STOPPING()	(stopping || stop_pending)
-static bool completed = false;	/* tasks finished this pass: broadcast */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz next_expiry_check = 0;
 static List *detached_dirs = NIL;	/* job dirs to remove after the lock */
 static TimestampTz stop_deadline = 0;	/* while stopping: give up waiting */
 static MemoryContext tracker_cxt = NULL;
+static TimestampTz dsa_failed_at = 0;	/* last failure to store a result in
+										 * the DSA area (store_result) */
+static volatile bool recovering = false;	/* in recover_from_error */
 static MemoryContext pass_cxt = NULL;
 static char *connect_host = NULL;
 
 static void tracker_exit(int code, Datum arg);
+static void recover_from_error(void);
+static void serve_close_idle(void);
+static int	running_limit(void);
+static bool signal_backend(Session *s, int sig);
+static TTTask *set_task_error(TTTask *task, const char *sqlstate,
+							  const char *text);
 static void main_loop(void) pg_attribute_noreturn();
 static void wait_for_events(long max_timeout);
 static void process_sessions(TimestampTz now);
@@ -199,7 +266,7 @@ static void housekeeping(TimestampTz now);
 static void shutdown_and_exit(void) pg_attribute_noreturn();
 static void begin_stopping(TimestampTz now);
 static void terminate_backend(Session *s);
-static void recover_orphans(void);
+static void recover_orphans(bool restart);
 static void requeue_or_cancel(TTTask *task);
 static void remove_detached_dirs(void);
 static void start_task(RunningTask *rt, TimestampTz now);
@@ -209,6 +276,10 @@ static char *connect_error(PGconn *conn, bool *transient);
 static void connect_failed(RunningTask *rt, const char *message, bool transient);
 static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *message);
 static void finish_task(RunningTask *rt);
+static void start_identity_check(Session *s);
+static bool check_identity(Session *s);
+static char *catch_error(MemoryContext cxt, char *sqlstate);
+static void store_failed(RunningTask *rt, const char *sqlstate, const char *message);
 static void close_session(Session *s);
 static void release_session(Session *s, bool usable);
 static void requeue_all_running(bool cancel_backends);
@@ -222,9 +293,30 @@ static bool postmaster_is_stopping(void);
 void
 tt_tracker_main(Datum main_arg)
 {
+	sigjmp_buf	local_sigjmp_buf;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+
+	/*
+	 * No query cancel: a worker with a database connection would get the
+	 * backend's SIGINT handler, and pg_cancel_backend() on the tracker
+	 * (listed in pg_stat_activity) would raise an ERROR in whatever it was
+	 * doing, e.g. failing a healthy task's result.  The tracker runs no
+	 * statement and arms no statement or lock timeout, so nothing else sets
+	 * QueryCancelPending (recovery conflicts target backends holding a
+	 * snapshot, a buffer pin or a database, none of which it has).
+	 */
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
+
+	/*
+	 * A backend without a database, as the logical replication launcher
+	 * is: the tracker appears in pg_stat_activity with its backend_type
+	 * and its waits, and is never counted as a user of a database (DROP
+	 * DATABASE does not wait for it).
+	 */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 
 	tracker_cxt = AllocSetContextCreate(TopMemoryContext, "task tracker",
 										ALLOCSET_DEFAULT_SIZES);
@@ -243,7 +335,7 @@ tt_tracker_main(Datum main_arg)
 	if (!tt_shared->ready)
 		tt_persist_restore();
 	else
-		recover_orphans();
+		recover_orphans(true);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	tt_shared->ready = true;
@@ -253,7 +345,96 @@ tt_tracker_main(Datum main_arg)
 	ereport(LOG, (errmsg("task tracker started")));
 	/* the first pass must not wait: restored tasks may be queued */
 	SetLatch(MyLatch);
+
+	/*
+	 * An ERROR in a pass comes back here, as in PostgreSQL's own auxiliary
+	 * processes (bgwriter, checkpointer, walwriter): report it, release
+	 * what the interrupted code held, and go on with the next pass.  The
+	 * tracker never exits because of an ERROR, so the statements of its
+	 * running tasks are never orphaned and requeued by one; the places
+	 * where an ERROR can arise on the way from a statement's completion to
+	 * its record are caught where they are (finish_task, set_task_error),
+	 * so this is only the backstop.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+
+		/*
+		 * An ERROR raised while recovering from one: recovering again could
+		 * spin on the same fault.  Exit instead (code 1: the postmaster
+		 * starts a new tracker, which settles the running tasks as after
+		 * any restart, see recover_orphans).
+		 */
+		if (recovering)
+		{
+			ereport(LOG,
+					(errmsg("task tracker exits: an error occurred while it recovered from an earlier error")));
+			proc_exit(1);
+		}
+		recovering = true;
+		recover_from_error();
+		recovering = false;
+		RESUME_INTERRUPTS();
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
 	main_loop();
+}
+
+/*
+ * recover_from_error
+ *		Clean up after an ERROR caught by the main loop's recovery block:
+ *		release locks and condition-variable sleeps, end the wait-event
+ *		report, forget hash scans in progress, reset the pass context.
+ *		Sessions and running tasks stay as they are (every change to those
+ *		lists is made without an ERROR-raising call in between); a task
+ *		the shared table shows active but this tracker no longer runs is
+ *		recovered as after a restart (recover_orphans).  Repeated errors
+ *		within a second are spaced by a short wait on the latch, before
+ *		anything else that could fail again, so that a persistent fault
+ *		cannot spin; an ERROR in here makes the tracker exit (see the
+ *		recovery block).
+ */
+static void
+recover_from_error(void)
+{
+	static TimestampTz last_error = 0;
+	TimestampTz now;
+
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	pgstat_report_wait_end();
+	AbortCurrentTransaction();
+	AtEOXact_HashTables(false);
+	MemoryContextSwitchTo(tracker_cxt);
+	FlushErrorState();
+	MemoryContextReset(pass_cxt);
+
+	now = GetCurrentTimestamp();
+	if (last_error != 0 &&
+		TimestampDifferenceMilliseconds(last_error, now) < 1000)
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 TT_WAIT_TRACKER_MAIN);
+	last_error = now;
+
+	/* tasks the failed pass made final before the ERROR */
+	tt_job_wake_pending();
+
+	recover_orphans(false);
+
+	/* libpq may hold input the failed pass did not read */
+	{
+		dlist_iter	iter;
+
+		dlist_foreach(iter, &sessions)
+			dlist_container(Session, node, iter.cur)->recheck = true;
+	}
+
+	/* whatever the failed pass did not finish, the next one looks at */
+	SetLatch(MyLatch);
 }
 
 /*
@@ -276,6 +457,9 @@ tracker_exit(int code, Datum arg)
 	tt_shared->tracker_latch = NULL;
 	LWLockRelease(tt_shared->lock);
 	tt_stats_set_connections(0);
+	/* waiters of tasks made final before the exit; DROP DATABASE waiting */
+	tt_job_wake_pending();
+	ConditionVariableBroadcast(&tt_shared->close_idle_cv);
 }
 
 /*
@@ -299,28 +483,271 @@ requeue_or_cancel(TTTask *task)
 }
 
 /*
+ * is_our_backend
+ *		True when pid is a backend of this server logged in as role in
+ *		database dbid (the role and database guard against a pid reused by
+ *		an unrelated backend).
+ */
+static bool
+is_our_backend(int pid, Oid role, Oid dbid)
+{
+	PGPROC	   *proc;
+
+	if (pid <= 0)
+		return false;
+	proc = BackendPidGetProc(pid);
+	return proc != NULL && proc->roleId == role && proc->databaseId == dbid;
+}
+
+/*
+ * running_task_of
+ *		This tracker's RunningTask for key, or NULL.
+ */
+static RunningTask *
+running_task_of(const TTTaskKey *key)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+
+		if (memcmp(&rt->key, key, sizeof(TTTaskKey)) == 0)
+			return rt;
+	}
+	return NULL;
+}
+
+typedef struct Orphan
+{
+	TTTaskKey	key;			/* the task */
+	int			pid;			/* its old backend, signaled and still
+								 * running the statement; 0 if none */
+	bool		ended;			/* its statement was sent and is no longer
+								 * running (or its backend is gone): it may
+								 * have committed */
+} Orphan;
+
+/*
+ * statement_running
+ *		True when backend pid of this server is still running a statement,
+ *		by its entry in the backend status array (what pg_stat_activity
+ *		shows as its state).  An idle backend has finished its statement
+ *		(committed or not: the tracker did not read the answer); a backend
+ *		without an entry, or with track_activities off (state "disabled"),
+ *		counts as not running, so its task is not run again.
+ */
+static bool
+statement_running(int pid)
+{
+	bool		running = false;
+	int			n;
+
+	pgstat_clear_backend_activity_snapshot();
+	n = pgstat_fetch_stat_numbackends();
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *entry = pgstat_fetch_stat_local_beentry(i);
+
+		if (entry != NULL && entry->backendStatus.st_procpid == pid)
+		{
+			running = (entry->backendStatus.st_state == STATE_RUNNING ||
+					   entry->backendStatus.st_state == STATE_FASTPATH);
+			break;
+		}
+	}
+	pgstat_clear_backend_activity_snapshot();
+	return running;
+}
+
+/*
  * recover_orphans
- *		The tracker restarted on intact shared memory (it exited after an
- *		error, or was terminated): its sessions are gone, so tasks it was
- *		running go back to the queue, cancel requests complete, and a state
- *		file (or the marker of a failed save) left by that exit is stale.
+ *		Settle the tasks the shared table shows active but no RunningTask
+ *		of this process holds: after a restart on intact shared memory (the
+ *		previous tracker exited: terminated, or FATAL), every active task;
+ *		after an ERROR caught in the main loop (restart = false), any task
+ *		the interrupted pass let go of.  Cancel requests complete.
+ *
+ *		A task must never run twice at once, nor run again once its
+ *		statement committed:
+ *		- committed: its outcome is known; its result is lost, so it ends
+ *		  permanently_failed with its row count and an error saying so;
+ *		- its statement was sent to a backend of this server that is still
+ *		  running it (statement_running): that backend is terminated
+ *		  (SIGTERM) and the task requeued only once it has exited, watched
+ *		  on the latch for up to TT_ORPHAN_WAIT_MS; one still there then
+ *		  ends permanently_failed (40003);
+ *		- sent, and its backend is idle (the statement ended, its answer
+ *		  unread) or gone: the statement may have committed, so it ends
+ *		  permanently_failed (40003) rather than run a second time;
+ *		- sent to a server the tracker cannot signal (citus.task_tracker_host
+ *		  elsewhere): likewise 40003;
+ *		- never sent: requeued (its attempt stays counted).
+ *		A stop requested during the wait (SIGTERM) ends it at once: the
+ *		tasks whose backends were still running stay active, as the stop
+ *		path leaves them (the next tracker looks at them again; a server
+ *		shutdown saves them queued, their backends being stopped too).
+ *		After a restart a state file (or the marker of a failed save) left
+ *		by that exit is stale and is discarded.
  */
 static void
-recover_orphans(void)
+recover_orphans(bool restart)
 {
 	HASH_SEQ_STATUS seq;
 	TTTask	   *task;
+	Orphan	   *orphans;
+	int			norphans = 0;
+	int			nsignaled = 0;
+	int			nended = 0;
+	TimestampTz deadline;
+	bool		leave;
 
-	tt_persist_discard();
+	if (restart)
+		tt_persist_discard();
 
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	orphans = palloc0(sizeof(Orphan) * Max(tt_shared->nrunning, 1));
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
 	{
-		if (TT_STATUS_IS_ACTIVE(task->status))
-			requeue_or_cancel(task);
+		if (!TT_STATUS_IS_ACTIVE(task->status) || running_task_of(&task->key) != NULL)
+			continue;
+		if (norphans >= Max(tt_shared->nrunning, 1))
+		{
+			hash_seq_term(&seq);
+			break;
+		}
+		orphans[norphans].key = task->key;
+		if (!task->committed && task->backend_local && task->backend_pid != 0)
+		{
+			/* sent: what is its backend doing? (checked below) */
+			orphans[norphans].pid = task->backend_pid;
+			if (!is_our_backend(task->backend_pid, task->owner, task->dbid))
+				orphans[norphans].ended = true;
+		}
+		norphans++;
 	}
 	LWLockRelease(tt_shared->lock);
+
+	/*
+	 * Terminate the backends still running their statements, and wait for
+	 * them; one that is idle has finished its statement (it exits on its
+	 * own, its client gone, and is told to hurry).  The backend status is
+	 * read without the table lock: nobody but the tracker changes these
+	 * tasks' backends.
+	 */
+	for (int i = 0; i < norphans; i++)
+	{
+		int			pid = orphans[i].pid;
+
+		if (pid == 0 || orphans[i].ended)
+			continue;
+		if (!statement_running(pid))
+			orphans[i].ended = true;
+		(void) kill(pid, SIGTERM);
+		if (orphans[i].ended)
+			continue;
+		nsignaled++;
+	}
+	for (int i = 0; i < norphans; i++)
+	{
+		if (orphans[i].ended)
+		{
+			orphans[i].pid = 0;
+			nended++;
+		}
+	}
+
+	if (nsignaled > 0)
+		ereport(LOG,
+				(errmsg("task tracker terminated %d backends of tasks it no longer runs, and waits for them to exit before it requeues their tasks",
+						nsignaled)));
+
+	/* wait for the signaled backends to exit, looking on the latch */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_ORPHAN_WAIT_MS);
+	while (nsignaled > 0 && !ShutdownRequestPending)
+	{
+		int			alive = 0;
+
+		for (int i = 0; i < norphans; i++)
+		{
+			if (orphans[i].pid != 0 && BackendPidGetProc(orphans[i].pid) != NULL)
+				alive++;
+		}
+		if (alive == 0 || GetCurrentTimestamp() >= deadline)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 TT_ORPHAN_POLL_MS, TT_WAIT_ORPHANS);
+		ResetLatch(MyLatch);
+	}
+	leave = ShutdownRequestPending;
+
+	for (int i = 0; i < norphans; i++)
+	{
+		const char *sqlstate = NULL;
+		char	   *msg = NULL;
+		bool		alive = (orphans[i].pid != 0 &&
+							 BackendPidGetProc(orphans[i].pid) != NULL);
+		TTJob	   *job;
+
+		/* stopping: leave a task whose backend still runs to the stop */
+		if (leave && alive)
+			continue;
+
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &orphans[i].key, HASH_FIND, NULL);
+		if (task == NULL || !TT_STATUS_IS_ACTIVE(task->status))
+		{
+			LWLockRelease(tt_shared->lock);
+			continue;
+		}
+		if (task->status == TT_CANCEL_REQUESTED)
+			;
+		else if (task->committed)
+		{
+			sqlstate = "58000";
+			msg = psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
+						   task->result_rows);
+		}
+		else if (orphans[i].ended)
+		{
+			sqlstate = "40003";
+			msg = psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
+						   task->backend_pid);
+		}
+		else if (alive)
+		{
+			sqlstate = "40003";
+			msg = psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
+						   orphans[i].pid, TT_ORPHAN_WAIT_MS);
+		}
+		else if (task->backend_pid != 0 && !task->backend_local)
+		{
+			sqlstate = "40003";
+			msg = psprintf("the task tracker lost the session that ran the task's statement on a server it cannot signal (backend pid %d); whether the statement completed is unknown, so it is not run again",
+						   task->backend_pid);
+		}
+		if (msg != NULL)
+		{
+			task = set_task_error(task, sqlstate, msg);
+			if (task != NULL)
+			{
+				job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+				tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
+				tt_shared->failed++;
+			}
+		}
+		else
+			requeue_or_cancel(task);
+		LWLockRelease(tt_shared->lock);
+		tt_job_wake_pending();
+	}
+	pfree(orphans);
+	if (nended > 0)
+		ereport(LOG,
+				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
+						nended)));
+
 	/* dropping jobs have no active task left: finish them */
 	handle_cancels();
 }
@@ -353,6 +780,8 @@ main_loop(void)
 		tt_stats_wakeup(now);
 
 		process_sessions(now);
+		if (tt_shared->close_idle_request != tt_shared->close_idle_done)
+			serve_close_idle();
 		if (tt_shared->ncancel > 0 || tt_shared->ndropping > 0)
 			handle_cancels();
 		if (stop_pending)
@@ -365,11 +794,8 @@ main_loop(void)
 		if (now >= next_housekeeping || (next_expiry_check != 0 && now >= next_expiry_check))
 			housekeeping(now);
 
-		if (completed)
-		{
-			completed = false;
-			tt_job_wake_pending();
-		}
+		/* waiters of every task made final or job removed in this pass */
+		tt_job_wake_pending();
 	}
 }
 
@@ -476,13 +902,16 @@ compute_connect_host(void)
 
 /*
  * find_idle_session
- *		A session of user in db free for a task: an idle one if there is
- *		one; otherwise one still resetting with no task waiting for it, but
- *		only when the pair already has two sessions (with two, one resets
- *		while the other runs, so back-to-back tasks never wait for a reset).
+ *		A session of the task's role in its database free for it: an idle
+ *		one if there is one; otherwise one still resetting with no task
+ *		waiting for it, but only when the pair already has two sessions
+ *		(with two, one resets while the other runs, so back-to-back tasks
+ *		never wait for a reset).  Sessions are matched by name and by the
+ *		OIDs their identity check found (check_identity), so a session of a
+ *		role renamed since is never reused for a new role of the old name.
  */
 static Session *
-find_idle_session(const char *user, const char *db)
+find_idle_session(RunningTask *rt)
 {
 	dlist_iter	iter;
 	Session    *resetting = NULL;
@@ -492,8 +921,10 @@ find_idle_session(const char *user, const char *db)
 	{
 		Session    *s = dlist_container(Session, node, iter.cur);
 
-		if (strcmp(NameStr(s->user), user) != 0 ||
-			strcmp(NameStr(s->database), db) != 0)
+		if (s->state == SESSION_CONNECTING || s->state == SESSION_CHECKING ||
+			s->role != rt->owner || s->dbid != rt->dbid ||
+			strcmp(NameStr(s->user), NameStr(rt->user)) != 0 ||
+			strcmp(NameStr(s->database), NameStr(rt->database)) != 0)
 			continue;
 		same++;
 		if (s->state == SESSION_IDLE)
@@ -511,7 +942,7 @@ find_idle_session(const char *user, const char *db)
 static void
 schedule_tasks(TimestampTz now)
 {
-	int			slots = max_running_tasks_per_node - nrunning;
+	int			slots = running_limit() - nrunning;
 	RunningTask **picked;
 	int			n = 0;
 
@@ -520,27 +951,48 @@ schedule_tasks(TimestampTz now)
 
 	picked = palloc(sizeof(RunningTask *) * slots);
 
+	/*
+	 * Nothing in the locked section may raise an ERROR once a task left the
+	 * queue: its memory is allocated without failing (a task that cannot
+	 * get it stays queued for a later pass).
+	 */
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	while (n < slots && !dlist_is_empty(&tt_shared->pending))
 	{
 		TTTask	   *task = dlist_container(TTTask, queue_node,
-										   dlist_pop_head_node(&tt_shared->pending));
+										   dlist_head_node(&tt_shared->pending));
 		TTJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
-		RunningTask *rt = MemoryContextAllocZero(tracker_cxt, sizeof(RunningTask));
+		const char *query = tt_text_get(task->query);
+		size_t		qlen = strlen(query);
+		RunningTask *rt;
 
-		task->queued = false;
+		rt = MemoryContextAllocExtended(tracker_cxt, sizeof(RunningTask),
+										MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+		if (rt == NULL)
+			break;
+		rt->query = MemoryContextAllocExtended(tracker_cxt, qlen + 1, MCXT_ALLOC_NO_OOM);
+		if (rt->query == NULL)
+		{
+			pfree(rt);
+			break;
+		}
+		memcpy(rt->query, query, qlen + 1);
+
+		tt_task_dequeue(task);
 		tt_task_set_status(job, task, TT_SCHEDULED);
 		task->attempts++;
 		task->started_at = now;
 		task->backend_pid = 0;
+		task->backend_local = false;
+		task->committed = false;
 		task->result_rows = -1;
 
 		rt->key = task->key;
 		rt->owner = task->owner;
 		rt->user = task->user_name;
 		rt->database = task->database_name;
+		rt->dbid = task->dbid;
 		rt->encoding = task->encoding;
-		rt->query = MemoryContextStrdup(tracker_cxt, tt_text_get(task->query));
 		rt->copy_len = task->copy_len;
 		picked[n++] = rt;
 	}
@@ -559,19 +1011,30 @@ schedule_tasks(TimestampTz now)
  *		Give a picked task a session: an idle one of the same user and
  *		database, or a new connection.  Also used to connect again for a
  *		task whose connection was refused for a transient reason.
+ *
+ *		A task here is in the running list, so it must never be left
+ *		without a way forward: until it has a session, retry_at is set, so
+ *		that an ERROR (out of memory, say) leaves it to retry_connects()
+ *		rather than stranded; the Session is allocated before the
+ *		connection is opened and without raising (a PGconn and its
+ *		descriptor cannot leak), and a failure to get it is a transient
+ *		refusal.
  */
 static void
 start_task(RunningTask *rt, TimestampTz now)
 {
 	const char *user = NameStr(rt->user);
 	const char *db = NameStr(rt->database);
-	Session    *s = task_tracker_reuse_connections ? find_idle_session(user, db) : NULL;
+	Session    *s;
 	TTConnTarget target;
 	char	   *error;
 	PGconn	   *conn;
 
+	rt->retry_at = TimestampTzPlusMilliseconds(now, TT_RECONNECT_MAX_MS);
+	s = task_tracker_reuse_connections ? find_idle_session(rt) : NULL;
 	if (s != NULL)
 	{
+		rt->retry_at = 0;
 		/* a session still resetting runs the task when DISCARD ALL is done */
 		s->task = rt;
 		rt->session = s;
@@ -586,7 +1049,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	 * else one still resetting for nobody.  (Sessions with a task number at
 	 * most max_running_tasks_per_node, so one of those two kinds exists.)
 	 */
-	if (nsessions >= 2 * max_running_tasks_per_node)
+	if (nsessions >= 2 * running_limit())
 	{
 		dlist_iter	iter;
 		Session    *victim = NULL;
@@ -607,6 +1070,14 @@ start_task(RunningTask *rt, TimestampTz now)
 			close_session(victim);
 	}
 
+	s = MemoryContextAllocExtended(tracker_cxt, sizeof(Session),
+								   MCXT_ALLOC_NO_OOM | MCXT_ALLOC_ZERO);
+	if (s == NULL)
+	{
+		connect_failed(rt, "out of memory", true);
+		return;
+	}
+
 	memset(&target, 0, sizeof(target));
 	target.host = connect_host;
 	target.port = PostPortNumber;
@@ -614,11 +1085,21 @@ start_task(RunningTask *rt, TimestampTz now)
 	target.dbname = db;
 	target.client_encoding = pg_encoding_to_char(rt->encoding);
 	target.application_name = "task_tracker";
-	conn = tt_conn_start(&target, &error);
+	PG_TRY();
+	{
+		conn = tt_conn_start(&target, &error);
+	}
+	PG_CATCH();
+	{
+		pfree(s);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	if (conn == NULL)
 	{
-		fail_attempt(rt, "53000", error);
-		finish_task(rt);
+		/* out of file descriptors or memory for now: transient */
+		pfree(s);
+		connect_failed(rt, error, true);
 		return;
 	}
 	if (PQstatus(conn) == CONNECTION_BAD)
@@ -626,6 +1107,7 @@ start_task(RunningTask *rt, TimestampTz now)
 		bool		transient;
 		char	   *msg = connect_error(conn, &transient);
 
+		pfree(s);
 		tt_conn_finish(conn);
 		connect_failed(rt, msg, transient);
 		return;
@@ -637,7 +1119,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	 */
 	(void) PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
 
-	s = MemoryContextAllocZero(tracker_cxt, sizeof(Session));
+	/* from here on nothing raises: the session is linked, the task too */
 	s->conn = conn;
 	s->state = SESSION_CONNECTING;
 	namestrcpy(&s->user, user);
@@ -646,6 +1128,7 @@ start_task(RunningTask *rt, TimestampTz now)
 	s->deadline = TimestampTzPlusMilliseconds(now, node_connection_timeout);
 	s->task = rt;
 	rt->session = s;
+	rt->retry_at = 0;
 	dlist_push_tail(&sessions, &s->node);
 	nsessions++;
 	tt_stats_set_connections(nsessions);
@@ -672,9 +1155,11 @@ location_prefix(void)
  *		whether it is transient: the server too busy to take a session
  *		(53300: "sorry, too many clients already", the remaining slots
  *		reserved for superusers, a role's or database's connection limit),
- *		not accepting connections now (57P03), or the connection refused
+ *		not accepting connections now (57P03), the connection refused
  *		with EAGAIN (a Unix socket's listen queue is full; no local port
- *		free; the postmaster could not fork).
+ *		free; the postmaster could not fork), or no socket to be had
+ *		(EMFILE, ENFILE: this process or the system is out of file
+ *		descriptors for now).
  *
  * libpq keeps the SQLSTATE of an error the server sends during start-up to
  * itself; only the text is there, in PQerrorMessage.  Sessions are
@@ -737,7 +1222,9 @@ connect_error(PGconn *conn, bool *transient)
 	if (sqlstate[0] != '\0')
 		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
 	else
-		*transient = (strstr(msg, strerror(EAGAIN)) != NULL);
+		*transient = (strstr(msg, strerror(EAGAIN)) != NULL ||
+					  strstr(msg, strerror(EMFILE)) != NULL ||
+					  strstr(msg, strerror(ENFILE)) != NULL);
 	return msg;
 }
 
@@ -773,7 +1260,7 @@ defer_connect(RunningTask *rt, const char *message, TimestampTz now)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 	if (task != NULL)
-		tt_task_set_error(task, "08001", message);
+		(void) set_task_error(task, "08001", message);
 	LWLockRelease(tt_shared->lock);
 
 	ereport(DEBUG1,
@@ -797,10 +1284,7 @@ retry_connects(TimestampTz now)
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
 
 		if (rt->session == NULL && rt->retry_at != 0 && now >= rt->retry_at)
-		{
-			rt->retry_at = 0;
 			start_task(rt, now);
-		}
 	}
 }
 
@@ -897,31 +1381,81 @@ dispatch_query(RunningTask *rt)
 /*
  * send_query
  *		Send the task's query on its (connected, idle) session and mark it
- *		running.
+ *		running.  A task whose cancel was requested while it waited for its
+ *		session ends canceled here, its statement never sent.  An ERROR
+ *		while the statement is prepared for sending (memory) fails the
+ *		attempt and closes the session: a session left busy with nothing
+ *		sent would wait forever.
  */
 static void
 send_query(RunningTask *rt)
 {
 	Session    *s = rt->session;
 	TTTask	   *task;
+	bool		cancel;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool sent = false;
+	char		sqlstate[6];
 
-	s->state = SESSION_BUSY;
-	if (!dispatch_query(rt))
-	{
-		finish_task(rt);
-		return;
-	}
-
+	/*
+	 * The backend is recorded before the statement is sent: a tracker that
+	 * restarts must know whose exit to wait for (recover_orphans).
+	 */
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
 	if (task != NULL && task->status == TT_SCHEDULED)
 	{
 		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
 
 		tt_task_set_status(job, task, TT_RUNNING);
+	}
+	if (task != NULL && !cancel)
+	{
 		task->backend_pid = PQbackendPID(s->conn);
+		task->backend_local = s->local;
 	}
 	LWLockRelease(tt_shared->lock);
+
+	if (cancel)
+	{
+		/*
+		 * Nothing was sent: the session stays idle (nothing to reset), and
+		 * handle_cancels, in this pass or the next, ends the task.
+		 */
+		s->task = NULL;
+		rt->session = NULL;
+		rt->retry_at = 0;
+		if (!task_tracker_reuse_connections)
+			close_session(s);
+		else
+		{
+			s->state = SESSION_IDLE;
+			s->events = WL_SOCKET_READABLE;
+			s->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  task_tracker_idle_connection_timeout);
+		}
+		SetLatch(MyLatch);
+		return;
+	}
+
+	s->state = SESSION_BUSY;
+	PG_TRY();
+	{
+		sent = dispatch_query(rt);
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt, sqlstate);
+
+		rt->unusable = true;
+		fail_attempt(rt, sqlstate, msg);
+		pfree(msg);
+		sent = false;
+	}
+	PG_END_TRY();
+	if (!sent)
+		finish_task(rt);
 }
 
 /*
@@ -951,8 +1485,74 @@ fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 	if (task != NULL)
-		tt_task_set_error(task, sqlstate, message);
+		(void) set_task_error(task, sqlstate, message);
 	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * set_task_error
+ *		tt_task_set_error() that never raises an ERROR.  Caller holds the
+ *		lock exclusively, and uses the returned entry (NULL: removed), not
+ *		the one it passed.
+ *
+ * The text goes into the DSA area, which grows by creating a DSM segment;
+ * dsm_create() raises an ERROR when that fails (no space in /dev/shm or
+ * pg_dynshmem) even for an allocation that may fail softly.  Then the error
+ * is logged, every LWLock is released (the area's, which the failed call
+ * held, and the table's), the table's lock is taken again and the task
+ * keeps the SQLSTATE without a text.
+ */
+static TTTask *
+set_task_error(TTTask *task, const char *sqlstate, const char *text)
+{
+	TTTaskKey	key = task->key;
+	volatile bool done = false;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		tt_task_set_error(task, sqlstate, text);
+		done = true;
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		LWLockReleaseAll();
+		RESUME_INTERRUPTS();
+	}
+	PG_END_TRY();
+	if (done)
+		return task;
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &key, HASH_FIND, NULL);
+	if (task != NULL)
+	{
+		/* tt_task_set_error freed the old text before it failed */
+		Assert(!DsaPointerIsValid(task->error));
+		strlcpy(task->sqlstate, sqlstate ? sqlstate : "XX000", sizeof(task->sqlstate));
+	}
+	return task;
+}
+
+/*
+ * store_failed
+ *		The task's result could not be kept (a write of its file, or memory
+ *		for it, failed): remember the first such failure.  Its statement is
+ *		not affected: the rest of the result is read and dropped, and the
+ *		task does not run again (finish_task).
+ */
+static void
+store_failed(RunningTask *rt, const char *sqlstate, const char *message)
+{
+	if (rt->store_failed)
+		return;
+	rt->store_failed = true;
+	strlcpy(rt->store_sqlstate, sqlstate, sizeof(rt->store_sqlstate));
+	rt->store_error = MemoryContextStrdup(tracker_cxt, message);
 }
 
 /*
@@ -966,8 +1566,11 @@ write_failed(RunningTask *rt)
 	const char *code;
 	char	   *msg = tt_result_error(&rt->writer, &code);
 
-	fail_attempt(rt, code, msg);
+	store_failed(rt, code, msg);
 }
+
+/* the result is still being kept: neither the statement nor a write failed */
+#define COLLECTING(rt)	(!(rt)->failed && !(rt)->store_failed)
 
 /*
  * start_result
@@ -984,6 +1587,27 @@ start_result(RunningTask *rt, int ncols)
 	}
 	if (!tt_result_begin(&rt->writer, ncols))
 		write_failed(rt);
+}
+
+/*
+ * check_encoding
+ *		The rows of a task must arrive in its database's encoding, the
+ *		client_encoding its session was started with: a task that set
+ *		another one gets bytes the result cannot hold.  Its statement is
+ *		not affected; its result is not kept (store_failed).
+ */
+static void
+check_encoding(RunningTask *rt, PGconn *conn)
+{
+	if (PQclientEncoding(conn) != rt->encoding && !rt->store_failed)
+	{
+		char	   *msg = psprintf("the task changed client_encoding to %s; its rows must arrive in its database's encoding, %s",
+								   pg_encoding_to_char(PQclientEncoding(conn)),
+								   pg_encoding_to_char(rt->encoding));
+
+		store_failed(rt, "22021", msg);
+		pfree(msg);
+	}
 }
 
 /*
@@ -1005,7 +1629,7 @@ drain_copy_data(RunningTask *rt)
 		if (len > 0)
 		{
 			rt->received++;
-			if (!rt->failed && !tt_result_add_line(&rt->writer, buf, len))
+			if (COLLECTING(rt) && !tt_result_add_line(&rt->writer, buf, len))
 				write_failed(rt);
 			PQfreemem(buf);
 			continue;
@@ -1047,6 +1671,7 @@ drain_input(RunningTask *rt)
 		if (PQisBusy(conn))
 			return false;
 		res = PQgetResult(conn);
+		rt->cur_res = res;
 		if (res == NULL)
 		{
 			if (!rt->resend_plain)
@@ -1065,10 +1690,11 @@ drain_input(RunningTask *rt)
 		{
 			case PGRES_SINGLE_TUPLE:
 			case PGRES_TUPLES_OK:
-				if (rt->failed)
+				check_encoding(rt, conn);
+				if (!COLLECTING(rt))
 					break;
 				start_result(rt, PQnfields(res));
-				if (!rt->failed && !tt_result_add(&rt->writer, res))
+				if (COLLECTING(rt) && !tt_result_add(&rt->writer, res))
 					write_failed(rt);
 				break;
 			case PGRES_COMMAND_OK:
@@ -1085,7 +1711,7 @@ drain_input(RunningTask *rt)
 					/* our COPY: its data is the result */
 					rt->copy_out = true;
 					rt->copying = true;
-					if (!rt->failed)
+					if (COLLECTING(rt))
 						start_result(rt, PQnfields(res));
 					break;
 				}
@@ -1094,6 +1720,7 @@ drain_input(RunningTask *rt)
 			case PGRES_COPY_BOTH:
 				rt->unusable = true;
 				fail_attempt(rt, "0A000", "COPY to or from the client is not supported in a task");
+				rt->cur_res = NULL;
 				PQclear(res);
 				return true;
 			default:
@@ -1116,6 +1743,7 @@ drain_input(RunningTask *rt)
 				}
 				break;
 		}
+		rt->cur_res = NULL;
 		PQclear(res);
 	}
 }
@@ -1166,8 +1794,51 @@ drain_results(RunningTask *rt)
 }
 
 /*
+ * drain_results_safe
+ *		drain_results() for process_sessions: an ERROR while reading or
+ *		keeping the result (a result file that cannot be opened past the
+ *		descriptor budget, memory) is the task's result failing, not the
+ *		statement nor the tracker: the rest is read and dropped, and the
+ *		session is read again in the next pass whatever its socket says.
+ */
+static bool
+drain_results_safe(Session *s)
+{
+	RunningTask *rt = s->task;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool done = false;
+	char		sqlstate[6];
+
+	s->recheck = false;
+	PG_TRY();
+	{
+		done = drain_results(rt);
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt, sqlstate);
+
+		if (rt->cur_res != NULL)
+		{
+			PQclear(rt->cur_res);
+			rt->cur_res = NULL;
+		}
+		store_failed(rt, sqlstate, msg);
+		pfree(msg);
+		s->recheck = true;
+		SetLatch(MyLatch);
+		done = false;
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
  * free_running_task
- *		Give up a running task's slot and its private memory.
+ *		Give up a running task's slot and its private memory.  The struct
+ *		is overwritten before it is freed, so that a use after the free
+ *		(a caller reading rt->key afterwards, say) shows in every build, not
+ *		only in one that clobbers freed memory.
  */
 static void
 free_running_task(RunningTask *rt)
@@ -1176,58 +1847,174 @@ free_running_task(RunningTask *rt)
 	nrunning--;
 	if (rt->query)
 		pfree(rt->query);
+	if (rt->store_error)
+		pfree(rt->store_error);
+	memset(rt, 0x7F, sizeof(RunningTask));
 	pfree(rt);
 }
 
 /*
+ * catch_error
+ *		In a PG_CATCH block of the tracker's own: take the error as data (in
+ *		cxt), clear it, release every LWLock the failed code held, and log
+ *		it.  Returns the error's message; *sqlstate gets its SQLSTATE.
+ */
+static char *
+catch_error(MemoryContext cxt, char *sqlstate)
+{
+	ErrorData  *edata;
+	char	   *msg;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	LWLockReleaseAll();
+	RESUME_INTERRUPTS();
+	strlcpy(sqlstate, unpack_sql_state(edata->sqlerrcode), 6);
+	msg = pstrdup(edata->message ? edata->message : "unknown error");
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("task tracker could not keep a task's result: %s", msg)));
+	FreeErrorData(edata);
+	return msg;
+}
+
+/*
+ * store_result
+ *		Keep the complete result of a task whose statement completed: in
+ *		shared memory when it is small and there is room, else as its file.
+ *		Never raises an ERROR (the statement has committed: an ERROR here
+ *		must not lose that record): growing the DSA area can fail with one
+ *		(a DSM segment that cannot be created), and so can opening a file
+ *		past the descriptor budget; such a failure, or a failed write, is
+ *		a store_failed() of the task.  Returns the blob or sets *file.
+ */
+static dsa_pointer
+store_result(RunningTask *rt, uint32 *blob_size, bool *file)
+{
+	TTResultWriter *w = &rt->writer;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile dsa_pointer blob = InvalidDsaPointer;
+	volatile bool finished = false;
+	char		sqlstate[6];
+
+	if (tt_result_in_memory(w) && w->used <= task_result_inline_size &&
+		tt_shared->result_bytes + w->used <= (int64) task_result_memory * 1024 &&
+		(dsa_failed_at == 0 ||
+		 TimestampDifferenceExceeds(dsa_failed_at, GetCurrentTimestamp(),
+									TT_DSA_BACKOFF_MS)))
+	{
+		PG_TRY();
+		{
+			blob = tt_blob_store(w->buf, w->used);
+		}
+		PG_CATCH();
+		{
+			/*
+			 * The area could not grow (a DSM segment that cannot be made:
+			 * /dev/shm full, say): try the file instead, and keep results
+			 * out of memory for a while rather than fail (and log) again
+			 * for every task; a failed attempt may also leave memory
+			 * behind in the area's bookkeeping.
+			 */
+			pfree(catch_error(cxt, sqlstate));
+			blob = InvalidDsaPointer;
+			dsa_failed_at = GetCurrentTimestamp();
+		}
+		PG_END_TRY();
+		if (DsaPointerIsValid(blob))
+		{
+			*blob_size = w->used;
+			tt_result_discard(w);
+			return blob;
+		}
+	}
+
+	PG_TRY();
+	{
+		finished = tt_result_finish(w);
+		if (!finished)
+			write_failed(rt);
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt, sqlstate);
+
+		store_failed(rt, sqlstate, msg);
+		pfree(msg);
+		finished = false;
+	}
+	PG_END_TRY();
+	*file = finished;
+	return InvalidDsaPointer;
+}
+
+/*
  * finish_task
- *		The attempt is over (rt->failed says how): record the outcome, free
- *		the slot, and give the session back (or close it).
+ *		The attempt is over: record the outcome, free the slot, and give the
+ *		session back (or close it).
+ *
+ * A statement that ended without an error has committed (it ran in
+ * autocommit, and the server sends its completion after the commit).
+ * Before anything that can fail, that is recorded under the lock with
+ * plain stores (TTTask.committed, its row count); then the result is kept
+ * (store_result, which never raises); then the final state is set.  A
+ * committed task never runs again: if its result could not be kept it
+ * ends permanently_failed, with its row count and an error that says why
+ * the result is missing.  A failed statement (rt->failed) is retried while
+ * attempts remain, unless its failure is permanent (rt->permanent).
  */
 static void
 finish_task(RunningTask *rt)
 {
 	Session    *s = rt->session;
 	TTTask	   *task;
-	bool		ok = !rt->failed;
+	bool		ran = !rt->failed;
+	int64		rows = -1;
 	dsa_pointer blob = InvalidDsaPointer;
 	uint32		blob_size = 0;
 	bool		file = false;
 
-	if (rt->opened && ok)
+	if (ran)
 	{
-		TTResultWriter *w = &rt->writer;
+		/* a COPY's rows are counted by the server (COPY n) */
+		Assert(!rt->copy_out || rt->store_failed || rt->rows == rt->writer.rows);
+		rows = (rt->opened && !rt->copy_out) ? rt->writer.rows : rt->rows;
 
-		/* a small result stays in shared memory; a larger one is a file */
-		if (tt_result_in_memory(w) && w->used <= task_result_inline_size &&
-			tt_shared->result_bytes + w->used <= (int64) task_result_memory * 1024)
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		if (task != NULL)
 		{
-			blob = tt_blob_store(w->buf, w->used);
-			if (DsaPointerIsValid(blob))
-			{
-				blob_size = w->used;
-				tt_result_discard(w);
-			}
+			task->committed = true;
+			task->result_rows = rows;
 		}
-		if (!DsaPointerIsValid(blob))
-		{
-			if (tt_result_finish(w))
-				file = true;
-			else
-			{
-				const char *code;
-				char	   *msg = tt_result_error(w, &code);
+		LWLockRelease(tt_shared->lock);
 
-				fail_attempt(rt, code, msg);
-				ok = false;
-			}
-		}
+		/*
+		 * A changed client_encoding is reported after the statement's last
+		 * result (ParameterStatus comes with ReadyForQuery), so this is the
+		 * first place that sees one set by the statement itself.
+		 */
+		if (s != NULL && rt->opened)
+			check_encoding(rt, s->conn);
+		if (rt->opened && !rt->store_failed)
+			blob = store_result(rt, &blob_size, &file);
 	}
-	if (rt->opened && !ok)
+	if (rt->opened && !file && !DsaPointerIsValid(blob))
 		tt_result_discard(&rt->writer);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL && ran && rt->store_failed &&
+		task->status != TT_CANCEL_REQUESTED)
+	{
+		char	   *msg = psprintf("the task's statement completed (" INT64_FORMAT " rows), but its result could not be kept: %s; the statement is not run again",
+								   rows, rt->store_error);
+
+		task = set_task_error(task, rt->store_sqlstate, msg);
+		pfree(msg);
+	}
 	if (task == NULL || task->status == TT_CANCEL_REQUESTED)
 	{
 		/* finished before we could stop it: the result is not wanted */
@@ -1250,24 +2037,30 @@ finish_task(RunningTask *rt)
 			task->has_file = false;
 			tt_task_set_status(job, task, TT_CANCELED);
 		}
-		else if (ok)
+		else if (ran && !rt->store_failed)
 		{
 			task->has_file = file;
 			if (DsaPointerIsValid(blob))
 				tt_task_set_result(task, blob, blob_size);
-			/* a COPY's rows are counted by the server (COPY n) */
-			Assert(!rt->copy_out || rt->rows == rt->writer.rows);
-			task->result_rows = (rt->opened && !rt->copy_out) ? rt->writer.rows : rt->rows;
+			task->result_rows = rows;
 			tt_task_set_error(task, NULL, NULL);
 			tt_task_set_status(job, task, TT_SUCCEEDED);
 			tt_shared->succeeded++;
 		}
-		else if (task->attempts < task_max_attempts && !SERVER_STOPPING())
+		else if (ran)
+		{
+			/* committed, result lost: the error says why (see above) */
+			task->has_file = false;
+			tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
+			tt_shared->failed++;
+		}
+		else if (!rt->permanent && task->attempts < task_max_attempts &&
+				 !SERVER_STOPPING())
 		{
 			tt_task_set_status(job, task, TT_FAILED);
 			tt_task_enqueue(task);
 		}
-		else if (SERVER_STOPPING())
+		else if (!rt->permanent && SERVER_STOPPING())
 		{
 			tt_task_set_status(job, task, TT_ASSIGNED);
 			tt_task_enqueue(task);
@@ -1279,7 +2072,7 @@ finish_task(RunningTask *rt)
 		}
 	}
 	LWLockRelease(tt_shared->lock);
-	completed = true;
+	tt_job_wake_pending();
 
 	if (s != NULL)
 	{
@@ -1310,12 +2103,18 @@ release_session(Session *s, bool usable)
 	s->deadline = 0;
 }
 
+/*
+ * close_session
+ *		Close a session and free it (overwritten first, as a RunningTask is
+ *		in free_running_task).
+ */
 static void
 close_session(Session *s)
 {
 	dlist_delete(&s->node);
 	nsessions--;
 	tt_conn_finish(s->conn);
+	memset(s, 0x7F, sizeof(Session));
 	pfree(s);
 	if (tt_shared)
 		tt_stats_set_connections(nsessions);
@@ -1348,10 +2147,9 @@ progress_connecting(Session *s, TimestampTz now)
 	switch (st)
 	{
 		case PGRES_POLLING_OK:
-			s->deadline = 0;
 			/* later errors read as libpq's defaults (see connect_error) */
 			(void) PQsetErrorVerbosity(s->conn, PQERRORS_DEFAULT);
-			send_query(rt);
+			start_identity_check(s);
 			break;
 		case PGRES_POLLING_FAILED:
 			{
@@ -1366,6 +2164,147 @@ progress_connecting(Session *s, TimestampTz now)
 			s->events = tt_poll_wait_events(st);
 			break;
 	}
+}
+
+/*
+ * The one query a new session runs before its first task: who and where
+ * it is (role and database OIDs, by the names it logged in with), its
+ * backend's pid, and when its postmaster started (microseconds since the
+ * Unix epoch), which with the pid tells whether the backend is one of this
+ * server's.
+ */
+#define IDENTITY_QUERY \
+	"SELECT r.oid, d.oid, pg_catalog.pg_backend_pid(), " \
+	"(pg_catalog.extract('epoch', pg_catalog.pg_postmaster_start_time()) * 1000000)::pg_catalog.int8 " \
+	"FROM pg_catalog.pg_roles r, pg_catalog.pg_database d " \
+	"WHERE r.rolname OPERATOR(pg_catalog.=) pg_catalog.\"session_user\"() " \
+	"AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()"
+
+/*
+ * start_identity_check
+ *		A new session is established: send the identity query (see
+ *		check_identity) without waiting.  The session keeps its connect
+ *		deadline until the answer is in.
+ */
+static void
+start_identity_check(Session *s)
+{
+	RunningTask *rt = s->task;
+	int			flush;
+
+	s->state = SESSION_CHECKING;
+	if (!PQsendQueryParams(s->conn, IDENTITY_QUERY, 0, NULL, NULL, NULL, NULL, 0) ||
+		(flush = PQflush(s->conn)) < 0)
+	{
+		rt->unusable = true;
+		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+		finish_task(rt);
+		return;
+	}
+	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * check_identity
+ *		Read the identity query's answer and compare it with the task: the
+ *		session must be logged in as the role that assigned it, by OID, in
+ *		the database it was assigned in, by OID.  A role or database renamed
+ *		and another created under the old name while the task was queued
+ *		would otherwise run it as someone else, or somewhere else: such a
+ *		task fails permanently (28000 for the role, 3D000 for the database).
+ *		The backend is "local" (the tracker may signal it) when its pid is a
+ *		backend of this server with that role and database and its
+ *		postmaster started when ours did.  Returns false while the answer is
+ *		incomplete.
+ */
+static bool
+check_identity(Session *s)
+{
+	RunningTask *rt = s->task;
+
+	if ((s->events & WL_SOCKET_WRITEABLE))
+	{
+		int			flush = PQflush(s->conn);
+
+		if (flush < 0)
+		{
+			rt->unusable = true;
+			fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+			finish_task(rt);
+			return true;
+		}
+		s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+	}
+	if (!PQconsumeInput(s->conn))
+	{
+		rt->unusable = true;
+		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
+		finish_task(rt);
+		return true;
+	}
+	for (;;)
+	{
+		PGresult   *res;
+
+		if (PQisBusy(s->conn))
+			return false;
+		res = PQgetResult(s->conn);
+		if (res == NULL)
+			break;
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			PQnfields(res) == 4)
+		{
+			int			pid = atoi(PQgetvalue(res, 0, 2));
+			int64		started = strtoi64(PQgetvalue(res, 0, 3), NULL, 10);
+			int64		our_start = PgStartTime +
+				(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+
+			s->role = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+			s->dbid = (Oid) strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+			s->local = (started == our_start && pid == PQbackendPID(s->conn) &&
+						is_our_backend(pid, s->role, s->dbid));
+		}
+		else if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		{
+			/* no row: the role or database was dropped since */
+			rt->permanent = true;
+			fail_attempt(rt, "28000",
+						 psprintf("could not identify the session of role \"%s\" in database \"%s\": the role or the database no longer exists under that name",
+								  NameStr(rt->user), NameStr(rt->database)));
+		}
+		else
+		{
+			TTRemoteError err;
+
+			tt_remote_error_from_result(s->conn, res, &err);
+			fail_attempt(rt, err.sqlstate, tt_remote_error_text(&err));
+		}
+		PQclear(res);
+	}
+
+	if (!rt->failed && s->role != rt->owner)
+	{
+		rt->permanent = true;
+		fail_attempt(rt, "28000",
+					 psprintf("role \"%s\" is not the role that assigned the task (OID %u, now %u): it was renamed or dropped, and another role took its name",
+							  NameStr(rt->user), rt->owner, s->role));
+	}
+	else if (!rt->failed && s->dbid != rt->dbid)
+	{
+		rt->permanent = true;
+		fail_attempt(rt, "3D000",
+					 psprintf("database \"%s\" is not the database the task was assigned in (OID %u, now %u): it was renamed or dropped, and another database took its name",
+							  NameStr(rt->database), rt->dbid, s->dbid));
+	}
+	if (rt->failed)
+	{
+		rt->unusable = true;
+		finish_task(rt);
+		return true;
+	}
+	s->deadline = 0;
+	send_query(rt);
+	return true;
 }
 
 /*
@@ -1456,8 +2395,22 @@ process_sessions(TimestampTz now)
 			case SESSION_CONNECTING:
 				progress_connecting(s, now);
 				break;
+			case SESSION_CHECKING:
+				if (s->ready)
+					(void) check_identity(s);
+				else if (now >= s->deadline)
+				{
+					RunningTask *rt = s->task;
+
+					rt->unusable = true;
+					fail_attempt(rt, "08001",
+								 psprintf("could not connect to the local server as \"%s\" within %d ms",
+										  NameStr(s->user), node_connection_timeout));
+					finish_task(rt);
+				}
+				break;
 			case SESSION_BUSY:
-				if (s->ready && drain_results(s->task))
+				if ((s->ready || s->recheck) && drain_results_safe(s))
 					finish_task(s->task);
 				break;
 			case SESSION_RESETTING:
@@ -1476,19 +2429,49 @@ process_sessions(TimestampTz now)
 }
 
 /*
+ * signal_backend
+ *		Send sig (SIGINT: cancel the statement; SIGTERM: end the session) to
+ *		a session's backend, but only when it is a backend of this server
+ *		(Session.local, checked again now: a pid that came over the wire may
+ *		belong to any process, a postmaster even, when
+ *		citus.task_tracker_host points at a pooler or another cluster).
+ *		Any other backend gets nothing, not even a cancel request: libpq of
+ *		PostgreSQL 15 can only send one blocking (PQcancel, with no
+ *		timeout), and a frozen pooler would hang the tracker outside every
+ *		wait.  The caller closes such a session instead; the server stops
+ *		the statement once it notices its client is gone (at once when it
+ *		writes to it, else within client_connection_check_interval, which
+ *		the tracker's sessions should have set on such a server).  Returns
+ *		true when the signal was sent, false when it could not be.
+ */
+static bool
+signal_backend(Session *s, int sig)
+{
+	int			pid = PQbackendPID(s->conn);
+
+	if (pid <= 0)
+		return false;
+	if (s->local && is_our_backend(pid, s->role, s->dbid))
+	{
+		(void) kill(pid, sig);
+		return true;
+	}
+	return false;
+}
+
+/*
  * terminate_backend
  *		Stop the statement a busy session runs: SIGTERM to its backend, as
- *		pg_terminate_backend does.  (A query cancel, SIGINT, is ignored by a
- *		backend that has not yet read the statement, so it could be lost; the
- *		session is not reused afterwards anyway.)
+ *		pg_terminate_backend does, when it is one of this server's; nothing
+ *		otherwise, the caller closes the session (signal_backend).  (A query cancel, SIGINT, is
+ *		ignored by a backend that has not yet read the statement, so it
+ *		could be lost; the session is not reused afterwards anyway.)
  */
 static void
 terminate_backend(Session *s)
 {
-	int			pid = PQbackendPID(s->conn);
-
-	if (s->state == SESSION_BUSY && pid > 0)
-		(void) kill(pid, SIGTERM);
+	if (s->state == SESSION_BUSY)
+		(void) signal_backend(s, SIGTERM);
 }
 
 /*
@@ -1565,6 +2548,7 @@ handle_cancels(void)
 	{
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
 		TTTask	   *task;
+		TTTaskKey	key;
 		bool		cancel;
 
 		Session    *s = rt->session;
@@ -1587,23 +2571,22 @@ handle_cancels(void)
 		{
 			TimestampTz now = GetCurrentTimestamp();
 
-			if (!rt->cancel_sent)
+			if (!rt->cancel_sent && signal_backend(s, SIGINT))
 			{
-				int			pid = PQbackendPID(s->conn);
-
-				if (pid > 0)
-					(void) kill(pid, SIGINT);
 				rt->cancel_sent = true;
 				s->deadline = TimestampTzPlusMilliseconds(now, TT_CANCEL_GRACE_MS);
 				continue;
 			}
-			if (now < s->deadline)
+			/* not a backend of ours: its session is closed at once */
+			if (rt->cancel_sent && now < s->deadline)
 				continue;
 		}
 
+		/* stop_running_task frees rt: keep its key */
+		key = rt->key;
 		stop_running_task(rt, true);
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		task = hash_search(tt_task_hash, &key, HASH_FIND, NULL);
 		if (task != NULL)
 		{
 			job = tt_job_lookup(task->key.job_id, false, InvalidOid);
@@ -1611,7 +2594,7 @@ handle_cancels(void)
 			tt_task_set_status(job, task, TT_CANCELED);
 		}
 		LWLockRelease(tt_shared->lock);
-		completed = true;
+		tt_job_wake_pending();
 	}
 
 	/* tasks whose cancel was requested while not in our hands */
@@ -1622,14 +2605,142 @@ handle_cancels(void)
 		while ((job = hash_seq_search(&seq)) != NULL)
 		{
 			if (job->dropping && job->nactive == 0)
-			{
 				finish_dropped_job(job);
-				completed = true;
-			}
 		}
 	}
 	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 	remove_detached_dirs();
+}
+
+/* how long a backend waits for the tracker to close its idle sessions */
+#define TT_CLOSE_IDLE_WAIT_MS	5000
+
+/*
+ * tt_close_idle_sessions
+ *		In a backend, before a command that needs a database nobody is
+ *		connected to (the ProcessUtility hook, task_tracker.c): ask the
+ *		tracker to close its idle sessions (serve_close_idle) and wait on
+ *		TTShared->close_idle_cv until it has, at most TT_CLOSE_IDLE_WAIT_MS.
+ *		Closing every idle session, not only those of one database, keeps
+ *		concurrent requests simple; idle sessions are only a cache.  Does
+ *		nothing when the tracker holds no session or does not run; after
+ *		the wait the command runs whatever happened (and fails on its own
+ *		if the database is still in use, e.g. by a running task).
+ */
+void
+tt_close_idle_sessions(void)
+{
+	uint64		request;
+	TimestampTz deadline;
+
+	if (tt_shared == NULL || pg_atomic_read_u32(&tt_shared->nconnections) == 0)
+		return;
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	if (tt_shared->tracker_pid == 0 || tt_shared->tracker_latch == NULL)
+	{
+		LWLockRelease(tt_shared->lock);
+		return;
+	}
+	request = ++tt_shared->close_idle_request;
+	SetLatch(tt_shared->tracker_latch);
+	LWLockRelease(tt_shared->lock);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_CLOSE_IDLE_WAIT_MS);
+	ConditionVariablePrepareToSleep(&tt_shared->close_idle_cv);
+	for (;;)
+	{
+		bool		done;
+		long		left;
+
+		LWLockAcquire(tt_shared->lock, LW_SHARED);
+		done = (tt_shared->close_idle_done >= request || tt_shared->tracker_pid == 0);
+		LWLockRelease(tt_shared->lock);
+		if (done)
+			break;
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (left <= 0)
+			break;
+		(void) ConditionVariableTimedSleep(&tt_shared->close_idle_cv, left,
+										  TT_WAIT_CLOSE_IDLE);
+	}
+	ConditionVariableCancelSleep();
+}
+
+/*
+ * serve_close_idle
+ *		A backend asked for every idle session to be closed
+ *		(tt_close_idle_sessions: DROP DATABASE and the other commands that
+ *		need a database nobody is connected to): close them, including
+ *		those resetting for no task, and tell it.  The backends behind them
+ *		exit on their own; DROP DATABASE waits for that.
+ */
+static void
+serve_close_idle(void)
+{
+	dlist_mutable_iter iter;
+	uint64		request;
+
+	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	request = tt_shared->close_idle_request;
+	LWLockRelease(tt_shared->lock);
+
+	dlist_foreach_modify(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		if (s->state == SESSION_IDLE ||
+			(s->state == SESSION_RESETTING && s->task == NULL))
+			close_session(s);
+	}
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	tt_shared->close_idle_done = request;
+	LWLockRelease(tt_shared->lock);
+	ConditionVariableBroadcast(&tt_shared->close_idle_cv);
+}
+
+/*
+ * tt_running_limit_budget
+ *		The most tasks the tracker's file descriptors allow at once (the
+ *		same in every process: max_safe_fds comes from the postmaster).
+ *		The task_tracker.tracker view shows the smaller of this and the
+ *		setting, the limit actually in force.
+ */
+int
+tt_running_limit_budget(void)
+{
+	return Max((max_safe_fds / 3 - TT_FD_RESERVE) / 2, 1);
+}
+
+/*
+ * running_limit
+ *		How many tasks run at once: citus.max_running_tasks_per_node, but
+ *		never more than the tracker's file descriptors allow (see
+ *		TT_FD_RESERVE: two sessions and one result file per task), so that
+ *		a busy tracker does not run out of them and fail attempts for it.
+ *		A clamp is logged once per value of the setting.
+ */
+static int
+running_limit(void)
+{
+	static int	logged_for = -1;
+	int			budget = tt_running_limit_budget();
+
+	if (max_running_tasks_per_node <= budget)
+		return max_running_tasks_per_node;
+	if (logged_for != max_running_tasks_per_node)
+	{
+		logged_for = max_running_tasks_per_node;
+		ereport(LOG,
+				(errmsg("task tracker runs at most %d tasks at once, not %d (citus.max_running_tasks_per_node): its file descriptors allow no more",
+						budget, max_running_tasks_per_node),
+				 errdetail("Each running task takes up to two connections and one result file; this process may open %d of each kind.",
+						   max_safe_fds / 3),
+				 errhint("Raise max_files_per_process (and the operating system's limit on open files) to run more.")));
+	}
+	return budget;
 }
 
 /*
@@ -1701,6 +2812,7 @@ expire_jobs(TimestampTz now)
 			oldest = expires;
 	}
 	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 	remove_detached_dirs();
 
 	if (dropped > 0)
@@ -1708,7 +2820,6 @@ expire_jobs(TimestampTz now)
 		ereport(LOG,
 				(errmsg("task tracker removed %d jobs nobody asked about for %d s",
 						dropped, task_tracker_job_expiry)));
-		completed = true;
 		handle_cancels();
 	}
 	next_expiry_check = oldest;
@@ -1762,8 +2873,8 @@ begin_stopping(TimestampTz now)
 			requeue_or_cancel(task);
 		}
 		LWLockRelease(tt_shared->lock);
+		tt_job_wake_pending();
 		free_running_task(rt);
-		completed = true;
 	}
 }
 
@@ -1818,7 +2929,26 @@ requeue_all_running(bool cancel_backends)
 			requeue_or_cancel(task);
 		LWLockRelease(tt_shared->lock);
 	}
-	completed = true;
+	tt_job_wake_pending();
+}
+
+/*
+ * leave_running_for_restart
+ *		The tracker alone is stopping (pg_terminate_backend; the server
+ *		keeps running) and some statements did not end within the grace:
+ *		close their sessions but leave their tasks active, with the pid of
+ *		their backend, so that the tracker that starts next terminates
+ *		those backends and waits for them to exit before it requeues the
+ *		tasks (recover_orphans).  Requeueing them now could run a statement
+ *		a second time while its first run still goes on.
+ */
+static void
+leave_running_for_restart(void)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &running)
+		stop_running_task(dlist_container(RunningTask, node, iter.cur), false);
 }
 
 /*
@@ -1841,7 +2971,10 @@ shutdown_and_exit(void)
 		now = GetCurrentTimestamp();
 		process_sessions(now);
 	}
-	requeue_all_running(false);
+	if (nrunning > 0 && !postmaster_is_stopping())
+		leave_running_for_restart();
+	else
+		requeue_all_running(false);
 	dlist_foreach_modify(iter, &sessions)
 		close_session(dlist_container(Session, node, iter.cur));
 	handle_cancels();

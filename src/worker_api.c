@@ -1494,7 +1494,9 @@ task_tracker_tracker_info(PG_FUNCTION_ARGS)
 	values[1] = Int32GetDatum(tt_shared->ntasks);
 	values[2] = Int32GetDatum(max_tracked_tasks_per_node);
 	values[3] = Int32GetDatum(tt_shared->nrunning);
-	values[4] = Int32GetDatum(max_running_tasks_per_node);
+	/* the limit in force: the setting within the descriptor budget */
+	values[4] = Int32GetDatum(Min(max_running_tasks_per_node,
+								  tt_running_limit_budget()));
 	values[5] = Int64GetDatum((int64) tt_shared->succeeded);
 	values[6] = Int64GetDatum((int64) tt_shared->failed);
 	values[7] = Int32GetDatum((int32) pg_atomic_read_u32(&tt_shared->nconnections));

@@ -7,9 +7,9 @@
 # (prove run by hand) skips the test with the reason.
 #
 # A. the tmpfs mounted on $PGDATA/pg_task_tracker of the running worker:
-#    a result larger than the whole area fails permanently, after its
-#    attempts, with 53100 naming the file and saying "No space left on
-#    device"; each attempt's partial file is removed, so the space comes
+#    a result larger than the whole area fails permanently, after one
+#    attempt (its statement completed: it is not run again), with 53100
+#    naming the file and saying "No space left on device"; each attempt's partial file is removed, so the space comes
 #    back; small (in-memory) and file results fit afterwards;
 # B. the area filled up by another file: file results fail with 53100,
 #    in-memory results and row-less tasks succeed, results already on the
@@ -149,10 +149,10 @@ my ($status, $attempts, $state, $error) = split /\|/, tt_sql($worker1,
 	user => 'alice');
 note(sprintf('A: the 4 MB result failed after %.2f s: %s', time() - $t0, $error // ''));
 is($status, 'permanently_failed', 'A: a result larger than the area fails permanently');
-is($attempts, tt_sql($worker1, q{SELECT current_setting('citus.task_max_attempts')}),
-	'A: ... after citus.task_max_attempts attempts');
+is($attempts, '1',
+	'A: ... after one attempt (its statement completed: it is not run again)');
 is($state, '53100', 'A: ... with SQLSTATE 53100 (disk_full)');
-like($error, qr{^could not write result file "pg_task_tracker/job_1/task_0\.\d+": No space left on device$},
+like($error, qr{^the task's statement completed \(\d+ rows\), but its result could not be kept: could not write result file "pg_task_tracker/job_1/task_0\.\d+": No space left on device; the statement is not run again$},
 	'A: ... and an error naming the file and the cause');
 is(join(' ', task_files($area)), '', 'A: the partial result file is removed');
 my ($used) = fs_usage($area);
@@ -186,7 +186,7 @@ is( tt_sql($worker1, q{SELECT string_agg(task_id || ':' || status || ':' || coal
 	'0:succeeded:-,1:permanently_failed:53100,2:succeeded:-,3:succeeded:-',
 	'B: on a full area a file result fails with 53100; in-memory results and an INSERT succeed');
 like(tt_sql($worker1, 'SELECT error FROM task_tracker.tasks WHERE job_id = 2 AND task_id = 1', user => 'alice'),
-	qr{^could not write result file "pg_task_tracker/job_2/task_1\.\d+": No space left on device$},
+	qr{^the task's statement completed \(\d+ rows\), but its result could not be kept: could not write result file "pg_task_tracker/job_2/task_1\.\d+": No space left on device; the statement is not run again$},
 	'B: ... the error names the file and the cause');
 is(tt_sql($worker1, 'SELECT count(*), sum(g) FROM task_tracker.task_result(2, 3) AS t(g int)', user => 'alice'),
 	'100|5050', 'B: ... the in-memory result reads');
@@ -208,7 +208,7 @@ SELECT count(*), sum(g), sum(length(s)) FROM task_tracker.run_job(
 	my ($rc, $out, $err) = tt_psql($coord, $job_sql->('task-tracker', $file_query, $w1), verbose => 1);
 	isnt($rc, 0, 'C: task-tracker, placement on the full worker only: the job fails');
 	note("C: the coordinator's error:\n$err");
-	like($err, qr{ERROR:  53100: could not write result file "[^"]*": No space left on device},
+	like($err, qr{ERROR:  53100: the task's statement completed \(\d+ rows\), but its result could not be kept: could not write result file "[^"]*": No space left on device},
 		'C: ... with the worker\'s 53100 and its message') or diag($err);
 	like($err, qr{CONTEXT:  task \d+ of job \d+ on node \Q$w1\E}, 'C: ... naming the node') or diag($err);
 	is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'C: ... no job left on the coordinator');
