@@ -257,6 +257,7 @@ static int	running_limit(void);
 static bool signal_backend(Session *s, int sig);
 static TTTask *set_task_error(TTTask *task, const char *sqlstate,
 							  const char *text);
+static void shorten_idle_deadlines(TimestampTz now);
 static void main_loop(void) pg_attribute_noreturn();
 static void wait_for_events(long max_timeout);
 static void process_sessions(TimestampTz now);
@@ -752,6 +753,28 @@ recover_orphans(bool restart)
 	handle_cancels();
 }
 
+/*
+ * shorten_idle_deadlines
+ *		After a reload: no idle session waits longer than the (possibly
+ *		lowered) citus.task_tracker_idle_connection_timeout from now.  A
+ *		raised timeout is left to the next time a session becomes idle.
+ */
+static void
+shorten_idle_deadlines(TimestampTz now)
+{
+	TimestampTz limit = TimestampTzPlusMilliseconds(now,
+													task_tracker_idle_connection_timeout);
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &sessions)
+	{
+		Session    *s = dlist_container(Session, node, iter.cur);
+
+		if (s->state == SESSION_IDLE && s->deadline > limit)
+			s->deadline = limit;
+	}
+}
+
 static void
 main_loop(void)
 {
@@ -772,6 +795,8 @@ main_loop(void)
 			compute_connect_host();
 			/* citus.task_tracker_job_expiry may have changed: recompute */
 			next_expiry_check = GetCurrentTimestamp();
+			/* a shorter idle timeout applies to the idle sessions at once */
+			shorten_idle_deadlines(next_expiry_check);
 		}
 		if (ShutdownRequestPending)
 			shutdown_and_exit();
