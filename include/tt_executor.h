@@ -88,13 +88,14 @@ typedef struct TTNode
 	bool		probing;		/* real-time: liveness probe running */
 	TTSideQuery probe;			/* real-time: ... its SELECT 1 */
 	TimestampTz probe_deadline; /* real-time: ... dead if not done by then */
-	TimestampTz connect_after;	/* real-time: no new connection before this
-								 * (backoff after a refused or slow one) */
-	int			backoff_ms;		/* real-time: ... the last backoff */
+	TimestampTz connect_after;	/* no new connection before this (backoff
+								 * after a refused or slow one) */
+	int			backoff_ms;		/* ... the last backoff */
 	TimestampTz extra_after;	/* real-time: slow start: no extra
 								 * connection before this */
-	TimestampTz refused_since;	/* real-time: first refusal while the job had
-								 * no connection there, 0 if none */
+	TimestampTz refused_since;	/* first refusal or timeout while the job had
+								 * no connection there, 0 if none
+								 * (tt_connect_retry) */
 } TTNode;
 
 typedef struct TTJob TTJob;
@@ -148,6 +149,10 @@ extern void tt_job_progress(TTJob *job, TTJobState state);
 extern void tt_task_failed_at_placement(TTJob *job, TTTask *task,
 										const TTRemoteError *err);
 extern void tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err);
+extern bool tt_connect_failure(TTNode *node, TTConn *c, TTRemoteError *err);
+extern void tt_connect_back_off(TTNode *node);
+extern bool tt_connect_retry(TTNode *node);
+extern void tt_connect_succeeded(TTNode *node);
 extern void tt_task_done(TTJob *job, TTTask *task);
 extern void tt_raise_task_error(TTJob *job, TTTask *task) pg_attribute_noreturn();
 extern void tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len);

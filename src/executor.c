@@ -47,6 +47,7 @@
 #include <sys/socket.h>
 
 #include "access/xact.h"
+#include "common/pg_prng.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -55,6 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "task_tracker.h"
 #include "tt_copy_text.h"
 #include "tt_executor.h"
 #include "tt_node_budget.h"
@@ -302,6 +304,98 @@ tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err)
 	MemoryContextSwitchTo(old);
 	while ((task = tt_queue_pop(&node->pending)) != NULL)
 		tt_task_failed_at_placement(job, task, &node->down_error);
+}
+
+/*
+ * connect_refused
+ *		Did the connection attempt fail because the server turned it away
+ *		for now (too many clients, 53300; starting or shutting down, 57P03)
+ *		or the socket could not be had (EAGAIN)?  libpq 15 reports no
+ *		SQLSTATE for a failed connection, so this goes by the server's
+ *		message (untranslated: lc_messages C on the workers is assumed).
+ */
+static bool
+connect_refused(const char *msg)
+{
+	return msg != NULL &&
+		(strstr(msg, "too many clients") != NULL ||
+		 strstr(msg, "connection slots are reserved") != NULL ||
+		 strstr(msg, "the database system is starting up") != NULL ||
+		 strstr(msg, "the database system is shutting down") != NULL ||
+		 strstr(msg, "the database system is not yet accepting connections") != NULL ||
+		 strstr(msg, "Resource temporarily unavailable") != NULL);
+}
+
+/*
+ * tt_connect_failure
+ *		A new connection c to node failed or ran out of
+ *		citus.node_connection_timeout (tt_conncache_connect_poll returned
+ *		-1; c is not released yet).  Fills *err (08001) with why, and
+ *		returns whether the failure may be passing: the node is there but
+ *		turned the attempt away for now (connect_refused), or it did not
+ *		answer in time (it may only be slow: slow is not dead).  Anything
+ *		else (a closed port, authentication...) is no passing failure.
+ *		Both executors use it.  Throws only on out-of-memory.
+ */
+bool
+tt_connect_failure(TTNode *node, TTConn *c, TTRemoteError *err)
+{
+	tt_remote_error_from_conn(c->conn, "08001", err);
+	if (!c->connecting && PQstatus(c->conn) != CONNECTION_BAD)
+	{
+		err->message = psprintf("could not connect to node %s: timeout expired",
+								node->name);
+		return true;
+	}
+	return connect_refused(err->message);
+}
+
+/*
+ * tt_connect_back_off
+ *		No new connection to node for a jittered, growing time (100 ms
+ *		doubling up to 2 s), like the tracker's reconnects: sets
+ *		node->connect_after.
+ */
+void
+tt_connect_back_off(TTNode *node)
+{
+	int			ms;
+
+	node->backoff_ms = node->backoff_ms <= 0 ? 100 : Min(node->backoff_ms * 2, 2000);
+	ms = node->backoff_ms / 2 + (int) (pg_prng_uint32(&pg_global_prng_state) % (node->backoff_ms / 2 + 1));
+	node->connect_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+}
+
+/*
+ * tt_connect_retry
+ *		The job's only attempt to node had a passing failure
+ *		(tt_connect_failure).  Returns true, with a back-off set
+ *		(tt_connect_back_off: retry at node->connect_after), while the
+ *		first such failure since the last success is less than
+ *		citus.node_connection_timeout ago; false once longer, when the
+ *		caller gives the node up.  So a node that does not answer at all is
+ *		given up after about twice citus.node_connection_timeout, one that
+ *		keeps turning attempts away after about that timeout.
+ */
+bool
+tt_connect_retry(TTNode *node)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (node->refused_since == 0)
+		node->refused_since = now;
+	if (now >= TimestampTzPlusMilliseconds(node->refused_since, node_connection_timeout))
+		return false;
+	tt_connect_back_off(node);
+	return true;
+}
+
+/* a connection to node was set up: the passing failures are over */
+void
+tt_connect_succeeded(TTNode *node)
+{
+	node->backoff_ms = 0;
+	node->refused_since = 0;
 }
 
 void

@@ -55,7 +55,6 @@
  */
 #include "postgres.h"
 
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
@@ -259,41 +258,6 @@ dispatch(TTJob *job, TTNode *node)
 }
 
 /*
- * refused
- *		Did the connection attempt fail because the server turned it away
- *		for now (too many clients, 53300; starting or shutting down, 57P03)
- *		or the socket could not be had (EAGAIN)?  libpq 15 reports no
- *		SQLSTATE for a failed connection, so this goes by the server's
- *		message (untranslated: lc_messages C on the workers is assumed).
- */
-static bool
-refused(const char *msg)
-{
-	return msg != NULL &&
-		(strstr(msg, "too many clients") != NULL ||
-		 strstr(msg, "connection slots are reserved") != NULL ||
-		 strstr(msg, "the database system is starting up") != NULL ||
-		 strstr(msg, "the database system is shutting down") != NULL ||
-		 strstr(msg, "the database system is not yet accepting connections") != NULL ||
-		 strstr(msg, "Resource temporarily unavailable") != NULL);
-}
-
-/*
- * back_off
- *		No new connection to node for a jittered, growing time (100 ms
- *		doubling up to 2 s), like the tracker's reconnects.
- */
-static void
-back_off(TTNode *node)
-{
-	int			ms;
-
-	node->backoff_ms = node->backoff_ms <= 0 ? 100 : Min(node->backoff_ms * 2, 2000);
-	ms = node->backoff_ms / 2 + (int) (pg_prng_uint32(&pg_global_prng_state) % (node->backoff_ms / 2 + 1));
-	node->connect_after = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
-}
-
-/*
  * connect_failed
  *		A connection attempt of slot failed or timed out.  When the job has
  *		a working connection to the node, that is no node failure: the
@@ -305,25 +269,18 @@ back_off(TTNode *node)
  *		given up after about twice citus.node_connection_timeout; anything
  *		else (connection refused by a closed port, authentication...), or
  *		failing for longer, makes the node down for the job (its tasks fail
- *		over).
+ *		over).  The task-tracker executor decides the same way
+ *		(tt_connect_failure, tt_connect_retry in src/executor.c).
  */
 static void
 connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)
 {
 	TTRemoteError err;
 	bool		working = false;
-	bool		is_refused;
+	bool		passing;
 	int			i;
 
-	tt_remote_error_from_conn(slot->c->conn, "08001", &err);
-	is_refused = refused(err.message);
-	if (!slot->c->connecting && PQstatus(slot->c->conn) != CONNECTION_BAD)
-	{
-		/* slow is not dead: one more attempt, as for a refusal */
-		err.message = psprintf("could not connect to node %s: timeout expired",
-							   node->name);
-		is_refused = true;
-	}
+	passing = tt_connect_failure(node, slot->c, &err);
 	slot_close(slot, false);
 
 	for (i = 0; i < node->nrt; i++)
@@ -333,25 +290,17 @@ connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)
 	{
 		elog(DEBUG1, "task_tracker: dropped a connection attempt to node %s, the job has working connections there: %s",
 			 node->name, err.message);
-		back_off(node);
+		tt_connect_back_off(node);
 		return;
 	}
 	for (i = 0; i < node->nrt; i++)
 		if (node->rt[i].c != NULL)
 			return;				/* another attempt is still under way */
-	if (is_refused)
+	if (passing && tt_connect_retry(node))
 	{
-		TimestampTz now = GetCurrentTimestamp();
-
-		if (node->refused_since == 0)
-			node->refused_since = now;
-		if (now < TimestampTzPlusMilliseconds(node->refused_since, node_connection_timeout))
-		{
-			elog(DEBUG1, "task_tracker: node %s refused a connection, retrying: %s",
-				 node->name, err.message);
-			back_off(node);
-			return;
-		}
+		elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
+			 node->name, err.message);
+		return;
 	}
 	tt_node_set_down(job, node, &err);
 }
@@ -376,10 +325,7 @@ advance(TTJob *job, TTNode *node, TTRtConn *slot)
 		if (r < 0)
 			connect_failed(job, node, slot);
 		else if (r == 0)
-		{
-			node->backoff_ms = 0;
-			node->refused_since = 0;
-		}
+			tt_connect_succeeded(node);
 		return;
 	}
 

@@ -412,6 +412,13 @@ node_give_up(TTJob *job, TTNode *node, TTRemoteError *err)
 	}
 }
 
+/* may tasks of ours be on tn's node (assigned, unfetched, or unknown)? */
+static bool
+tn_has_state(TTTrackerNode *tn)
+{
+	return tn->outstanding > 0 || tn->fetchq.len > 0 || tn->needs_recover;
+}
+
 /*
  * node_lost
  *		The node's connection failed (or could not be made).  Retry later
@@ -422,7 +429,6 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 {
 	TTTrackerNode *tn = node->tn;
 	TimestampTz now = GetCurrentTimestamp();
-	bool		has_state;
 	TTRemoteError copy;
 
 	copy = *err;
@@ -447,8 +453,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 	}
 	tn->nbatch = 0;
 
-	has_state = tn->outstanding > 0 || tn->fetchq.len > 0 || tn->needs_recover;
-	if (!has_state)
+	if (!tn_has_state(tn))
 	{
 		tt_node_set_down(job, node, &copy);
 		tn->phase = TN_NOCONN;
@@ -996,14 +1001,31 @@ tn_advance(TTJob *job, TTNode *node)
 					if (r < 0)
 					{
 						TTRemoteError err;
+						bool		passing;
 
-						tt_remote_error_from_conn(tn->c->conn, "08001", &err);
-						if (PQstatus(tn->c->conn) != CONNECTION_BAD)
-							err.message = psprintf("could not connect to node %s: timeout expired",
-												   node->name);
+						passing = tt_connect_failure(node, tn->c, &err);
+
+						/*
+						 * A first connection that was turned away for now or
+						 * ran out of time (slow is not dead) is tried again
+						 * after a back-off, within the same bound as the
+						 * real-time executor (tt_connect_retry); after a
+						 * loss, node_lost's reconnection bound applies.
+						 */
+						if (passing && !tn_has_state(tn) && tt_connect_retry(node))
+						{
+							elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
+								 node->name, err.message);
+							tt_conncache_release(tn->c, false);
+							tn->c = NULL;
+							tn->phase = TN_RETRY;
+							tn->retry_at = node->connect_after;
+							return;
+						}
 						node_lost(job, node, &err);
 						continue;
 					}
+					tt_connect_succeeded(node);
 					if (node_version(tn->c) < 0)
 					{
 						if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
