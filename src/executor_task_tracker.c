@@ -41,6 +41,12 @@
  *	  timeout only so a node also picks up tasks that failed over to it
  *	  while it waited.
  *
+ *	  A first connection that times out or is turned away (too many
+ *	  clients, starting up) is tried again after a back-off, as the
+ *	  real-time executor does (tt_connect_failure, tt_connect_retry): a
+ *	  node is given up only after about twice citus.node_connection_timeout
+ *	  without answering, one with a closed port at once.
+ *
  *	  A broken connection (tracker restart, node lost) is retried, with a
  *	  growing delay, for citus.node_reconnect_timeout.  Once reconnected,
  *	  the executor reads the job's tasks from task_tracker.tasks: tasks the
