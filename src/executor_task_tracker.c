@@ -1625,6 +1625,29 @@ tracker_cleanup(TTJob *job, bool failed)
 
 				if (r == 0)
 					tn->answered = true;	/* a new session: alive */
+				if (r < 0 && PQstatus(conn) != CONNECTION_BAD &&
+					GetCurrentTimestamp() < answer_by)
+				{
+					char	   *error;
+
+					/*
+					 * The attempt timed out, but the node still has until
+					 * answer_by to show it is alive: a loaded node is not a
+					 * dead one (a refused or failed attempt is final).
+					 * Start another attempt.
+					 */
+					tt_conncache_release(tn->c, false);
+					tn->c = tt_conncache_claim(job->nodes[i].host,
+											   job->nodes[i].port, &error);
+					if (tn->c == NULL)
+					{
+						tn->cleanup_done = true;
+						tn->cleanup_error = error;
+						continue;
+					}
+					conn = tn->c->conn;
+					r = tt_conncache_connect_poll(tn->c);
+				}
 				if (r < 0)
 				{
 					tn->cleanup_done = true;
