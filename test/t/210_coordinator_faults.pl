@@ -44,13 +44,43 @@ SELECT count(*), sum(n), count(DISTINCT n) FROM task_tracker.run_job(
 }
 my $both = "'$place[0]', '$place[1]'";
 
-# every process of a node: the postmaster and its children
-sub node_pids
+# the state letter of process pid (T once SIGSTOP has stopped it, Z for an
+# exited child not reaped yet, empty when gone)
+sub proc_state
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return '';
+	my $stat = <$fh>;
+	close($fh);
+	return $stat =~ /\)\s+(\S)/ ? $1 : '';
+}
+
+# Freeze a node the way a hung machine is: SIGSTOP its postmaster, wait
+# until it is stopped (then it forks no more), and only then list and stop
+# its children.  Listing first would miss a backend forked in between (the
+# coordinator opens connections all the time), and that one would go on
+# answering: the node would be alive to the executor, and rightly so.
+# Returns every pid stopped.
+sub freeze_node
 {
 	my ($node) = @_;
 	my $pm = tt_postmaster_pid($node);
-	my @kids = split /\s+/, `pgrep -P $pm`;
-	return ($pm, grep { /^\d+$/ } @kids);
+	my %stopped = ($pm => 1);
+	kill('STOP', $pm);
+	my $until = time() + 10;
+	while (proc_state($pm) ne 'T')
+	{
+		die "postmaster $pm of " . $node->name . " did not stop" if time() > $until;
+		select(undef, undef, undef, 0.001);
+	}
+	for (;;)
+	{
+		my @new = grep { /^\d+$/ && !$stopped{$_} } split /\s+/, `pgrep -P $pm`;
+		last unless @new;
+		kill('STOP', @new);
+		$stopped{$_} = 1 for @new;
+	}
+	return keys %stopped;
 }
 
 # ---------------------------------------------------------------- frozen worker
@@ -64,9 +94,11 @@ for my $executor ('real-time', 'task-tracker')
 	ok( $workers[0]->poll_query_until('postgres',
 			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.3)%' AND pid <> pg_backend_pid()"),
 		"$executor: tasks running on worker 1");
-	my @frozen = node_pids($workers[0]);
 	my $t0 = time();
-	kill('STOP', @frozen);
+	my @frozen = freeze_node($workers[0]);
+	my $pm = tt_postmaster_pid($workers[0]);
+	is(join(' ', grep { /^\d+$/ && proc_state($_) !~ /^[TZ]?$/ } ($pm, split /\s+/, `pgrep -P $pm`)),
+		'', "$executor: worker 1 frozen whole (no process left running)");
 	my $res = '';
 	my $died = eval { $res = $bg->query("\\echo done"); 0 } // 1;
 	my $took = time() - $t0;
