@@ -1418,6 +1418,7 @@ send_query(RunningTask *rt)
 	Session    *s = rt->session;
 	TTTask	   *task;
 	bool		cancel;
+	int			pid;
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool sent = false;
 	char		sqlstate[6];
@@ -1426,6 +1427,7 @@ send_query(RunningTask *rt)
 	 * The backend is recorded before the statement is sent: a tracker that
 	 * restarts must know whose exit to wait for (recover_orphans).
 	 */
+	pid = PQbackendPID(s->conn);
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
@@ -1437,7 +1439,7 @@ send_query(RunningTask *rt)
 	}
 	if (task != NULL && !cancel)
 	{
-		task->backend_pid = PQbackendPID(s->conn);
+		task->backend_pid = pid;
 		task->backend_local = s->local;
 	}
 	LWLockRelease(tt_shared->lock);
