@@ -623,4 +623,113 @@ sub tt_priv
 
 push @EXPORT, qw(tt_skip_test tt_priv_helper tt_priv);
 
+=pod
+
+=item tt_start_proxy(server => $unix_socket, listen_unix => $path | listen_port => $port, [cut_marker => $text, cut_log => $file])
+
+Start a byte-for-byte proxy (a child perl process) in front of a server's
+Unix socket, listening on a Unix socket path or on 127.0.0.1:port.  With
+cut_marker, the first connection on which the server sends that text is
+closed on both sides before the text is passed on, and "cut" is appended
+to cut_log.  Returns (IPC::Run harness, proxy pid); the caller ends it
+with kill_kill.
+
+=cut
+
+my $tt_proxy_code = <<'EOF';
+use strict;
+use warnings;
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+my ($listen, $server_path, $marker, $log) = @ARGV;
+my $l;
+if ($listen =~ /^\d+$/)
+{
+	$l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $listen, Listen => 16, ReuseAddr => 1);
+}
+else
+{
+	unlink $listen;
+	$l = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $listen, Listen => 16);
+}
+die "cannot listen on $listen: $!" unless $l;
+my $sel = IO::Select->new($l);
+my (%peer, %from_server, %tail);
+my $cut = ($marker eq '');
+$| = 1;
+print "ready $$\n";
+sub close_pair
+{
+	my ($fh) = @_;
+	my $other = $peer{$fh};
+	for my $s ($fh, $other)
+	{
+		next unless $s;
+		$sel->remove($s);
+		delete $peer{$s};
+		delete $from_server{$s};
+		delete $tail{$s};
+		close($s);
+	}
+}
+while (1)
+{
+	for my $fh ($sel->can_read)
+	{
+		if ($fh == $l)
+		{
+			my $c = $l->accept or next;
+			my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $server_path);
+			if (!$s) { close($c); next; }
+			$peer{$c} = $s;
+			$peer{$s} = $c;
+			$from_server{$s} = 1;
+			$tail{$s} = '';
+			$sel->add($c, $s);
+			next;
+		}
+		next unless $peer{$fh};
+		my $buf;
+		my $n = sysread($fh, $buf, 65536);
+		if (!$n) { close_pair($fh); next; }
+		if ($from_server{$fh} && !$cut)
+		{
+			my $seen = $tail{$fh} . $buf;
+			if (index($seen, $marker) >= 0)
+			{
+				$cut = 1;
+				open(my $lf, '>>', $log) or die;
+				print $lf "cut\n";
+				close($lf);
+				close_pair($fh);
+				next;
+			}
+			$tail{$fh} = substr($seen, -length($marker));
+		}
+		my $off = 0;
+		while ($off < length($buf))
+		{
+			my $w = syswrite($peer{$fh}, $buf, length($buf) - $off, $off);
+			if (!defined $w) { close_pair($fh); last; }
+			$off += $w;
+		}
+	}
+}
+EOF
+
+sub tt_start_proxy
+{
+	my (%o) = @_;
+	my $listen = $o{listen_unix} // $o{listen_port};
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[ $^X, '-e', $tt_proxy_code, $listen, $o{server}, $o{cut_marker} // '', $o{cut_log} // '' ],
+		'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(300));
+	$h->pump until $out =~ /ready (\d+)/;
+	return ($h, $1);
+}
+
+push @EXPORT, qw(tt_start_proxy);
+
 1;

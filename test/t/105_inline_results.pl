@@ -141,82 +141,8 @@ my $proxy_dir = PostgreSQL::Test::Utils::tempdir_short();
 my $proxy_sock = "$proxy_dir/.s.PGSQL." . $worker->port;
 my $worker_sock = $worker->host . '/.s.PGSQL.' . $worker->port;
 my $proxy_log = "$proxy_dir/proxy.log";
-my $proxy_code = <<'EOF';
-use strict;
-use warnings;
-use IO::Select;
-use IO::Socket::UNIX;
-my ($listen_path, $server_path, $marker, $log) = @ARGV;
-unlink $listen_path;
-my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $listen_path, Listen => 16)
-  or die "cannot listen on $listen_path: $!";
-my $sel = IO::Select->new($l);
-my (%peer, %from_server, %tail);
-my $cut = 0;
-$| = 1;
-print "ready\n";
-sub close_pair
-{
-	my ($fh) = @_;
-	my $other = $peer{$fh};
-	for my $s ($fh, $other)
-	{
-		next unless $s;
-		$sel->remove($s);
-		delete $peer{$s};
-		delete $from_server{$s};
-		delete $tail{$s};
-		close($s);
-	}
-}
-while (1)
-{
-	for my $fh ($sel->can_read)
-	{
-		if ($fh == $l)
-		{
-			my $c = $l->accept or next;
-			my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $server_path);
-			if (!$s) { close($c); next; }
-			$peer{$c} = $s;
-			$peer{$s} = $c;
-			$from_server{$s} = 1;
-			$tail{$s} = '';
-			$sel->add($c, $s);
-			next;
-		}
-		next unless $peer{$fh};
-		my $buf;
-		my $n = sysread($fh, $buf, 65536);
-		if (!$n) { close_pair($fh); next; }
-		if ($from_server{$fh} && !$cut)
-		{
-			my $seen = $tail{$fh} . $buf;
-			if (index($seen, $marker) >= 0)
-			{
-				$cut = 1;
-				open(my $lf, '>>', $log) or die;
-				print $lf "cut\n";
-				close($lf);
-				close_pair($fh);
-				next;
-			}
-			$tail{$fh} = substr($seen, -length($marker));
-		}
-		my $off = 0;
-		while ($off < length($buf))
-		{
-			my $w = syswrite($peer{$fh}, $buf, length($buf) - $off, $off);
-			if (!defined $w) { close_pair($fh); last; }
-			$off += $w;
-		}
-	}
-}
-EOF
-my ($pout, $perr) = ('', '');
-my $proxy = IPC::Run::start([ $^X, '-e', $proxy_code, $proxy_sock, $worker_sock, 'cut-here', $proxy_log ],
-	'<', \undef, '>', \$pout, '2>', \$perr, IPC::Run::timeout(300));
-$proxy->pump until $pout =~ /ready/;
+my ($proxy) = tt_start_proxy(listen_unix => $proxy_sock, server => $worker_sock,
+	cut_marker => 'cut-here', cut_log => $proxy_log);
 tt_sql($coord, sprintf('SELECT task_tracker.add_node(%s, %d)', tt_quote_literal($proxy_dir), $worker->port));
 my $via_proxy = "$proxy_dir:" . $worker->port;
 

@@ -28,64 +28,7 @@ client_connection_check_interval = '500ms'
 # a TCP proxy on 127.0.0.1 in front of the worker's Unix socket
 my $proxy_port = PostgreSQL::Test::Cluster::get_free_port();
 my $worker_sock = $worker->host . '/.s.PGSQL.' . $worker->port;
-my $proxy_code = <<'EOF';
-use strict;
-use warnings;
-use IO::Select;
-use IO::Socket::INET;
-use IO::Socket::UNIX;
-my ($port, $server_path) = @ARGV;
-my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port, Listen => 16, ReuseAddr => 1)
-  or die "cannot listen on $port: $!";
-my $sel = IO::Select->new($l);
-my %peer;
-$| = 1;
-print "ready $$\n";
-sub close_pair
-{
-	my ($fh) = @_;
-	my $other = $peer{$fh};
-	for my $s ($fh, $other)
-	{
-		next unless $s;
-		$sel->remove($s);
-		delete $peer{$s};
-		close($s);
-	}
-}
-while (1)
-{
-	for my $fh ($sel->can_read)
-	{
-		if ($fh == $l)
-		{
-			my $c = $l->accept or next;
-			my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $server_path);
-			if (!$s) { close($c); next; }
-			$peer{$c} = $s;
-			$peer{$s} = $c;
-			$sel->add($c, $s);
-			next;
-		}
-		next unless $peer{$fh};
-		my $buf;
-		my $n = sysread($fh, $buf, 65536);
-		if (!$n) { close_pair($fh); next; }
-		my $off = 0;
-		while ($off < length($buf))
-		{
-			my $w = syswrite($peer{$fh}, $buf, length($buf) - $off, $off);
-			if (!defined $w) { close_pair($fh); last; }
-			$off += $w;
-		}
-	}
-}
-EOF
-my ($pout, $perr) = ('', '');
-my $proxy = IPC::Run::start([ $^X, '-e', $proxy_code, $proxy_port, $worker_sock ],
-	'<', \undef, '>', \$pout, '2>', \$perr, IPC::Run::timeout(300));
-$proxy->pump until $pout =~ /ready (\d+)/;
-my $proxy_pid = $1;
+my ($proxy, $proxy_pid) = tt_start_proxy(listen_port => $proxy_port, server => $worker_sock);
 END { if ($proxy_pid) { kill('CONT', $proxy_pid); kill('KILL', $proxy_pid); } }
 
 my $place = "localhost:$proxy_port";
