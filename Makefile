@@ -2,21 +2,21 @@
 MODULE_big = task_tracker
 OBJS = \
 	src/task_tracker.o \
-	src/shmem.o \
-	src/remote.o \
-	src/copy_text.o \
-	src/result_file.o \
-	src/persist.o \
-	src/tracker.o \
-	src/worker_api.o \
-	src/coordinator.o \
-	src/node_registry.o \
-	src/connection_cache.o \
-	src/node_budget.o \
-	src/executor.o \
-	src/executor_realtime.o \
-	src/executor_task_tracker.o \
-	src/coordinator_api.o
+	src/common/remote.o \
+	src/common/copy_text.o \
+	src/worker/shmem.o \
+	src/worker/result_file.o \
+	src/worker/persist.o \
+	src/worker/tracker.o \
+	src/worker/worker_api.o \
+	src/coordinator/coordinator.o \
+	src/coordinator/node_registry.o \
+	src/coordinator/node_budget.o \
+	src/coordinator/connection_cache.o \
+	src/coordinator/executor.o \
+	src/coordinator/executor_realtime.o \
+	src/coordinator/executor_task_tracker.o \
+	src/coordinator/coordinator_api.o
 
 EXTENSION = task_tracker
 DATA = sql/task_tracker--1.0.sql sql/task_tracker--1.1.sql sql/task_tracker--1.2.sql \

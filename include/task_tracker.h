@@ -43,8 +43,8 @@ extern int	task_result_memory;		/* kB: all in-memory results together */
 extern bool tt_preloaded;
 
 extern void tt_check_preloaded(void);
-extern void tt_close_idle_sessions(void);	/* src/tracker.c */
-extern int	tt_running_limit_budget(void);	/* src/tracker.c */
+extern void tt_close_idle_sessions(void);	/* src/worker/tracker.c */
+extern int	tt_running_limit_budget(void);	/* src/worker/tracker.c */
 extern void tt_check_sql_version(void);
 
 #endif							/* TASK_TRACKER_H */

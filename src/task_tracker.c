@@ -9,7 +9,7 @@
  *	  citus.* settings (Citus's names, so existing configuration carries
  *	  over), reserves the "citus" prefix, asks for shared memory through
  *	  shmem_request_hook, and registers one background worker, the task
- *	  tracker (src/tracker.c).  Loaded any other way, only the settings are
+ *	  tracker (src/worker/tracker.c).  Loaded any other way, only the settings are
  *	  defined and every function that needs the tracker reports that the
  *	  library must be preloaded.
  *
@@ -28,7 +28,7 @@
  *	  function that checks preloading fail with a clear error.
  *
  * Locking
- *	  None here; see src/shmem.c.
+ *	  None here; see src/worker/shmem.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -55,8 +55,8 @@
 #include "utils/rel.h"
 
 #include "task_tracker.h"
-#include "tt_coordinator.h"
-#include "tt_shmem.h"
+#include "coordinator/tt_coordinator.h"
+#include "worker/tt_shmem.h"
 
 PG_MODULE_MAGIC;
 

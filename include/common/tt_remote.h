@@ -22,7 +22,7 @@ typedef struct TTConnTarget
 {
 	const char *host;			/* host name, address or socket directory */
 	const char *hostaddr;		/* its numeric address(es), NULL: libpq
-								 * resolves host (src/node_registry.c) */
+								 * resolves host (src/coordinator/node_registry.c) */
 	int			port;			/* port number */
 	const char *user;			/* role to log in as (never changed later) */
 	const char *dbname;			/* database */

@@ -6,16 +6,16 @@
  *	  settings.
  *
  * The coordinator is made of:
- *	  src/coordinator.c			settings, shared memory: job ids and the jobs
+ *	  src/coordinator/coordinator.c			settings, shared memory: job ids and the jobs
  *								progress table (task_tracker.jobs)
- *	  src/node_registry.c		add_node / remove_node, placement lookup
- *	  src/connection_cache.c	per-backend libpq connection cache
- *	  src/executor.c			what both executors share: the job, its tasks
+ *	  src/coordinator/node_registry.c		add_node / remove_node, placement lookup
+ *	  src/coordinator/connection_cache.c	per-backend libpq connection cache
+ *	  src/coordinator/executor.c			what both executors share: the job, its tasks
  *								and nodes, rows into the result, failover,
  *								error and cancel cleanup
- *	  src/executor_realtime.c	the real-time executor
- *	  src/executor_task_tracker.c	the task-tracker executor
- *	  src/coordinator_api.c		run_job and run_on_workers
+ *	  src/coordinator/executor_realtime.c	the real-time executor
+ *	  src/coordinator/executor_task_tracker.c	the task-tracker executor
+ *	  src/coordinator/coordinator_api.c		run_job and run_on_workers
  *
  *-------------------------------------------------------------------------
  */
@@ -40,7 +40,7 @@ typedef enum TTJobState
 	TT_JOB_FAILING				/* cleaning up after an error or cancel */
 } TTJobState;
 
-/* settings (defined in src/coordinator.c) */
+/* settings (defined in src/coordinator/coordinator.c) */
 extern int	task_executor;		/* citus.task_executor */
 extern int	max_assign_task_batch_size; /* tasks per assign_tasks call */
 extern int	max_connections_per_node;	/* real-time connections per node */
@@ -54,7 +54,7 @@ extern Size tt_coordinator_shmem_size(void);
 extern void tt_coordinator_shmem_request(void);
 extern void tt_coordinator_shmem_init(void);
 
-/* jobs progress table (src/coordinator.c) */
+/* jobs progress table (src/coordinator/coordinator.c) */
 extern int64 tt_new_job_id(void);
 extern int	tt_job_slot_acquire(int64 *job_id, TTExecutorType executor,
 								int tasks_total);

@@ -16,9 +16,9 @@
 #include "storage/latch.h"
 #include "utils/tuplestore.h"
 
-#include "tt_connection_cache.h"
-#include "tt_coordinator.h"
-#include "tt_remote.h"
+#include "coordinator/tt_connection_cache.h"
+#include "coordinator/tt_coordinator.h"
+#include "common/tt_remote.h"
 
 typedef enum TTTaskState
 {
@@ -102,7 +102,7 @@ typedef struct TTJob TTJob;
 
 typedef struct TTJob
 {
-	int64		job_id;			/* unique job id (src/coordinator.c) */
+	int64		job_id;			/* unique job id (src/coordinator/coordinator.c) */
 	int			slot;			/* progress table slot, -1 if none */
 	TTExecutorType executor;	/* which executor runs it */
 	MemoryContext cxt;			/* everything of the job but the result */
@@ -138,7 +138,7 @@ typedef enum TTDrainResult
 	TT_DRAIN_CONN_ERROR			/* the connection broke */
 } TTDrainResult;
 
-/* src/executor.c */
+/* src/coordinator/executor.c */
 extern void tt_queue_push(TTTaskQueue *q, TTTask *task);
 extern void tt_queue_push_front(TTTaskQueue *q, TTTask *task);
 extern TTTask *tt_queue_pop(TTTaskQueue *q);
@@ -168,10 +168,10 @@ extern long tt_ms_until(TimestampTz deadline);
 extern bool tt_conn_has_input(PGconn *conn);
 extern TTNode *tt_task_node(TTJob *job, TTTask *task);
 
-/* src/executor_realtime.c */
+/* src/coordinator/executor_realtime.c */
 extern void tt_realtime_execute(TTJob *job);
 
-/* src/executor_task_tracker.c */
+/* src/coordinator/executor_task_tracker.c */
 extern void tt_task_tracker_execute(TTJob *job);
 
 #endif							/* TT_EXECUTOR_H */

@@ -2,7 +2,7 @@
  *
  * tt_node_budget.h
  *	  The coordinator-wide connection budget per node, in shared memory
- *	  (src/node_budget.c): every connection this coordinator holds to a
+ *	  (src/coordinator/node_budget.c): every connection this coordinator holds to a
  *	  node, over all sessions, counts against citus.max_shared_pool_size.
  *
  *-------------------------------------------------------------------------

@@ -2,7 +2,7 @@
  *
  * tt_persist.h
  *	  Saving the task table at shutdown and restoring it at start
- *	  (src/persist.c).
+ *	  (src/worker/persist.c).
  *
  * Files under $PGDATA/pg_task_tracker: tasks.state (the saved table),
  * tasks.state.tmp (while it is written), tasks.state.lost (a save failed:

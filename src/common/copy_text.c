@@ -25,9 +25,9 @@
  *	  assignment for the tracker, the real-time executor per task.
  *
  *	  Users: the tracker escapes the values of statements it cannot run as
- *	  COPY (src/tracker.c, through src/result_file.c); task_result()
- *	  (src/result_file.c) and both coordinator executors (src/executor.c,
- *	  src/executor_task_tracker.c) split lines.
+ *	  COPY (src/worker/tracker.c, through src/worker/result_file.c); task_result()
+ *	  (src/worker/result_file.c) and both coordinator executors (src/coordinator/executor.c,
+ *	  src/coordinator/executor_task_tracker.c) split lines.
  *
  * Locking
  *	  None: pure functions on the caller's memory.
@@ -38,7 +38,7 @@
 
 #include "nodes/parsenodes.h"
 
-#include "tt_copy_text.h"
+#include "common/tt_copy_text.h"
 
 #define IS_OCTAL(c)		((c) >= '0' && (c) <= '7')
 

@@ -34,8 +34,8 @@
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
-#include "tt_remote.h"
-#include "tt_waits.h"
+#include "common/tt_remote.h"
+#include "common/tt_waits.h"
 
 static void tt_notice_receiver(void *arg, const PGresult *res);
 

@@ -6,13 +6,13 @@
  * Design
  *	  Connections are keyed by (host, port, user, database): a connection
  *	  is always established as the current user (GetUserId()) to the
- *	  current database, through tt_conn_start() of src/remote.c (keyword /
+ *	  current database, through tt_conn_start() of src/common/remote.c (keyword /
  *	  value arrays, AcquireExternalFD, a notice receiver).  Several
  *	  connections may share a key: the real-time executor uses up to
  *	  citus.max_connections_per_node of them per node.
  *
  *	  Every connection takes a slot of the coordinator-wide budget of its
- *	  node before it connects (src/node_budget.c, tt_budget_open) and gives
+ *	  node before it connects (src/coordinator/node_budget.c, tt_budget_open) and gives
  *	  it back when it is closed (drop_conn): the first one a session needs
  *	  may wait for a slot (tt_conncache_claim), extra ones are only taken
  *	  when a slot is free (tt_conncache_claim_extra), cancel and cleanup
@@ -71,12 +71,12 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_connection_cache.h"
-#include "tt_coordinator.h"
-#include "tt_node_budget.h"
-#include "tt_node_registry.h"
-#include "tt_remote.h"
-#include "tt_waits.h"
+#include "coordinator/tt_connection_cache.h"
+#include "coordinator/tt_coordinator.h"
+#include "coordinator/tt_node_budget.h"
+#include "coordinator/tt_node_registry.h"
+#include "common/tt_remote.h"
+#include "common/tt_waits.h"
 
 #define TT_MAX_HOST_LEN 256
 
@@ -153,7 +153,7 @@ drop_conn(TTConn *c)
  * start_conn
  *		Start a new connection for entry (whose names are known) and lend it:
  *		c->connecting is true.  It first takes a slot of the node's budget
- *		(src/node_budget.c) as kind says: TT_SLOT_FIRST may wait for one
+ *		(src/coordinator/node_budget.c) as kind says: TT_SLOT_FIRST may wait for one
  *		(and throws if canceled meanwhile), TT_SLOT_EXTRA returns NULL with
  *		*error NULL when there is none.  Does no catalog access, so that it
  *		also works in the cleanup of an aborted transaction.  Returns NULL

@@ -16,7 +16,7 @@
  *	  5 in 10^14, and nobody can predict one.  An id that others can see (the jobs view
  *	  shows it) can still be claimed on a node the job has not reached:
  *	  the task-tracker executor then takes a new id for that node
- *	  (src/executor_task_tracker.c).
+ *	  (src/coordinator/executor_task_tracker.c).
  *
  *	  The progress table has one slot per running job (twice MaxBackends
  *	  slots, so a backend may nest jobs).  A slot is filled and updated only
@@ -52,8 +52,8 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_coordinator.h"
-#include "tt_node_budget.h"
+#include "coordinator/tt_coordinator.h"
+#include "coordinator/tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;

@@ -14,7 +14,7 @@
  *	  hands it to the executor chosen by citus.task_executor.  Rows go into
  *	  the materialized result (a tuplestore that spills past work_mem).
  *	  Whatever happens, the executor's cleanup runs: from PG_CATCH on
- *	  ERROR, from the abort callback (src/executor.c) on FATAL.
+ *	  ERROR, from the abort callback (src/coordinator/executor.c) on FATAL.
  *
  *	  run_on_workers(command) sends one command to every active node at
  *	  once over the connection cache and reports each node's outcome as a
@@ -39,8 +39,8 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
-#include "tt_executor.h"
-#include "tt_node_registry.h"
+#include "coordinator/tt_executor.h"
+#include "coordinator/tt_node_registry.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_run_job);
 PG_FUNCTION_INFO_V1(task_tracker_run_on_workers);

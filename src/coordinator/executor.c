@@ -18,7 +18,7 @@
  *	  skipped it, the XACT_EVENT_ABORT callback does the same.  Cleanup runs
  *	  with interrupts held and bounded waits: it cancels remote queries
  *	  still running (pg_cancel_backend over a spare connection, never
- *	  libpq's blocking PQcancel: see src/connection_cache.c), closes every
+ *	  libpq's blocking PQcancel: see src/coordinator/connection_cache.c), closes every
  *	  connection whose state is unknown or whose node does not answer,
  *	  and (task-tracker) drops the job on every node.  No wait there
  *	  depends on a node answering: a frozen node costs at most
@@ -38,7 +38,7 @@
  *
  * Locking
  *	  None: all of this is process-local.  The progress table in shared
- *	  memory is updated through src/coordinator.c.
+ *	  memory is updated through src/coordinator/coordinator.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,10 +57,10 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_copy_text.h"
-#include "tt_executor.h"
-#include "tt_node_budget.h"
-#include "tt_waits.h"
+#include "common/tt_copy_text.h"
+#include "coordinator/tt_executor.h"
+#include "coordinator/tt_node_budget.h"
+#include "common/tt_waits.h"
 
 static List *active_jobs = NIL;
 static bool xact_callback_registered = false;
@@ -178,7 +178,7 @@ tt_job_unregister(TTJob *job)
 /*
  * tt_job_reserve
  *		Reserve one slot of the coordinator's connection budget on every node
- *		of the job (src/node_budget.c), all at once, before the executor
+ *		of the job (src/coordinator/node_budget.c), all at once, before the executor
  *		connects anywhere: the job's first connection to each node.  Waits
  *		while the budget is exhausted (the job shows as starting);
  *		cancellable.  tt_job_unregister gives the reservation back.
@@ -475,7 +475,7 @@ store_values(TTJob *job)
  *		Put one row given as a COPY text line (len bytes at line, without
  *		its newline; line[len] must be writable, and the line is ours to
  *		change) into the result: split and de-escaped by the shared parser
- *		(src/copy_text.c), each value through the input function of its
+ *		(src/common/copy_text.c), each value through the input function of its
  *		column, formed straight into the tuplestore.  Every path that
  *		receives COPY text — the real-time executor's COPY, the task-tracker
  *		executor's task_result_copy chunks and inline results — stores rows

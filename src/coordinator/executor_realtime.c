@@ -8,9 +8,9 @@
  * Design
  *	  Each node of the job has up to citus.max_connections_per_node
  *	  connection slots, opened by slow start (see dispatch) within the
- *	  coordinator's budget per node (src/node_budget.c): the first one per
+ *	  coordinator's budget per node (src/coordinator/node_budget.c): the first one per
  *	  node uses the job's reserved slot, further ones only a free slot.
- *	  Connections come from the per-backend cache (src/connection_cache.c):
+ *	  Connections come from the per-backend cache (src/coordinator/connection_cache.c):
  *	  a warm job reuses the previous job's connections and pays no
  *	  connection set-up.  Every slot is a small state machine: connecting,
  *	  idle, or running one task in single-row mode.  The loop hands queued
@@ -60,7 +60,7 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_executor.h"
+#include "coordinator/tt_executor.h"
 
 /*
  * Slow start: while a node's tasks wait and all the job's connections there
@@ -270,7 +270,7 @@ dispatch(TTJob *job, TTNode *node)
  *		else (connection refused by a closed port, authentication...), or
  *		failing for longer, makes the node down for the job (its tasks fail
  *		over).  The task-tracker executor decides the same way
- *		(tt_connect_failure, tt_connect_retry in src/executor.c).
+ *		(tt_connect_failure, tt_connect_retry in src/coordinator/executor.c).
  */
 static void
 connect_failed(TTJob *job, TTNode *node, TTRtConn *slot)

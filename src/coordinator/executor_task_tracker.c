@@ -75,7 +75,7 @@
  *	  connection error naming the node.  No setting but those two is
  *	  involved, and statement_timeout is never needed to get out.
  *
- *	  Job ids are random (src/coordinator.c) but can be read while the job
+ *	  Job ids are random (src/coordinator/coordinator.c) but can be read while the job
  *	  runs (the jobs view), so another user may claim the job's id on a
  *	  node before the job gets there, or between two waves there.  Each
  *	  node therefore keeps the id the job has there (TTTrackerNode.job_id):
@@ -101,7 +101,7 @@
  *	  TT_CLEANUP_MAX_HOLD (30 s, the bound postgres_fdw gives its abort
  *	  cleanup) of its start; a cancel that arrives meanwhile is honoured
  *	  then.  Connections it opens never look a name up (the nodes'
- *	  addresses were resolved before the job: src/node_registry.c).
+ *	  addresses were resolved before the job: src/coordinator/node_registry.c).
  *
  * Locking
  *	  None: process-local.
@@ -118,7 +118,7 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_executor.h"
+#include "coordinator/tt_executor.h"
 
 /* timeout of one wait_for_tasks call, ms */
 #define TT_WAIT_FOR_TASKS_TIMEOUT	1000
@@ -613,7 +613,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
  *		Did the assign in flight fail because another user holds the job's
  *		id on the node ("job ... belongs to another user", or one of its
  *		task ids does), while nothing of ours is left there under that id?
- *		Job ids are random (src/coordinator.c), so that is not a collision
+ *		Job ids are random (src/coordinator/coordinator.c), so that is not a collision
  *		but someone who read the id (the jobs view shows it to everyone, a
  *		worker's tasks view too) and claimed it first on a node the job had
  *		not reached yet, or had dropped between two waves.

@@ -20,7 +20,7 @@
  *	  lived and are what frees the slots.
  *
  *	  Every connection of the coordinator goes through the connection cache
- *	  (src/connection_cache.c), which asks for a slot before it connects
+ *	  (src/coordinator/connection_cache.c), which asks for a slot before it connects
  *	  (tt_budget_open) and gives it back when it closes (tt_budget_close):
  *	  both executors, run_on_workers, probes, cancel and cleanup.
  *
@@ -94,9 +94,9 @@
 #include "utils/guc.h"
 
 #include "task_tracker.h"
-#include "tt_connection_cache.h"
-#include "tt_node_budget.h"
-#include "tt_waits.h"
+#include "coordinator/tt_connection_cache.h"
+#include "coordinator/tt_node_budget.h"
+#include "common/tt_waits.h"
 
 #define TT_BUDGET_MAX_NODES 64
 

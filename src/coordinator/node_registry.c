@@ -23,7 +23,7 @@
  *	  Node names are resolved to numeric addresses here, before a job
  *	  starts (tt_node_resolve, at most once per TT_ADDRESS_TTL per name and
  *	  backend), and every coordinator connection passes them to libpq as
- *	  hostaddr (tt_node_address, from src/connection_cache.c).  libpq
+ *	  hostaddr (tt_node_address, from src/coordinator/connection_cache.c).  libpq
  *	  would otherwise call getaddrinfo() inside PQconnectStartParams and
  *	  PQconnectPoll, which blocks without regard for interrupts; the
  *	  executors' cleanup opens connections with interrupts held, where
@@ -57,7 +57,7 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
-#include "tt_node_registry.h"
+#include "coordinator/tt_node_registry.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_add_node);
 PG_FUNCTION_INFO_V1(task_tracker_remove_node);

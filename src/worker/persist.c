@@ -71,9 +71,9 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
-#include "tt_persist.h"
-#include "tt_result_file.h"
-#include "tt_shmem.h"
+#include "worker/tt_persist.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"

@@ -6,7 +6,7 @@
  *	  (task_result_copy), and removing the files of a job.
  *
  * Design
- *	  A result is stored in COPY's text format (see src/copy_text.c), the
+ *	  A result is stored in COPY's text format (see src/common/copy_text.c), the
  *	  form the rows come in when the tracker runs a task as COPY (<query>)
  *	  TO STDOUT, so those rows are stored exactly as they arrive; for the
  *	  statements that cannot run as COPY the tracker escapes each value
@@ -71,9 +71,9 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
-#include "tt_copy_text.h"
-#include "tt_result_file.h"
-#include "tt_shmem.h"
+#include "common/tt_copy_text.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
 
 #define TT_RESULT_MAGIC		"TTR2"
 #define TT_RESULT_MAGIC_1_0	"TTR1"	/* written by the 1.0 library */

@@ -42,8 +42,8 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
-#include "tt_result_file.h"
-#include "tt_shmem.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
 
 TTShared   *tt_shared = NULL;
 HTAB	   *tt_task_hash = NULL;

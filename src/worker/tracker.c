@@ -23,7 +23,7 @@
  *	  as COPY (<query>) TO STDOUT and the COPY data, already in the stored
  *	  format, is appended to the result as it arrives (PQgetCopyData in
  *	  async mode); any other query is sent in single-row mode and the
- *	  values of its rows are escaped the same way (src/result_file.c).  A
+ *	  values of its rows are escaped the same way (src/worker/result_file.c).  A
  *	  COPY that the server refuses before any data (SQLSTATE 0A000, e.g.
  *	  INSERT ... RETURNING into a table with a DO ALSO rule) is sent again
  *	  as the plain query, in the same attempt.  When the result is complete
@@ -116,12 +116,12 @@
 #include "mb/pg_wchar.h"
 
 #include "task_tracker.h"
-#include "tt_persist.h"
-#include "tt_copy_text.h"
-#include "tt_remote.h"
-#include "tt_result_file.h"
-#include "tt_shmem.h"
-#include "tt_waits.h"
+#include "worker/tt_persist.h"
+#include "common/tt_copy_text.h"
+#include "common/tt_remote.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
+#include "common/tt_waits.h"
 
 PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 

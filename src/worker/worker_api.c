@@ -72,10 +72,10 @@
 #include "utils/tuplestore.h"
 
 #include "task_tracker.h"
-#include "tt_result_file.h"
-#include "tt_copy_text.h"
-#include "tt_shmem.h"
-#include "tt_waits.h"
+#include "worker/tt_result_file.h"
+#include "common/tt_copy_text.h"
+#include "worker/tt_shmem.h"
+#include "common/tt_waits.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_assign_task);
 PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);

@@ -60,7 +60,7 @@ system('cp', '-a', "$area/.", $pristine) == 0 or die "cp $area failed";
 my $saved = slurp_file("$pristine/tasks.state");
 
 # The records of the file ("TTS4", then per task a byte 1, the fixed part of
-# 224 bytes and its texts, then a byte 0); see src/persist.c.
+# 224 bytes and its texts, then a byte 0); see src/worker/persist.c.
 my $fixed = 'q l l L L l l Q q q q q a64 a64 a6 C x l l l l';
 is(length(pack($fixed)), 224, 'the fixed part of a saved task is 224 bytes');
 my @recs;
