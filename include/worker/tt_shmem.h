@@ -8,9 +8,9 @@
  *	  TTShared->lock, one LWLock, protects:
  *	  - both hash tables (tt_task_hash, tt_job_hash) and the user hash
  *		(tt_user_hash): entering, removing and walking entries;
- *	  - every field of every TTTask (including committed and
- *		backend_local, which only the tracker changes) and every TTJob,
- *		except TTJob->last_access (below);
+ *	  - every field of every TTTrackedTask (including committed and
+ *		backend_local, which only the tracker changes) and every TTTrackedJob,
+ *		except TTTrackedJob->last_access (below);
  *	  - TTShared's pending queue, next_seq, ready, tracker_pid,
  *		tracker_latch, close_idle_request, close_idle_done and the
  *		counters ntasks, njobs, nrunning, ndropping, ncancel, succeeded,
@@ -27,7 +27,7 @@
  *	  mode.
  *
  *	  Atomics, no lock:
- *	  - TTJob->last_access: "someone asked about the job" is recorded by
+ *	  - TTTrackedJob->last_access: "someone asked about the job" is recorded by
  *		readers holding the lock in shared mode (pg_atomic_write_u64; a
  *		lost race between two readers keeps one of two nearly equal
  *		times); expiry reads it under the lock.
@@ -94,7 +94,7 @@ typedef struct TTTaskKey
 } TTTaskKey;
 
 /* One tracked task: an entry of the shared task hash. */
-typedef struct TTTask
+typedef struct TTTrackedTask
 {
 	TTTaskKey	key;			/* hash key; must be first */
 	TTTaskStatus status;		/* see TTTaskStatus */
@@ -131,12 +131,12 @@ typedef struct TTTask
 								 * session may drop it once it reported it
 								 * with its rows (wait_for_task_results) */
 	dlist_node	queue_node;		/* link in TTShared->pending */
-	dlist_node	job_node;		/* link in TTJob->tasks */
-	dlist_node	done_node;		/* link in TTJob->done */
-} TTTask;
+	dlist_node	job_node;		/* link in TTTrackedJob->tasks */
+	dlist_node	done_node;		/* link in TTTrackedJob->done */
+} TTTrackedTask;
 
 /* One job: an entry of the shared job hash, owning its tasks. */
-typedef struct TTJob
+typedef struct TTTrackedJob
 {
 	int64		job_id;			/* hash key */
 	Oid			owner;			/* role that assigned its first task */
@@ -149,7 +149,7 @@ typedef struct TTJob
 	dlist_head	done;			/* final tasks, in the order they finished */
 	uint64		final_seq;		/* last final_seq handed out */
 	uint64		incarnation;	/* unique per creation of this job id */
-} TTJob;
+} TTTrackedJob;
 
 /* Tasks one user has in the table: an entry of the shared user hash. */
 typedef struct TTUser
@@ -214,8 +214,8 @@ extern char *tt_text_get(dsa_pointer ptr);
 /* in-memory results: store without the lock, attach/free with it */
 extern dsa_pointer tt_blob_store(const char *data, Size len);
 extern void tt_blob_free(dsa_pointer ptr);
-extern void tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size);
-extern void tt_task_free_result(TTTask *task);
+extern void tt_task_set_result(TTTrackedTask *task, dsa_pointer blob, uint32 size);
+extern void tt_task_free_result(TTTrackedTask *task);
 extern Size tt_area_limit(void);
 
 /* per-user share of the task table (caller holds the lock) */
@@ -223,19 +223,19 @@ extern int	tt_user_task_limit(void);
 extern int	tt_user_task_count(Oid owner);
 
 /* table manipulation (caller holds tt_shared->lock exclusively) */
-extern TTJob *tt_job_lookup(int64 job_id, bool create, Oid owner);
-extern TTTask *tt_task_lookup(int64 job_id, int32 task_id);
-extern TTTask *tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner);
-extern void tt_task_remove(TTJob *job, TTTask *task);
-extern void tt_job_remove(TTJob *job);
-extern bool tt_job_drop(TTJob *job, char **detached);
-extern void tt_task_enqueue(TTTask *task);
-extern void tt_task_dequeue(TTTask *task);
-extern void tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status);
-extern void tt_task_set_error(TTTask *task, const char *sqlstate, const char *text);
+extern TTTrackedJob *tt_job_lookup(int64 job_id, bool create, Oid owner);
+extern TTTrackedTask *tt_task_lookup(int64 job_id, int32 task_id);
+extern TTTrackedTask *tt_task_insert(TTTrackedJob *job, int64 job_id, int32 task_id, Oid owner);
+extern void tt_task_remove(TTTrackedJob *job, TTTrackedTask *task);
+extern void tt_job_remove(TTTrackedJob *job);
+extern bool tt_job_drop(TTTrackedJob *job, char **detached);
+extern void tt_task_enqueue(TTTrackedTask *task);
+extern void tt_task_dequeue(TTTrackedTask *task);
+extern void tt_task_set_status(TTTrackedJob *job, TTTrackedTask *task, TTTaskStatus status);
+extern void tt_task_set_error(TTTrackedTask *task, const char *sqlstate, const char *text);
 extern void tt_wake_tracker(void);
-extern void tt_job_touch(TTJob *job, TimestampTz now);
-extern TimestampTz tt_job_last_access(TTJob *job);
+extern void tt_job_touch(TTTrackedJob *job, TimestampTz now);
+extern TimestampTz tt_job_last_access(TTTrackedJob *job);
 
 /* waking waiters (without the lock) */
 extern ConditionVariable *tt_job_cv(int64 job_id);

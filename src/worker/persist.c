@@ -111,7 +111,7 @@ typedef struct SavedTask
 	int32		query_len;
 	int32		error_len;		/* -1: no error */
 	int32		result_len;		/* -1: no in-memory result */
-	int32		copy_len;		/* TTTask->copy_len */
+	int32		copy_len;		/* TTTrackedTask->copy_len */
 } SavedTask;
 
 /* The same in a "TTS3" file: without copy_len. */
@@ -162,8 +162,8 @@ static void remove_lost_markers(void);
 static int
 seq_cmp(const void *a, const void *b)
 {
-	const TTTask *ta = *(TTTask *const *) a;
-	const TTTask *tb = *(TTTask *const *) b;
+	const TTTrackedTask *ta = *(TTTrackedTask *const *) a;
+	const TTTrackedTask *tb = *(TTTrackedTask *const *) b;
 
 	if (ta->seq != tb->seq)
 		return ta->seq < tb->seq ? -1 : 1;
@@ -185,8 +185,8 @@ serialize_table(SaveCounts *counts)
 	List	   *chunks = NIL;
 	StringInfo	buf = makeStringInfo();
 	HASH_SEQ_STATUS seq;
-	TTTask	   *task;
-	TTTask	  **all;
+	TTTrackedTask	   *task;
+	TTTrackedTask	  **all;
 	int			n = 0;
 	char		more = 1;
 	char		end = 0;
@@ -194,7 +194,7 @@ serialize_table(SaveCounts *counts)
 	appendBinaryStringInfo(buf, TT_STATE_MAGIC, 4);
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
-	all = palloc(sizeof(TTTask *) * (tt_shared->ntasks + 1));
+	all = palloc(sizeof(TTTrackedTask *) * (tt_shared->ntasks + 1));
 	hash_seq_init(&seq, tt_task_hash);
 	while ((task = hash_seq_search(&seq)) != NULL)
 	{
@@ -205,7 +205,7 @@ serialize_table(SaveCounts *counts)
 			counts->waiting++;
 	}
 	counts->total = n;
-	qsort(all, n, sizeof(TTTask *), seq_cmp);
+	qsort(all, n, sizeof(TTTrackedTask *), seq_cmp);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -503,8 +503,8 @@ static int
 restore_one(const PendingTask *p, char **problem)
 {
 	const SavedTask *s = &p->s;
-	TTJob	   *job;
-	TTTask	   *task;
+	TTTrackedJob	   *job;
+	TTTrackedTask	   *task;
 	TTTaskStatus status = (TTTaskStatus) s->status;
 	dsa_pointer qtext;
 

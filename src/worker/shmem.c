@@ -6,7 +6,7 @@
  *
  * Design
  *	  Tasks live in a shared hash keyed by (job_id, task_id) of capacity
- *	  citus.max_tracked_tasks_per_node; each entry is a fixed-size TTTask
+ *	  citus.max_tracked_tasks_per_node; each entry is a fixed-size TTTrackedTask
  *	  (no text inside).  Query and error texts are allocated in a DSA area
  *	  created in place inside the main segment, so memory grows with the
  *	  text actually stored, not with a fixed slot size.  Jobs live in a
@@ -26,7 +26,7 @@
  *
  * Locking
  *	  See tt_shmem.h for the rule, field by field.  Every function below
- *	  that changes a TTTask or TTJob expects the caller to hold
+ *	  that changes a TTTrackedTask or TTTrackedJob expects the caller to hold
  *	  TTShared->lock exclusively; the wake and statistics functions need
  *	  no lock.
  *
@@ -91,9 +91,9 @@ tt_shmem_size(void)
 	Size		size = MAXALIGN(sizeof(TTShared));
 
 	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
-											 sizeof(TTTask)));
+											 sizeof(TTTrackedTask)));
 	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
-											 sizeof(TTJob)));
+											 sizeof(TTTrackedJob)));
 	size = add_size(size, hash_estimate_size(max_tracked_tasks_per_node,
 											 sizeof(TTUser)));
 	size = add_size(size, area_size());
@@ -154,7 +154,7 @@ tt_shmem_init(void)
 
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(TTTaskKey);
-	info.entrysize = sizeof(TTTask);
+	info.entrysize = sizeof(TTTrackedTask);
 	tt_task_hash = ShmemInitHash("task_tracker tasks",
 								 max_tracked_tasks_per_node,
 								 max_tracked_tasks_per_node,
@@ -162,7 +162,7 @@ tt_shmem_init(void)
 
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(int64);
-	info.entrysize = sizeof(TTJob);
+	info.entrysize = sizeof(TTTrackedJob);
 	tt_job_hash = ShmemInitHash("task_tracker jobs",
 								max_tracked_tasks_per_node,
 								max_tracked_tasks_per_node,
@@ -318,7 +318,7 @@ tt_blob_free(dsa_pointer ptr)
  *		Caller holds the lock exclusively.
  */
 void
-tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size)
+tt_task_set_result(TTTrackedTask *task, dsa_pointer blob, uint32 size)
 {
 	tt_task_free_result(task);
 	task->result = blob;
@@ -327,7 +327,7 @@ tt_task_set_result(TTTask *task, dsa_pointer blob, uint32 size)
 }
 
 void
-tt_task_free_result(TTTask *task)
+tt_task_free_result(TTTrackedTask *task)
 {
 	if (DsaPointerIsValid(task->result))
 	{
@@ -343,10 +343,10 @@ tt_task_free_result(TTTask *task)
  *		Find a job, creating it (owned by owner) when create is true.
  *		Returns NULL when it does not exist and create is false.
  */
-TTJob *
+TTTrackedJob *
 tt_job_lookup(int64 job_id, bool create, Oid owner)
 {
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 	bool		found;
 
 	job = hash_search(tt_job_hash, &job_id, create ? HASH_ENTER_NULL : HASH_FIND, &found);
@@ -375,7 +375,7 @@ tt_job_lookup(int64 job_id, bool create, Oid owner)
 	return job;
 }
 
-TTTask *
+TTTrackedTask *
 tt_task_lookup(int64 job_id, int32 task_id)
 {
 	TTTaskKey	key;
@@ -446,11 +446,11 @@ user_count_add(Oid owner, int delta)
  *		capacity (the node's and the owner's share) and that the key is
  *		free.  The owner of a task never changes while it is in the table.
  */
-TTTask *
-tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
+TTTrackedTask *
+tt_task_insert(TTTrackedJob *job, int64 job_id, int32 task_id, Oid owner)
 {
 	TTTaskKey	key;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	bool		found;
 
 	memset(&key, 0, sizeof(key));
@@ -467,7 +467,7 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
 	}
 	Assert(!found);
-	memset(((char *) task) + sizeof(TTTaskKey), 0, sizeof(TTTask) - sizeof(TTTaskKey));
+	memset(((char *) task) + sizeof(TTTaskKey), 0, sizeof(TTTrackedTask) - sizeof(TTTaskKey));
 	task->status = TT_ASSIGNED;
 	task->query = InvalidDsaPointer;
 	task->error = InvalidDsaPointer;
@@ -486,7 +486,7 @@ tt_task_insert(TTJob *job, int64 job_id, int32 task_id, Oid owner)
  *		any, is the caller's business.
  */
 void
-tt_task_remove(TTJob *job, TTTask *task)
+tt_task_remove(TTTrackedJob *job, TTTrackedTask *task)
 {
 	tt_task_dequeue(task);
 	if (task->in_done)
@@ -522,14 +522,14 @@ tt_task_remove(TTJob *job, TTTask *task)
  *		holds the lock exclusively.
  */
 bool
-tt_job_drop(TTJob *job, char **detached)
+tt_job_drop(TTTrackedJob *job, char **detached)
 {
 	dlist_mutable_iter iter;
 
 	*detached = NULL;
 	dlist_foreach_modify(iter, &job->tasks)
 	{
-		TTTask	   *task = dlist_container(TTTask, job_node, iter.cur);
+		TTTrackedTask	   *task = dlist_container(TTTrackedTask, job_node, iter.cur);
 
 		if (!TT_STATUS_IS_ACTIVE(task->status))
 			tt_task_remove(job, task);
@@ -554,7 +554,7 @@ tt_job_drop(TTJob *job, char **detached)
  *		Delete an empty job.
  */
 void
-tt_job_remove(TTJob *job)
+tt_job_remove(TTTrackedJob *job)
 {
 	Assert(job->ntasks == 0);
 	if (job->dropping)
@@ -566,7 +566,7 @@ tt_job_remove(TTJob *job)
 }
 
 void
-tt_task_enqueue(TTTask *task)
+tt_task_enqueue(TTTrackedTask *task)
 {
 	if (!task->queued)
 	{
@@ -576,7 +576,7 @@ tt_task_enqueue(TTTask *task)
 }
 
 void
-tt_task_dequeue(TTTask *task)
+tt_task_dequeue(TTTrackedTask *task)
 {
 	if (task->queued)
 	{
@@ -592,7 +592,7 @@ tt_task_dequeue(TTTask *task)
  *		in the order they finished (what wait_for_tasks reports from).
  */
 void
-tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
+tt_task_set_status(TTTrackedJob *job, TTTrackedTask *task, TTTaskStatus status)
 {
 	TTTaskStatus old = task->status;
 
@@ -640,7 +640,7 @@ tt_task_set_status(TTJob *job, TTTask *task, TTTaskStatus status)
  *		(the SQLSTATE stays) rather than failing the caller.
  */
 void
-tt_task_set_error(TTTask *task, const char *sqlstate, const char *text)
+tt_task_set_error(TTTrackedTask *task, const char *sqlstate, const char *text)
 {
 	tt_text_free(&task->error);
 	task->sqlstate[0] = '\0';
@@ -684,13 +684,13 @@ tt_wake_tracker(void)
  *		Caller holds the lock in either mode (the field is atomic).
  */
 void
-tt_job_touch(TTJob *job, TimestampTz now)
+tt_job_touch(TTTrackedJob *job, TimestampTz now)
 {
 	pg_atomic_write_u64(&job->last_access, (uint64) now);
 }
 
 TimestampTz
-tt_job_last_access(TTJob *job)
+tt_job_last_access(TTTrackedJob *job)
 {
 	return (TimestampTz) pg_atomic_read_u64(&job->last_access);
 }

@@ -255,7 +255,7 @@ static void recover_from_error(void);
 static void serve_close_idle(void);
 static int	running_limit(void);
 static bool signal_backend(Session *s, int sig);
-static TTTask *set_task_error(TTTask *task, const char *sqlstate,
+static TTTrackedTask *set_task_error(TTTrackedTask *task, const char *sqlstate,
 							  const char *text);
 static void shorten_idle_deadlines(TimestampTz now);
 static void main_loop(void) pg_attribute_noreturn();
@@ -268,7 +268,7 @@ static void shutdown_and_exit(void) pg_attribute_noreturn();
 static void begin_stopping(TimestampTz now);
 static void terminate_backend(Session *s);
 static void recover_orphans(bool restart);
-static void requeue_or_cancel(TTTask *task);
+static void requeue_or_cancel(TTTrackedTask *task);
 static void remove_detached_dirs(void);
 static void start_task(RunningTask *rt, TimestampTz now);
 static void retry_connects(TimestampTz now);
@@ -470,9 +470,9 @@ tracker_exit(int code, Datum arg)
  *		canceled.  Caller holds the lock exclusively.
  */
 static void
-requeue_or_cancel(TTTask *task)
+requeue_or_cancel(TTTrackedTask *task)
 {
-	TTJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+	TTTrackedJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
 
 	if (task->status == TT_CANCEL_REQUESTED)
 		tt_task_set_status(job, task, TT_CANCELED);
@@ -595,7 +595,7 @@ static void
 recover_orphans(bool restart)
 {
 	HASH_SEQ_STATUS seq;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	Orphan	   *orphans;
 	int			norphans = 0;
 	int			nsignaled = 0;
@@ -689,7 +689,7 @@ recover_orphans(bool restart)
 		char	   *msg = NULL;
 		bool		alive = (orphans[i].pid != 0 &&
 							 BackendPidGetProc(orphans[i].pid) != NULL);
-		TTJob	   *job;
+		TTTrackedJob	   *job;
 
 		/* stopping: leave a task whose backend still runs to the stop */
 		if (leave && alive)
@@ -984,9 +984,9 @@ schedule_tasks(TimestampTz now)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	while (n < slots && !dlist_is_empty(&tt_shared->pending))
 	{
-		TTTask	   *task = dlist_container(TTTask, queue_node,
+		TTTrackedTask	   *task = dlist_container(TTTrackedTask, queue_node,
 										   dlist_head_node(&tt_shared->pending));
-		TTJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+		TTTrackedJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
 		const char *query = tt_text_get(task->query);
 		size_t		qlen = strlen(query);
 		RunningTask *rt;
@@ -1264,7 +1264,7 @@ static void
 defer_connect(RunningTask *rt, const char *message, TimestampTz now)
 {
 	Session    *s = rt->session;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	int			wait_ms;
 
 	if (s != NULL)
@@ -1348,7 +1348,7 @@ connect_failed(RunningTask *rt, const char *message, bool transient)
 	fail_attempt(rt, "08001", message);
 	if (SERVER_STOPPING())
 	{
-		TTTask	   *task;
+		TTTrackedTask	   *task;
 
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
@@ -1416,7 +1416,7 @@ static void
 send_query(RunningTask *rt)
 {
 	Session    *s = rt->session;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	bool		cancel;
 	int			pid;
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1433,7 +1433,7 @@ send_query(RunningTask *rt)
 	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
 	if (task != NULL && task->status == TT_SCHEDULED)
 	{
-		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
+		TTTrackedJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
 
 		tt_task_set_status(job, task, TT_RUNNING);
 	}
@@ -1492,7 +1492,7 @@ send_query(RunningTask *rt)
 static void
 fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
 {
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 
 	if (rt->failed)
 		return;					/* keep the first error of the attempt */
@@ -1529,8 +1529,8 @@ fail_attempt(RunningTask *rt, const char *sqlstate, const char *message)
  * held, and the table's), the table's lock is taken again and the task
  * keeps the SQLSTATE without a text.
  */
-static TTTask *
-set_task_error(TTTask *task, const char *sqlstate, const char *text)
+static TTTrackedTask *
+set_task_error(TTTrackedTask *task, const char *sqlstate, const char *text)
 {
 	TTTaskKey	key = task->key;
 	volatile bool done = false;
@@ -1985,7 +1985,7 @@ store_result(RunningTask *rt, uint32 *blob_size, bool *file)
  * A statement that ended without an error has committed (it ran in
  * autocommit, and the server sends its completion after the commit).
  * Before anything that can fail, that is recorded under the lock with
- * plain stores (TTTask.committed, its row count); then the result is kept
+ * plain stores (TTTrackedTask.committed, its row count); then the result is kept
  * (store_result, which never raises); then the final state is set.  A
  * committed task never runs again: if its result could not be kept it
  * ends permanently_failed, with its row count and an error that says why
@@ -1996,7 +1996,7 @@ static void
 finish_task(RunningTask *rt)
 {
 	Session    *s = rt->session;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	bool		ran = !rt->failed;
 	int64		rows = -1;
 	dsa_pointer blob = InvalidDsaPointer;
@@ -2051,7 +2051,7 @@ finish_task(RunningTask *rt)
 	}
 	if (task != NULL)
 	{
-		TTJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
+		TTTrackedJob	   *job = tt_job_lookup(rt->key.job_id, false, InvalidOid);
 
 		task->backend_pid = 0;
 		if (task->status == TT_CANCEL_REQUESTED)
@@ -2530,13 +2530,13 @@ stop_running_task(RunningTask *rt, bool cancel_backend)
  *		the lock, and calls remove_detached_dirs() once it released it.
  */
 static void
-finish_dropped_job(TTJob *job)
+finish_dropped_job(TTTrackedJob *job)
 {
 	dlist_mutable_iter iter;
 	char	   *detached;
 
 	dlist_foreach_modify(iter, &job->tasks)
-		tt_task_remove(job, dlist_container(TTTask, job_node, iter.cur));
+		tt_task_remove(job, dlist_container(TTTrackedTask, job_node, iter.cur));
 	detached = tt_result_detach_job(job->job_id);
 	if (detached)
 		detached_dirs = lappend(detached_dirs, detached);
@@ -2569,12 +2569,12 @@ handle_cancels(void)
 {
 	dlist_mutable_iter iter;
 	HASH_SEQ_STATUS seq;
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 
 	dlist_foreach_modify(iter, &running)
 	{
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
-		TTTask	   *task;
+		TTTrackedTask	   *task;
 		TTTaskKey	key;
 		bool		cancel;
 
@@ -2807,7 +2807,7 @@ static void
 expire_jobs(TimestampTz now)
 {
 	HASH_SEQ_STATUS seq;
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 	TimestampTz oldest = 0;
 	int			dropped = 0;
 
@@ -2887,7 +2887,7 @@ begin_stopping(TimestampTz now)
 	dlist_foreach_modify(iter, &running)
 	{
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
-		TTTask	   *task;
+		TTTrackedTask	   *task;
 
 		if (rt->session != NULL || rt->retry_at == 0)
 			continue;
@@ -2947,7 +2947,7 @@ requeue_all_running(bool cancel_backends)
 	{
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
 		TTTaskKey	key = rt->key;
-		TTTask	   *task;
+		TTTrackedTask	   *task;
 
 		stop_running_task(rt, cancel_backends);
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);

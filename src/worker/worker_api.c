@@ -24,14 +24,14 @@
  *	  so that a small task costs its caller no fetch.  A task reported
  *	  with its rows is dropped at once (no cleanup_job needed for it) only
  *	  in the session that assigned it: every session records a stamp in
- *	  the tasks it assigns (TTTask->assigner), so another session waiting
+ *	  the tasks it assigns (TTTrackedTask->assigner), so another session waiting
  *	  on the same job (a monitor, a superuser) never takes a task away
  *	  from the session that will fetch it.  Dropping is not transactional:
  *	  rows handed out but lost on the way (a cut connection) are gone from
  *	  this node, and the caller runs the task again (at least once).
  *
  *	  Results and error texts are stored in the encoding of the database
- *	  the task ran in (TTTask->encoding).  A session of a database with
+ *	  the task ran in (TTTrackedTask->encoding).  A session of a database with
  *	  another encoding gets them converted (pg_any_to_server, which checks
  *	  the bytes), or error 22P05/22021 when a character has no equivalent
  *	  or the bytes are not valid; wait_for_task_results hands out rows
@@ -100,7 +100,7 @@ typedef struct NewTask
 	int32		task_id;
 	char	   *query;
 	int			query_len;
-	int32		copy_len;		/* see TTTask->copy_len */
+	int32		copy_len;		/* see TTTrackedTask->copy_len */
 	dsa_pointer text;
 } NewTask;
 
@@ -275,7 +275,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 	NameData	user_name;
 	NameData	database_name;
 	char	   *dbname;
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 	TimestampTz now;
 	int			nnew = 0;
 	int32	   *unlink_ids;		/* tasks whose old result file goes */
@@ -319,7 +319,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 
 	for (i = 0; i < n; i++)
 	{
-		TTTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
+		TTTrackedTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
 
 		if (task == NULL)
 		{
@@ -383,7 +383,7 @@ assign(int64 job_id, NewTask *tasks, int n)
 		job = tt_job_lookup(job_id, true, owner);
 	for (i = 0; i < n; i++)
 	{
-		TTTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
+		TTTrackedTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
 
 		if (task == NULL)
 			task = tt_task_insert(job, job_id, tasks[i].task_id, owner);
@@ -508,11 +508,11 @@ task_not_found(int64 job_id, int32 task_id)
  *		"not found" (another user's task is not revealed).  Caller holds the
  *		lock, in either mode.  Touches the job's last access time.
  */
-static TTTask *
-lookup_own_task(int64 job_id, int32 task_id, TTJob **jobp)
+static TTTrackedTask *
+lookup_own_task(int64 job_id, int32 task_id, TTTrackedJob **jobp)
 {
-	TTTask	   *task = tt_task_lookup(job_id, task_id);
-	TTJob	   *job;
+	TTTrackedTask	   *task = tt_task_lookup(job_id, task_id);
+	TTTrackedJob	   *job;
 
 	if (task == NULL || !may_act_for(task->owner))
 		task_not_found(job_id, task_id);
@@ -529,7 +529,7 @@ task_tracker_task_status(PG_FUNCTION_ARGS)
 {
 	int64		job_id;
 	int32		task_id;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	const char *status;
 
 	require_args(fcinfo, 2, "job_id", "task_id");
@@ -583,7 +583,7 @@ typedef struct ResultRequest
 typedef struct SeenJob
 {
 	int64		job_id;			/* hash key */
-	uint64		incarnation;	/* TTJob->incarnation when last seen */
+	uint64		incarnation;	/* TTTrackedJob->incarnation when last seen */
 	uint64		last_seq;		/* final tasks up to this one were reported */
 } SeenJob;
 
@@ -610,7 +610,7 @@ prune_seen_jobs(int64 keep_id)
 	hash_seq_init(&hseq, seen_jobs);
 	while ((seen = hash_seq_search(&hseq)) != NULL)
 	{
-		TTJob	   *job;
+		TTTrackedJob	   *job;
 
 		if (seen->job_id == keep_id)
 			continue;
@@ -731,7 +731,7 @@ convert_for_view(const char *text, int encoding)
  *		Caller holds the lock; r describes task.
  */
 static void
-give_result(TTJob *job, TTTask *task, Reported *r, ResultRequest *want)
+give_result(TTTrackedJob *job, TTTrackedTask *task, Reported *r, ResultRequest *want)
 {
 	Size		len = 0;
 	const char *rows = NULL;
@@ -792,11 +792,11 @@ give_result(TTJob *job, TTTask *task, Reported *r, ResultRequest *want)
 static int
 take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 {
-	TTJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
+	TTTrackedJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
 	SeenJob    *seen;
 	bool		found;
 	dlist_iter	iter;
-	TTTask	  **tasks;
+	TTTrackedTask	  **tasks;
 	uint64		nmax;
 	int			n = 0;
 	int			ndrop = 0;
@@ -839,10 +839,10 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 	/* the done list holds at most the job's tasks */
 	nmax = Min(job->final_seq - seen->last_seq, (uint64) job->ntasks);
 	*out = palloc(sizeof(Reported) * Max(nmax, 1));
-	tasks = palloc(sizeof(TTTask *) * Max(nmax, 1));
+	tasks = palloc(sizeof(TTTrackedTask *) * Max(nmax, 1));
 	dlist_reverse_foreach(iter, &job->done)
 	{
-		TTTask	   *task = dlist_container(TTTask, done_node, iter.cur);
+		TTTrackedTask	   *task = dlist_container(TTTrackedTask, done_node, iter.cur);
 		Reported   *r;
 		char	   *error;
 
@@ -866,7 +866,7 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 	for (int i = 0; i < n / 2; i++)
 	{
 		Reported	tmp = (*out)[i];
-		TTTask	   *t = tasks[i];
+		TTTrackedTask	   *t = tasks[i];
 
 		(*out)[i] = (*out)[n - 1 - i];
 		(*out)[n - 1 - i] = tmp;
@@ -1071,14 +1071,14 @@ task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
 static bool
 open_result(int64 job_id, int32 task_id, TTResultReader *reader, char *name)
 {
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	FILE	   *file = NULL;
 	TTTaskStatus status;
 	char	   *copy = NULL;
 	Size		copy_size = 0;
 	bool		has_file = false;
 	int			encoding;
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 	uint64		incarnation;
 
 	wait_until_ready();
@@ -1294,7 +1294,7 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 {
 	char	   *detached;
 	int64		job_id;
-	TTJob	   *job;
+	TTTrackedJob	   *job;
 	bool		wait;
 
 	require_args(fcinfo, 1, "job_id");
@@ -1347,7 +1347,7 @@ task_tracker_cleanup_job(PG_FUNCTION_ARGS)
 /* A copy of one task for the tasks view. */
 typedef struct TaskRow
 {
-	TTTask		t;
+	TTTrackedTask		t;
 	bool		visible;		/* the viewer may see its texts */
 	bool		copied;			/* query and error were copied */
 	char	   *query;
@@ -1366,7 +1366,7 @@ timestamp_or_null(TimestampTz ts, bool *isnull)
  *		Copy the query and error of task into r.  Caller holds the lock.
  */
 static void
-copy_texts(TaskRow *r, TTTask *task)
+copy_texts(TaskRow *r, TTTrackedTask *task)
 {
 	char	   *q = tt_text_get(task->query);
 	char	   *e = tt_text_get(task->error);
@@ -1392,7 +1392,7 @@ task_tracker_task_list(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HASH_SEQ_STATUS seq;
-	TTTask	   *task;
+	TTTrackedTask	   *task;
 	TaskRow    *rows;
 	int			n = 0;
 	int			nlater = 0;
