@@ -186,6 +186,7 @@ read_task_list(TTJob *job, const char *task_list)
 		int			nelems;
 		int			k;
 		char	   *query;
+		char	   *inactive;
 
 		task->task_id = (int) i + 1;
 		query = SPI_getvalue(tup, desc, qcol);
@@ -212,7 +213,8 @@ read_task_list(TTJob *job, const char *task_list)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("task %d has no placements", task->task_id)));
 		task->placements = palloc(sizeof(int) * nelems);
-		task->nplacements = nelems;
+		task->nplacements = 0;
+		inactive = NULL;
 		for (k = 0; k < nelems; k++)
 		{
 			char	   *placement;
@@ -233,13 +235,22 @@ read_task_list(TTJob *job, const char *task_list)
 						 errmsg("node %s is not registered", placement),
 						 errdetail("Task %d is placed on it.", task->task_id),
 						 errhint("A superuser registers worker nodes with task_tracker.add_node().")));
+			/* an inactive node is not used: the task runs on the others */
 			if (!reg->is_active)
-				ereport(ERROR,
-						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("node %s is not active", placement),
-						 errdetail("Task %d is placed on it.", task->task_id)));
-			task->placements[k] = job_node_index(job, host, port, &maxnodes);
+			{
+				if (inactive == NULL)
+					inactive = placement;
+				continue;
+			}
+			task->placements[task->nplacements++] =
+				job_node_index(job, host, port, &maxnodes);
 		}
+		if (task->nplacements == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("node %s is not active", inactive),
+					 errdetail("Task %d is placed on it.", task->task_id),
+					 errhint("A task runs only on the active nodes among its placements; this one has none.")));
 		task->state = TT_TASK_PENDING;
 	}
 	SPI_finish();

@@ -532,7 +532,8 @@ task_tracker_remove_node(PG_FUNCTION_ARGS)
  * task_tracker_set_node_active
  *		SQL: set_node_active(node_name text, node_port integer, is_active
  *		boolean) RETURNS void.  An inactive node stays registered, but jobs
- *		may not target it and run_on_workers() skips it (superuser).
+ *		do not use it (a task runs on its other placements) and
+ *		run_on_workers() skips it (superuser).
  */
 Datum
 task_tracker_set_node_active(PG_FUNCTION_ARGS)
