@@ -3,6 +3,7 @@ MODULE_big = task_tracker
 OBJS = \
 	src/task_tracker.o \
 	src/common/remote.o \
+	src/common/conn_auth.o \
 	src/common/copy_text.o \
 	src/worker/shmem.o \
 	src/worker/result_file.o \

@@ -28,6 +28,8 @@ typedef struct TTConnTarget
 	const char *dbname;			/* database */
 	const char *client_encoding;	/* NULL: server default */
 	const char *application_name;	/* fallback_application_name */
+	bool		other_node;		/* another node: add citus.node_conninfo's
+								 * options (src/common/conn_auth.c) */
 } TTConnTarget;
 
 /* A remote error kept as data (copied out of a PGresult / PGconn). */

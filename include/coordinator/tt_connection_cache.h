@@ -30,6 +30,8 @@ typedef struct TTConn
 								 * delivered in time: close it, do not wait */
 	bool		throttled;		/* holds a connect turn of the node budget
 								 * (tt_budget_connect_begin) */
+	uint64		conninfo_generation;	/* tt_node_conninfo_generation when
+										 * it was started */
 } TTConn;
 
 /*
@@ -52,6 +54,8 @@ typedef struct TTSideQuery
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);
 extern TTConn *tt_conncache_claim_cached(const char *host, int port);
 extern TTConn *tt_conncache_claim_extra(const char *host, int port, char **error);
+extern void tt_conncache_names(TTConn *c, const char **user_name,
+							   const char **dbname);
 extern void tt_conncache_drop_idle(int node);
 extern void tt_conncache_close_all(void);
 extern int	tt_conncache_connect_poll(TTConn *c);

@@ -96,6 +96,8 @@ typedef struct TTNode
 	TimestampTz refused_since;	/* first refusal or timeout while the job had
 								 * no connection there, 0 if none
 								 * (tt_connect_retry) */
+	bool		auth_failed;	/* a connection attempt failed to
+								 * authenticate: no use trying again */
 } TTNode;
 
 typedef struct TTJob TTJob;

@@ -8,6 +8,8 @@
  *	  Connections are always started with PQconnectStartParams() from
  *	  keyword/value arrays: user and database names travel as values and
  *	  can never inject connection options, whatever characters they hold.
+ *	  Connections to another node also get the options of
+ *	  citus.node_conninfo (src/common/conn_auth.c), after the product's own.
  *	  Each connection holds one external file descriptor reservation from
  *	  fd.c (AcquireExternalFD) from tt_conn_start() until tt_conn_finish().
  *	  Every connection gets a notice receiver, so libpq never writes to the
@@ -34,6 +36,7 @@
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
+#include "common/tt_conn_auth.h"
 #include "common/tt_remote.h"
 #include "common/tt_waits.h"
 
@@ -55,8 +58,8 @@ static uint64 socket_generation = 1;
 PGconn *
 tt_conn_start(const TTConnTarget *target, char **error)
 {
-	const char *keywords[9];
-	const char *values[9];
+	const char *keywords[40];
+	const char *values[40];
 	char		portstr[16];
 	int			n = 0;
 	PGconn	   *conn;
@@ -85,6 +88,8 @@ tt_conn_start(const TTConnTarget *target, char **error)
 		keywords[n] = "client_encoding";
 		values[n++] = target->client_encoding;
 	}
+	if (target->other_node)
+		n = tt_node_conninfo_append(keywords, values, n, lengthof(keywords));
 	keywords[n] = NULL;
 	values[n] = NULL;
 

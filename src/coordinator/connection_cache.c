@@ -75,6 +75,7 @@
 #include "coordinator/tt_coordinator.h"
 #include "coordinator/tt_node_budget.h"
 #include "coordinator/tt_node_registry.h"
+#include "common/tt_conn_auth.h"
 #include "common/tt_remote.h"
 #include "common/tt_waits.h"
 
@@ -189,6 +190,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	/* text travels in this database's encoding, as postgres_fdw does */
 	target.client_encoding = GetDatabaseEncodingName();
 	target.application_name = "task_tracker coordinator";
+	target.other_node = true;
 
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
@@ -211,6 +213,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	c->reused = false;
 	c->tracker_capacity = -1;
 	c->throttled = (kind != TT_SLOT_FORCE);
+	c->conninfo_generation = tt_node_conninfo_generation;
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
 	return c;
@@ -221,6 +224,9 @@ static bool
 conn_is_healthy(TTConn *c)
 {
 	if (c->conn == NULL || c->connecting)
+		return false;
+	/* made before citus.node_conninfo last changed: connect anew */
+	if (c->conninfo_generation != tt_node_conninfo_generation)
 		return false;
 	if (PQstatus(c->conn) != CONNECTION_OK)
 		return false;
@@ -318,6 +324,17 @@ claim_kind(const char *host, int port, TTSlotKind kind, char **error)
 		entry->dbname = MemoryContextStrdup(conn_cache_cxt, dbname);
 	}
 	return start_conn(entry, kind, error);
+}
+
+/*
+ * tt_conncache_names
+ *		The role and database names c logs in with (for error messages).
+ */
+void
+tt_conncache_names(TTConn *c, const char **user_name, const char **dbname)
+{
+	*user_name = c->entry->user_name;
+	*dbname = c->entry->dbname;
 }
 
 /*

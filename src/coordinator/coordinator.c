@@ -52,6 +52,7 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
+#include "common/tt_conn_auth.h"
 #include "coordinator/tt_coordinator.h"
 #include "coordinator/tt_node_budget.h"
 
@@ -141,6 +142,7 @@ tt_coordinator_define_settings(void)
 							NULL, NULL, NULL);
 
 	tt_budget_define_settings();
+	tt_node_conninfo_define_setting();
 }
 
 Size

@@ -57,6 +57,7 @@
 #include "utils/timestamp.h"
 
 #include "task_tracker.h"
+#include "common/tt_conn_auth.h"
 #include "common/tt_copy_text.h"
 #include "coordinator/tt_executor.h"
 #include "coordinator/tt_node_budget.h"
@@ -334,13 +335,27 @@ connect_refused(const char *msg)
  *		returns whether the failure may be passing: the node is there but
  *		turned the attempt away for now (connect_refused), or it did not
  *		answer in time (it may only be slow: slow is not dead).  Anything
- *		else (a closed port, authentication...) is no passing failure.
+ *		else (a closed port, authentication...) is no passing failure.  An
+ *		authentication failure (tt_is_auth_failure) sets node->auth_failed
+ *		and gets the message, DETAIL and HINT of tt_auth_error: trying
+ *		again cannot help.
  *		Both executors use it.  Throws only on out-of-memory.
  */
 bool
 tt_connect_failure(TTNode *node, TTConn *c, TTRemoteError *err)
 {
 	tt_remote_error_from_conn(c->conn, "08001", err);
+	if (tt_is_auth_failure(NULL, err->message))
+	{
+		const char *user_name;
+		const char *dbname;
+
+		tt_conncache_names(c, &user_name, &dbname);
+		tt_auth_error(err, err->message, TT_AUTH_COORDINATOR, user_name,
+					  psprintf("node %s", node->name), dbname);
+		node->auth_failed = true;
+		return false;
+	}
 	if (!c->connecting && PQstatus(c->conn) != CONNECTION_BAD)
 	{
 		err->message = psprintf("could not connect to node %s: timeout expired",

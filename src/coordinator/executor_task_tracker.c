@@ -1028,6 +1028,14 @@ tn_advance(TTJob *job, TTNode *node)
 							tn->retry_at = node->connect_after;
 							return;
 						}
+						/* credentials refused: reconnecting cannot help */
+						if (node->auth_failed)
+						{
+							tt_conncache_release(tn->c, false);
+							tn->c = NULL;
+							node_give_up(job, node, &err);
+							continue;
+						}
 						node_lost(job, node, &err);
 						continue;
 					}

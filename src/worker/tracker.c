@@ -118,6 +118,7 @@
 #include "task_tracker.h"
 #include "worker/tt_persist.h"
 #include "common/tt_copy_text.h"
+#include "common/tt_conn_auth.h"
 #include "common/tt_remote.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
@@ -273,7 +274,7 @@ static void remove_detached_dirs(void);
 static void start_task(RunningTask *rt, TimestampTz now);
 static void retry_connects(TimestampTz now);
 static void send_query(RunningTask *rt);
-static char *connect_error(PGconn *conn, bool *transient);
+static char *connect_error(PGconn *conn, bool *transient, bool *auth);
 static void connect_failed(RunningTask *rt, const char *message, bool transient);
 static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *message);
 static void finish_task(RunningTask *rt);
@@ -1130,10 +1131,12 @@ start_task(RunningTask *rt, TimestampTz now)
 	if (PQstatus(conn) == CONNECTION_BAD)
 	{
 		bool		transient;
-		char	   *msg = connect_error(conn, &transient);
+		bool		auth;
+		char	   *msg = connect_error(conn, &transient, &auth);
 
 		pfree(s);
 		tt_conn_finish(conn);
+		rt->permanent = rt->permanent || auth;
 		connect_failed(rt, msg, transient);
 		return;
 	}
@@ -1195,10 +1198,13 @@ location_prefix(void)
  * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
  * gets from the same C library in the same process.  Every other failure —
  * authentication, a missing role or database, NOLOGIN, no CONNECT
- * privilege, a connection refused outright — is not transient.
+ * privilege, a connection refused outright — is not transient.  An
+ * authentication failure (tt_is_auth_failure) sets *auth: its text names
+ * the role, the server and the mechanism tried, with the HINT of
+ * tt_auth_error, and the task is not tried again (see connect_failed).
  */
 static char *
-connect_error(PGconn *conn, bool *transient)
+connect_error(PGconn *conn, bool *transient, bool *auth)
 {
 	char	   *msg = tt_conn_error_message(conn);
 	char		sqlstate[6] = "";
@@ -1244,6 +1250,18 @@ connect_error(PGconn *conn, bool *transient)
 		}
 	}
 
+	if (tt_is_auth_failure(sqlstate[0] != '\0' ? sqlstate : NULL, msg))
+	{
+		TTRemoteError err;
+		char	   *target = psprintf("the local server (%s, port %s)",
+									  PQhost(conn), PQport(conn));
+
+		tt_auth_error(&err, msg, TT_AUTH_TRACKER, PQuser(conn), target, PQdb(conn));
+		*transient = false;
+		*auth = true;
+		return tt_remote_error_text(&err);
+	}
+	*auth = false;
 	if (sqlstate[0] != '\0')
 		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
 	else
@@ -1322,7 +1340,8 @@ retry_connects(TimestampTz now)
  * after the first refusal of the attempt; a refusal after that fails the
  * attempt with its error, like any other connection failure.  During a
  * shutdown no failure is the task's fault: its attempt is given back and it
- * is requeued.  Otherwise the attempt failed.
+ * is requeued.  Otherwise the attempt failed; an authentication failure
+ * (the caller set rt->permanent) fails the task with no more attempts.
  */
 static void
 connect_failed(RunningTask *rt, const char *message, bool transient)
@@ -2181,9 +2200,11 @@ progress_connecting(Session *s, TimestampTz now)
 		case PGRES_POLLING_FAILED:
 			{
 				bool		transient;
-				char	   *msg = connect_error(s->conn, &transient);
+				bool		auth;
+				char	   *msg = connect_error(s->conn, &transient, &auth);
 
 				rt->unusable = true;
+				rt->permanent = rt->permanent || auth;
 				connect_failed(rt, msg, transient);
 			}
 			break;
