@@ -39,6 +39,7 @@
 #include "utils/memutils.h"
 
 #include "task_tracker.h"
+#include "common/tt_conn_auth.h"
 #include "coordinator/tt_executor.h"
 #include "coordinator/tt_node_registry.h"
 
@@ -409,6 +410,32 @@ worker_run_finish(WorkerRun *w, bool success, char *result, bool reusable)
 	w->c = NULL;
 }
 
+/*
+ * connect_error_text
+ *		Why w's connection could not be made, as run_on_workers reports it:
+ *		libpq's message, or for an authentication failure the message,
+ *		DETAIL and HINT of tt_auth_error (src/common/conn_auth.c).
+ */
+static char *
+connect_error_text(WorkerRun *w, PGconn *conn)
+{
+	char	   *msg;
+	const char *user_name;
+	const char *dbname;
+	TTRemoteError err;
+
+	if (PQstatus(conn) != CONNECTION_BAD)
+		return pstrdup("timeout expired while connecting");
+	msg = tt_conn_error_message(conn);
+	if (!tt_is_auth_failure(NULL, msg))
+		return msg;
+	tt_conncache_names(w->c, &user_name, &dbname);
+	tt_auth_error(&err, msg, TT_AUTH_COORDINATOR, user_name,
+				  psprintf("node %s:%d", w->node->node_name, w->node->node_port),
+				  dbname);
+	return tt_remote_error_text(&err);
+}
+
 static void
 worker_run_advance(WorkerRun *w, const char *command)
 {
@@ -422,10 +449,7 @@ worker_run_advance(WorkerRun *w, const char *command)
 		int			r = tt_conncache_connect_poll(w->c);
 
 		if (r < 0)
-			worker_run_finish(w, false,
-							  PQstatus(conn) == CONNECTION_BAD ? tt_conn_error_message(conn) :
-							  pstrdup("timeout expired while connecting"),
-							  false);
+			worker_run_finish(w, false, connect_error_text(w, conn), false);
 		if (r != 0)
 			return;
 	}

@@ -182,6 +182,15 @@ for my $executor ('real-time', 'task-tracker')
 	}
 }
 
+# run_on_workers: the same error, as the failing node's row
+{
+	my $rows = tt_sql($coord, q{SELECT bool_or(success), count(*) FILTER (WHERE result LIKE 'could not authenticate as role "carol" to node 127.0.0.1:%' AND result LIKE '%HINT:  The coordinator logs in to worker nodes%') FROM task_tracker.run_on_workers('SELECT 1')},
+		user => 'carol');
+	is($rows, 'f|2', 'run_on_workers as carol: each node says it could not authenticate, with the HINT');
+	is(tt_sql($coord, q{SELECT string_agg(result, ',') FROM task_tracker.run_on_workers('SELECT current_user')}, user => 'alice'),
+		'alice,alice', 'run_on_workers as alice: runs on both workers');
+}
+
 # ---- a stranger's certificate (same CA, not in the map): refused too
 tt_sql($coord, qq{ALTER SYSTEM SET citus.node_conninfo = 'sslmode=verify-ca sslrootcert=$dir/ca.crt sslcert=$dir/stranger.crt sslkey=$dir/stranger.key'; SELECT pg_reload_conf();});
 $coord->poll_query_until('postgres', "SELECT current_setting('citus.node_conninfo') LIKE '%stranger.crt%'")
