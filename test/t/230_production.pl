@@ -68,7 +68,10 @@ citus.task_max_attempts = 3
 
 for my $w (@workers)
 {
-	# the tracker's own sessions use the Unix socket; dave must give a password
+	# The Unix socket (a private temporary directory, the servers' only one)
+	# serves this script and the tracker's libpq sessions; with
+	# citus.task_tracker_use_background_workers = on the tracker needs no
+	# line here.  dave must give a password there, and has none.
 	open(my $fh, '>', $w->data_dir . '/pg_hba.conf') or die;
 	print $fh "local all dave scram-sha-256\n";
 	print $fh "local all all trust\n";
