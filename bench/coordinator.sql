@@ -7,7 +7,8 @@
 --   connections, per_node per worker, each task to the slot that frees up.
 -- * PL/Proxy: cluster "bench" with partition 0 = worker 1, partition 1 =
 --   worker 2 (SQL/MED server), bench.px_on(k) = RUN ON k (k & 1 picks the
---   partition), bench.px_all(k) = RUN ON ALL; both run SELECT 1 remotely.
+--   partition), bench.px_all(k) = RUN ON ALL; both run SELECT 1 remotely;
+--   bench.px_sleep_all() = RUN ON ALL of pg_sleep(30), for the cancel row.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 
@@ -131,4 +132,12 @@ LANGUAGE plproxy AS $$
     CLUSTER 'bench';
     RUN ON ALL;
     SELECT 1;
+$$;
+
+-- one remote pg_sleep(30) on every partition, in parallel: row 7 cancels it
+CREATE FUNCTION bench.px_sleep_all() RETURNS SETOF text
+LANGUAGE plproxy AS $$
+    CLUSTER 'bench';
+    RUN ON ALL;
+    SELECT pg_sleep(30)::text;
 $$;

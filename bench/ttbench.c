@@ -21,14 +21,16 @@
  *		Times a COPY TO STDOUT read to the end with PQgetCopyData, and
  *		counts its bytes.
  *
- *	  ttbench cancel -d COORD -p WORKER1 -p WORKER2 -k EXPECT [-n N] [-S SETUP]...
- *	                 -q POLLSQL -s JOBSQL
+ *	  ttbench cancel -d COORD -p WORKER1 -p WORKER2 -L LOG1 -L LOG2 -k EXPECT
+ *	                 [-n N] [-S SETUP]... -q POLLSQL -s JOBSQL
  *		Sends JOBSQL to the coordinator, polls both workers with POLLSQL
- *		(which must return one count) until EXPECT remote backends run,
- *		then cancels the coordinator's query as Ctrl-C does (PQcancel)
- *		and polls both workers back to back until POLLSQL returns 0 on
- *		both.  Reports that time, and the time until the client got its
- *		error.
+ *		(which must return one count) until EXPECT remote backends run.
+ *		Then, by server clocks and without polling: a second coordinator
+ *		session calls pg_cancel_backend() on the first and reads its own
+ *		clock_timestamp() (t0); t1 is the latest "canceling statement due
+ *		to user request" line of a pg_sleep(30) statement in the workers'
+ *		logs LOG1, LOG2 (log_line_prefix = '%n [%p] ').  Reports t1 - t0,
+ *		and the time until the client got its error.
  *
  *	  Output: {"n":..,"median_ms":..,"p95_ms":..,"min_ms":..,"max_ms":..,
  *	  "mean_ms":..,"samples_ms":[...]} plus mode-specific fields.
@@ -56,6 +58,7 @@ static const char *sql;
 static const char *every_sql;
 static const char *expect_value;
 static const char *poll_sql;
+static const char *log_path[2];
 static const char *setup_sql[MAX_SETUP];
 static int	nsetup;
 static int	iterations = 10;
@@ -375,36 +378,147 @@ poll_count(PGconn *c)
 	return v;
 }
 
+/*
+ * The server-clock cancel method (issue 12).  Worker logs carry
+ * log_line_prefix = '%n [%p] ' (epoch with milliseconds, then the pid), so
+ * every "canceling statement due to user request" line says when a remote
+ * statement stopped, by the same clock as the coordinator's
+ * clock_timestamp().  A cancelled statement's ERROR line is followed by its
+ * STATEMENT line from the same pid; only statements containing
+ * STATEMENT_MARK count (the job's own remote statements, not the
+ * coordinator's wait or cleanup calls).
+ */
+#define CANCEL_LINE		"canceling statement due to user request"
+#define STATEMENT_MARK	"pg_sleep(30)"
+#define MAX_PIDS		256
+
+typedef struct LogScan
+{
+	FILE	   *f;				/* the worker's server log */
+	long		offset;			/* where this round's lines begin */
+	int			npids;			/* pids with a cancel line not yet paired */
+	long		pid[MAX_PIDS];
+	double		at[MAX_PIDS];	/* epoch ms of that cancel line */
+} LogScan;
+
+static long
+log_size(const char *path)
+{
+	FILE	   *f = fopen(path, "r");
+	long		n;
+
+	if (!f)
+		die("cannot open log %s%s", path, NULL);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	fclose(f);
+	return n;
+}
+
+/*
+ * Read the lines added to the log since the last call; count the cancelled
+ * job statements stopped at or after t0 (epoch ms) into *found and keep the
+ * latest of their times in *last.  A partial last line is left for the next
+ * call.
+ */
+static void
+log_scan(LogScan *ls, double t0, int *found, double *last)
+{
+	char		line[8192];
+
+	fseek(ls->f, ls->offset, SEEK_SET);
+	while (fgets(line, sizeof(line), ls->f))
+	{
+		size_t		len = strlen(line);
+		double		at;
+		long		pid;
+		char	   *p;
+
+		if (len == 0 || line[len - 1] != '\n')
+			break;				/* not complete yet */
+		ls->offset = ftell(ls->f);
+		at = strtod(line, &p) * 1000.0;
+		if (p == line || sscanf(p, " [%ld]", &pid) != 1)
+			continue;			/* a continuation line */
+		if (strstr(line, CANCEL_LINE))
+		{
+			if (at >= t0 && ls->npids < MAX_PIDS)
+			{
+				ls->pid[ls->npids] = pid;
+				ls->at[ls->npids++] = at;
+			}
+		}
+		else if (strstr(line, "STATEMENT:"))
+		{
+			for (int i = 0; i < ls->npids; i++)
+			{
+				if (ls->pid[i] != pid)
+					continue;
+				if (strstr(line, STATEMENT_MARK))
+				{
+					(*found)++;
+					if (ls->at[i] > *last)
+						*last = ls->at[i];
+				}
+				ls->pid[i] = ls->pid[--ls->npids];
+				ls->at[i] = ls->at[ls->npids];
+				break;
+			}
+		}
+	}
+}
+
+static double
+epoch_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
 static int
 mode_cancel(void)
 {
 	PGconn	   *coord = connect_or_die(conninfo);
+	PGconn	   *ctl = connect_or_die(conninfo);
 	PGconn	   *w[2];
-	double	   *gone = malloc(sizeof(double) * iterations);
+	double	   *stopped = malloc(sizeof(double) * iterations);
 	double	   *client = malloc(sizeof(double) * iterations);
-	double		max_polls_ms = 0;
-	int			n = 0;
-	long		polls = 0;
-	char		extra[4096];
+	int			n = 0, missing = 0;
+	char		extra[4096], cancel_sql[128];
 	size_t		off;
 
 	run_setup(coord);
+	snprintf(cancel_sql, sizeof(cancel_sql),
+			 "SELECT extract(epoch FROM clock_timestamp())::float8 * 1000, pg_cancel_backend(%d)",
+			 PQbackendPID(coord));
 	w[0] = connect_or_die(worker_conninfo[0]);
 	w[1] = connect_or_die(worker_conninfo[1]);
 	for (int it = 1; it <= iterations; it++)
 	{
-		double		t0, tgone = -1, tclient = -1, deadline;
-		PGcancel   *cancel;
-		char		errbuf[256];
+		LogScan		ls[2];
+		double		t0, last = 0, deadline;
+		int			found = 0;
 		PGresult   *r;
 
 		/* nothing of the previous round may still run */
 		deadline = now_ms() + 30000;
 		while (poll_count(w[0]) + poll_count(w[1]) > 0)
+		{
 			if (now_ms() > deadline)
 				die("remote backends of the previous round still run%s%s", NULL, NULL);
+			usleep(2000);
+		}
+		for (int i = 0; i < 2; i++)
+		{
+			ls[i].offset = log_size(log_path[i]);
+			ls[i].npids = 0;
+			ls[i].f = fopen(log_path[i], "r");
+		}
 		if (!PQsendQuery(coord, sql))
 			die("send failed: %s%s", PQerrorMessage(coord), NULL);
+		/* before the cancel: wait until the job's statements all run */
 		deadline = now_ms() + 20000;
 		while (poll_count(w[0]) + poll_count(w[1]) < expect_remote)
 		{
@@ -420,38 +534,30 @@ mode_cancel(void)
 					r ? PQresultErrorMessage(r) : "", NULL);
 			}
 		}
-		cancel = PQgetCancel(coord);
-		t0 = now_ms();
-		if (!PQcancel(cancel, errbuf, sizeof(errbuf)))
-			die("PQcancel failed: %s%s", errbuf, NULL);
-		PQfreeCancel(cancel);
-		deadline = t0 + 10000;
-		while ((tgone < 0 || tclient < 0) && now_ms() < deadline)
-		{
-			if (tgone < 0)
-			{
-				long		c0 = poll_count(w[0]);
-				long		c1 = poll_count(w[1]);
 
-				polls++;
-				if (c0 + c1 == 0)
-					tgone = now_ms() - t0;
-			}
-			if (tclient < 0)
+		/* t0: the coordinator's clock as pg_cancel_backend() is called */
+		r = exec_ok(ctl, cancel_sql);
+		t0 = atof(PQgetvalue(r, 0, 0));
+		PQclear(r);
+
+		/* the client's error: wait on the socket, no polling of anything */
+		deadline = now_ms() + 10000;
+		client[n] = 10000;
+		for (;;)
+		{
+			struct pollfd pfd = {PQsocket(coord), POLLIN, 0};
+
+			if (!PQconsumeInput(coord))
+				die("coordinator connection lost: %s%s", PQerrorMessage(coord), NULL);
+			if (!PQisBusy(coord))
 			{
-				if (!PQconsumeInput(coord))
-					die("coordinator connection lost: %s%s", PQerrorMessage(coord), NULL);
-				if (!PQisBusy(coord))
-					tclient = now_ms() - t0;
+				client[n] = epoch_ms() - t0;
+				break;
 			}
-			else if (tgone < 0)
-				usleep(200);
+			if (now_ms() > deadline)
+				break;
+			(void) poll(&pfd, 1, 100);
 		}
-		if (tgone < 0)
-			tgone = 10000;		/* reported as the 10 s cap */
-		if (tclient < 0)
-			tclient = 10000;
-		/* collect the coordinator's answer: it must be the cancel error */
 		while ((r = PQgetResult(coord)) != NULL)
 		{
 			const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -461,8 +567,31 @@ mode_cancel(void)
 						PQresultErrorMessage(r));
 			PQclear(r);
 		}
-		gone[n] = tgone;
-		client[n] = tclient;
+
+		/*
+		 * t1: the last stopped remote statement, from the worker logs.  The
+		 * lines may still be on their way: the logs are read again every 5
+		 * ms until all expected lines are there (10 s at most).  Reading a
+		 * file does not load the servers; the figure comes from their clocks.
+		 */
+		deadline = now_ms() + 10000;
+		for (;;)
+		{
+			log_scan(&ls[0], t0, &found, &last);
+			log_scan(&ls[1], t0, &found, &last);
+			if (found >= expect_remote || now_ms() > deadline)
+				break;
+			usleep(5000);
+		}
+		fclose(ls[0].f);
+		fclose(ls[1].f);
+		if (found < expect_remote)
+		{
+			missing += expect_remote - found;
+			stopped[n] = 10000;		/* reported as the 10 s cap */
+		}
+		else
+			stopped[n] = last - t0;
 		n++;
 	}
 	{
@@ -470,15 +599,15 @@ mode_cancel(void)
 
 		memcpy(s, client, sizeof(double) * n);
 		qsort(s, n, sizeof(double), cmp_double);
-		off = snprintf(extra, sizeof(extra), ",\"client_error_median_ms\":%.4f,\"client_error_samples_ms\":[", median(s, n));
+		off = snprintf(extra, sizeof(extra), ",\"method\":\"server clocks\",\"client_error_median_ms\":%.4f,\"client_error_samples_ms\":[", median(s, n));
 		for (int i = 0; i < n && off < sizeof(extra) - 40; i++)
 			off += snprintf(extra + off, sizeof(extra) - off, "%s%.4f", i ? "," : "", client[i]);
-		snprintf(extra + off, sizeof(extra) - off, "],\"worker_polls\":%ld", polls);
+		snprintf(extra + off, sizeof(extra) - off, "],\"not_stopped\":%d", missing);
 	}
-	(void) max_polls_ms;
-	print_stats(gone, n, extra);
+	print_stats(stopped, n, extra);
 	PQfinish(w[0]);
 	PQfinish(w[1]);
+	PQfinish(ctl);
 	PQfinish(coord);
 	return 0;
 }
@@ -487,7 +616,7 @@ int
 main(int argc, char **argv)
 {
 	const char *mode;
-	int			opt, nworkers = 0;
+	int			opt, nworkers = 0, nlogs = 0;
 
 	if (argc < 2)
 	{
@@ -496,7 +625,7 @@ main(int argc, char **argv)
 	}
 	mode = argv[1];
 	optind = 2;
-	while ((opt = getopt(argc, argv, "d:p:s:S:n:w:e:E:x:c:N:k:q:")) != -1)
+	while ((opt = getopt(argc, argv, "d:p:s:S:n:w:e:E:x:c:N:k:q:L:")) != -1)
 	{
 		switch (opt)
 		{
@@ -541,6 +670,10 @@ main(int argc, char **argv)
 			case 'q':
 				poll_sql = optarg;
 				break;
+			case 'L':
+				if (nlogs < 2)
+					log_path[nlogs++] = optarg;
+				break;
 			default:
 				return 2;
 		}
@@ -555,8 +688,8 @@ main(int argc, char **argv)
 		return mode_copy();
 	if (strcmp(mode, "cancel") == 0)
 	{
-		if (nworkers != 2 || !poll_sql || iterations > 1000)
-			die("cancel needs two -p, -q and -n <= 1000%s%s", NULL, NULL);
+		if (nworkers != 2 || nlogs != 2 || !poll_sql || iterations > 1000)
+			die("cancel needs two -p, two -L, -q and -n <= 1000%s%s", NULL, NULL);
 		return mode_cancel();
 	}
 	die("unknown mode %s%s", mode, NULL);
