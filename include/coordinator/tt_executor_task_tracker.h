@@ -28,6 +28,26 @@ typedef enum TNPhase
 	TN_PURGE					/* cleanup_job in flight to free the table */
 } TNPhase;
 
+/*
+ * Where the cleanup of one node stands (docs/architecture.md, "Task-tracker
+ * executor", has the diagram).  A phase that cannot go on waits on one
+ * socket of the node.
+ */
+typedef enum TNCleanupPhase
+{
+	TC_CANCEL,					/* side query in flight: pg_cancel_backend() of
+								 * c's query and cleanup_job */
+	TC_SETTLE,					/* cleaned up by the side query; draining the
+								 * canceled query so that c can be kept */
+	TC_CONNECT,					/* c being set up (a no-op once it is) */
+	TC_DRAIN,					/* draining c's canceled query before
+								 * cleanup_job goes over c */
+	TC_SEND,					/* cleanup_job to send over c */
+	TC_READ,					/* cleanup_job in flight over c */
+	TC_DONE						/* finished: cleanup_ok, or cleanup_error says
+								 * why not */
+} TNCleanupPhase;
+
 typedef struct TTTrackerNode
 {
 	int64		job_id;			/* the job's id on this node: job->job_id,
@@ -58,22 +78,21 @@ typedef struct TTTrackerNode
 	int			retry_delay;	/* ms before the attempt after that */
 	int			nresults;		/* results of the query in flight read so far */
 	bool		inline_cleaned; /* a fetch's cleanup_job dropped all of ours */
-	/* cleanup */
-	TTSideQuery side;			/* cancel (+ cleanup_job) over a spare connection */
-	bool		side_active;	/* side is running */
-	bool		side_cleanup;	/* side also runs cleanup_job */
-	bool		recleanup;		/* ... but an assign may have raced it */
-	bool		drain_only;		/* cleanup done; only drain c, until drain_until */
-	TimestampTz drain_until;	/* give up draining c then (it gets closed) */
-	bool		canceled;		/* a cancel was sent for c's query */
-	bool		cleanup_sent;	/* cleanup_job sent */
-	bool		cleanup_done;	/* cleanup finished (ok or not) */
-	bool		cleanup_ok;		/* cleanup_job succeeded */
+	/* cleanup (executor_task_tracker_cleanup.c) */
+	TNCleanupPhase cleanup_phase;	/* see TNCleanupPhase */
+	TTSideQuery side;			/* TC_CANCEL: pg_cancel_backend() of c's query
+								 * and cleanup_job over a spare connection */
+	bool		clean_again;	/* TC_CANCEL: an assign_tasks may have raced
+								 * that cleanup_job: send it again over c */
+	TimestampTz drain_until;	/* TC_SETTLE: close c rather than drain it
+								 * after this */
 	bool		answered;		/* the node showed signs of life */
+	bool		cleanup_ok;		/* cleanup_job succeeded, or none was needed */
 	char	   *cleanup_error;	/* why it did not */
 	char	   *cleanup_sql;	/* cleanup_job(job_id) */
 } TTTrackerNode;
 
+/* forget the last result of the node's protocol query */
 static inline void
 tn_clear_result(TTTrackerNode *tn)
 {

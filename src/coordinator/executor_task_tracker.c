@@ -5,7 +5,8 @@
  *	  trackers, learns of their completion through wait_for_task_results
  *	  (wait_for_tasks on a worker still at 1.0), which brings small results
  *	  along, fetches the other succeeded tasks' rows at once, and drops the
- *	  job on every node at the end where anything of it may be left.
+ *	  job on every node at the end where anything of it may be left
+ *	  (executor_task_tracker_cleanup.c).
  *
  * Design
  *	  One connection per node (from the per-backend cache), driven by a
