@@ -863,8 +863,349 @@ tn_ready(TTJob *job, TTNode *node)
 }
 
 /*
+ * start_connection
+ *		TN_NOCONN, or TN_RETRY once retry_at has come: claim a connection
+ *		to the node when it has work (TN_CONNECTING).  Returns false when
+ *		the node is to wait (for retry_at, or for work).
+ */
+static bool
+start_connection(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	char	   *error;
+
+	if (tn->phase == TN_RETRY)
+	{
+		if (GetCurrentTimestamp() < tn->retry_at)
+			return false;
+		tn->phase = TN_NOCONN;
+	}
+	if (node->down || !node_has_work(node))
+		return false;
+	tn->c = tt_conncache_claim(node->host, node->port, &error);
+	if (tn->c == NULL)
+	{
+		TTRemoteError err;
+
+		memset(&err, 0, sizeof(err));
+		strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
+		err.message = error;
+		node_lost(job, node, &err);
+		return true;
+	}
+	tn->phase = TN_CONNECTING;
+	return true;
+}
+
+/*
+ * connect_failed
+ *		The connection being set up failed.  A first connection that was
+ *		turned away for now or ran out of time (slow is not dead) is tried
+ *		again after a back-off, within the same bound as the real-time
+ *		executor (tt_connect_retry): returns false, the node waits in
+ *		TN_RETRY.  Otherwise node_lost's reconnection bound applies: returns
+ *		true.
+ */
+static bool
+connect_failed(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTRemoteError err;
+	bool		passing;
+
+	passing = tt_connect_failure(node, tn->c, &err);
+	if (passing && !tn_has_state(tn) && tt_connect_retry(node))
+	{
+		elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
+			 node->name, err.message);
+		tt_conncache_release(tn->c, false);
+		tn->c = NULL;
+		tn->phase = TN_RETRY;
+		tn->retry_at = node->connect_after;
+		return false;
+	}
+	node_lost(job, node, &err);
+	return true;
+}
+
+/*
+ * poll_connection
+ *		TN_CONNECTING: advance the connection being set up.  Once connected,
+ *		ask the node's capacity and version (TN_SHOW) unless they are known
+ *		for this connection (TN_READY).  Returns false while it waits.
+ */
+static bool
+poll_connection(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	int			r = tt_conncache_connect_poll(tn->c);
+
+	if (r > 0)
+		return false;
+	if (r < 0)
+		return connect_failed(job, node);
+	tt_connect_succeeded(node);
+	if (node_version(tn->c) < 0)
+	{
+		if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
+		{
+			TTRemoteError err;
+
+			tt_remote_error_from_conn(tn->c->conn, "08006", &err);
+			node_lost(job, node, &err);
+		}
+		return true;
+	}
+	tn->capacity = tn->c->tracker_capacity;
+	tn->phase = TN_READY;
+	return true;
+}
+
+/*
+ * fetch_connection_lost
+ *		The connection broke during a fetch.  A fetch whose task's rows had
+ *		all arrived (only its trailing cleanup_job is unknown) completes the
+ *		task; the recovery sorts out the rest.
+ */
+static void
+fetch_connection_lost(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTTask	   *task = tn->fetching;
+
+	if (task->fetch_tail && task->rows_ended)
+	{
+		/* all its rows arrived; only the cleanup is unknown */
+		tn->fetching = NULL;
+		task->fetch_tail = false;
+		tt_task_done(job, task);
+	}
+	node_lost(job, node, &tn->err);
+}
+
+/*
+ * fetch_ended
+ *		The fetch query completed (d: TT_DRAIN_DONE) or failed with an SQL
+ *		error (TT_DRAIN_SQL_ERROR): the node is ready again, the task done or
+ *		failed at this placement.  A successful node's last fetch also
+ *		dropped the job there (its trailing cleanup_job).
+ */
+static void
+fetch_ended(TTJob *job, TTNode *node, TTDrainResult d)
+{
+	TTTrackerNode *tn = node->tn;
+	TTTask	   *task = tn->fetching;
+
+	tn->phase = TN_READY;
+	tn->fetching = NULL;
+	if (d == TT_DRAIN_DONE && task->fetch_tail && !task->tail_failed)
+	{
+		/* the job is dropped on this node */
+		tn->inline_cleaned = true;
+		tn->tracked = 0;
+		tn->capacity = tn->c->tracker_capacity;
+	}
+	task->fetch_tail = false;
+	if (d == TT_DRAIN_DONE)
+		tt_task_done(job, task);
+	else
+		tt_task_failed_at_placement(job, task, &tn->err);
+}
+
+/*
+ * read_fetch
+ *		TN_FETCH: send the rest of the fetch query and store the rows that
+ *		arrived.  Returns false while it waits for more.
+ */
+static bool
+read_fetch(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTDrainResult d;
+
+	if (tn->flushing)
+	{
+		int			r = tt_flush(tn->c->conn);
+
+		if (r < 0)
+		{
+			tt_remote_error_from_conn(tn->c->conn, "08006", &tn->err);
+			node_lost(job, node, &tn->err);
+			return true;
+		}
+		tn->flushing = (r == 1);
+	}
+	d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
+	if (d == TT_DRAIN_BUSY)
+		return false;
+	if (d == TT_DRAIN_CONN_ERROR)
+		fetch_connection_lost(job, node);
+	else
+		fetch_ended(job, node, d);
+	return true;
+}
+
+/*
+ * node_info_arrived
+ *		TT_NODE_INFO_QUERY answered: remember the tracker's capacity (at
+ *		least 1) and the task_tracker version installed on the node.
+ */
+static void
+node_info_arrived(TTTrackerNode *tn)
+{
+	bool		one = (tn->res && PQntuples(tn->res) == 1 &&
+					   PQnfields(tn->res) == 2);
+
+	tn->c->tracker_capacity = one ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
+	if (tn->c->tracker_capacity <= 0)
+		tn->c->tracker_capacity = 1;
+	tn->capacity = tn->c->tracker_capacity;
+	remember_node_version(tn->c, one && !PQgetisnull(tn->res, 0, 1) ?
+						  PQgetvalue(tn->res, 0, 1) : NULL);
+}
+
+/* the wait (alone or after an assign) answered: apply every report */
+static void
+reports_arrived(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	if (tn->res)
+	{
+		int			ntuples = PQntuples(tn->res);
+		int			row;
+
+		for (row = 0; row < ntuples; row++)
+			task_reported(job, node, tn->res, row);
+	}
+}
+
+/*
+ * query_done
+ *		The protocol query in flight completed: apply its answer, one case
+ *		per query, then the node is ready for the next.
+ */
+static void
+query_done(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	switch (tn->phase)
+	{
+		case TN_SHOW:
+			node_info_arrived(tn);
+			break;
+		case TN_RECOVER:
+			if (tn->res)
+				recovered(job, node, tn->res);
+			break;
+		case TN_ASSIGN:
+			tn->nbatch = 0;
+			break;
+		case TN_ASSIGN_WAIT:
+			tn->nbatch = 0;
+			reports_arrived(job, node);
+			break;
+		case TN_WAIT:
+			reports_arrived(job, node);
+			break;
+		case TN_PURGE:
+			/* the job's tasks are dropped: the whole table is ours again */
+			tn->tracked = 0;
+			tn->capacity = tn->c->tracker_capacity;
+			break;
+		default:
+			break;
+	}
+	tn_clear_result(tn);
+	tn->phase = TN_READY;
+}
+
+/*
+ * query_failed
+ *		The protocol query in flight failed with an SQL error (the
+ *		connection is fine): the node is ready again, and what to do next
+ *		depends on the query, one case per query.
+ */
+static void
+query_failed(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TNPhase		phase = tn->phase;
+
+	tn->phase = TN_READY;
+	tn_clear_result(tn);
+	switch (phase)
+	{
+		case TN_SHOW:
+			/* not a task tracker node */
+			node_give_up(job, node, &tn->err);
+			tt_conncache_release(tn->c, true);
+			tn->c = NULL;
+			tn->phase = TN_NOCONN;
+			break;
+		case TN_ASSIGN:
+			assign_failed(job, node);
+			break;
+		case TN_ASSIGN_WAIT:
+
+			/*
+			 * Either statement may have failed: find out from the tracker
+			 * which tasks it has, and send the others again, one statement
+			 * at a time.
+			 */
+			tn->nbatch = 0;
+			tn->no_pipeline = true;
+			tn->needs_recover = true;
+			break;
+		case TN_RECOVER:
+			/* the tracker cannot say which tasks it has: give the node up */
+			node_give_up(job, node, &tn->err);
+			break;
+		case TN_WAIT:
+		case TN_PURGE:
+			/* find out where we stand */
+			tn->needs_recover = true;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * read_reply
+ *		TN_SHOW, TN_RECOVER, TN_ASSIGN, TN_ASSIGN_WAIT, TN_WAIT, TN_PURGE:
+ *		read the answer of the protocol query in flight, and act on what
+ *		happened: it completed, it failed, or the connection broke.  Returns
+ *		false while it waits for more.
+ */
+static bool
+read_reply(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	switch (tn_collect(tn))
+	{
+		case TT_DRAIN_BUSY:
+			return false;
+		case TT_DRAIN_CONN_ERROR:
+			node_lost(job, node, &tn->err);
+			break;
+		case TT_DRAIN_SQL_ERROR:
+			query_failed(job, node);
+			break;
+		case TT_DRAIN_DONE:
+			query_done(job, node);
+			break;
+	}
+	return true;
+}
+
+/*
  * tn_advance
- *		Drive the node's state machine as far as it goes without waiting.
+ *		Drive the node's state machine as far as it goes without waiting:
+ *		one case per TNPhase, each a function that returns false when the
+ *		node is to wait.
  */
 static void
 tn_advance(TTJob *job, TTNode *node)
@@ -873,242 +1214,35 @@ tn_advance(TTJob *job, TTNode *node)
 
 	for (;;)
 	{
-		TTDrainResult d;
+		bool		go_on = false;
 
 		CHECK_FOR_INTERRUPTS();
 		switch (tn->phase)
 		{
 			case TN_RETRY:
-				if (GetCurrentTimestamp() < tn->retry_at)
-					return;
-				tn->phase = TN_NOCONN;
-				/* FALLTHROUGH */
 			case TN_NOCONN:
-				{
-					char	   *error;
-
-					if (node->down || !node_has_work(node))
-						return;
-					tn->c = tt_conncache_claim(node->host, node->port, &error);
-					if (tn->c == NULL)
-					{
-						TTRemoteError err;
-
-						memset(&err, 0, sizeof(err));
-						strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
-						err.message = error;
-						node_lost(job, node, &err);
-						continue;
-					}
-					tn->phase = TN_CONNECTING;
-					continue;
-				}
+				go_on = start_connection(job, node);
+				break;
 			case TN_CONNECTING:
-				{
-					int			r = tt_conncache_connect_poll(tn->c);
-
-					if (r > 0)
-						return;
-					if (r < 0)
-					{
-						TTRemoteError err;
-						bool		passing;
-
-						passing = tt_connect_failure(node, tn->c, &err);
-
-						/*
-						 * A first connection that was turned away for now or
-						 * ran out of time (slow is not dead) is tried again
-						 * after a back-off, within the same bound as the
-						 * real-time executor (tt_connect_retry); after a
-						 * loss, node_lost's reconnection bound applies.
-						 */
-						if (passing && !tn_has_state(tn) && tt_connect_retry(node))
-						{
-							elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
-								 node->name, err.message);
-							tt_conncache_release(tn->c, false);
-							tn->c = NULL;
-							tn->phase = TN_RETRY;
-							tn->retry_at = node->connect_after;
-							return;
-						}
-						node_lost(job, node, &err);
-						continue;
-					}
-					tt_connect_succeeded(node);
-					if (node_version(tn->c) < 0)
-					{
-						if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
-						{
-							TTRemoteError err;
-
-							tt_remote_error_from_conn(tn->c->conn, "08006", &err);
-							node_lost(job, node, &err);
-						}
-						continue;
-					}
-					tn->capacity = tn->c->tracker_capacity;
-					tn->phase = TN_READY;
-					continue;
-				}
+				go_on = poll_connection(job, node);
+				break;
 			case TN_READY:
-				if (!tn_ready(job, node))
-					return;
-				continue;
+				go_on = tn_ready(job, node);
+				break;
 			case TN_FETCH:
-				d = tn->flushing ? TT_DRAIN_BUSY : TT_DRAIN_DONE;
-				if (tn->flushing)
-				{
-					int			r = tt_flush(tn->c->conn);
-
-					if (r < 0)
-					{
-						tt_remote_error_from_conn(tn->c->conn, "08006", &tn->err);
-						node_lost(job, node, &tn->err);
-						continue;
-					}
-					tn->flushing = (r == 1);
-				}
-				d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
-				if (d == TT_DRAIN_BUSY)
-					return;
-				if (d == TT_DRAIN_CONN_ERROR)
-				{
-					TTTask	   *task = tn->fetching;
-
-					if (task->fetch_tail && task->rows_ended)
-					{
-						/* all its rows arrived; only the cleanup is unknown */
-						tn->fetching = NULL;
-						task->fetch_tail = false;
-						tt_task_done(job, task);
-					}
-					node_lost(job, node, &tn->err);
-					continue;
-				}
-				tn->phase = TN_READY;
-				{
-					TTTask	   *task = tn->fetching;
-
-					tn->fetching = NULL;
-					if (d == TT_DRAIN_DONE && task->fetch_tail && !task->tail_failed)
-					{
-						/* the job is dropped on this node */
-						tn->inline_cleaned = true;
-						tn->tracked = 0;
-						tn->capacity = tn->c->tracker_capacity;
-					}
-					task->fetch_tail = false;
-					if (d == TT_DRAIN_DONE)
-						tt_task_done(job, task);
-					else
-						tt_task_failed_at_placement(job, task, &tn->err);
-				}
-				continue;
+				go_on = read_fetch(job, node);
+				break;
 			case TN_SHOW:
 			case TN_RECOVER:
 			case TN_ASSIGN:
 			case TN_ASSIGN_WAIT:
 			case TN_WAIT:
 			case TN_PURGE:
-				d = tn_collect(tn);
-				if (d == TT_DRAIN_BUSY)
-					return;
-				if (d == TT_DRAIN_CONN_ERROR)
-				{
-					node_lost(job, node, &tn->err);
-					continue;
-				}
-				if (d == TT_DRAIN_SQL_ERROR)
-				{
-					TNPhase		phase = tn->phase;
-
-					tn->phase = TN_READY;
-					tn_clear_result(tn);
-					switch (phase)
-					{
-						case TN_SHOW:
-							/* not a task tracker node */
-							node_give_up(job, node, &tn->err);
-							tt_conncache_release(tn->c, true);
-							tn->c = NULL;
-							tn->phase = TN_NOCONN;
-							break;
-						case TN_ASSIGN:
-							assign_failed(job, node);
-							break;
-						case TN_ASSIGN_WAIT:
-
-							/*
-							 * Either statement may have failed: find out
-							 * from the tracker which tasks it has, and send
-							 * the others again, one statement at a time.
-							 */
-							tn->nbatch = 0;
-							tn->no_pipeline = true;
-							tn->needs_recover = true;
-							break;
-						case TN_RECOVER:
-						case TN_WAIT:
-						case TN_PURGE:
-							/* find out where we stand */
-							tn->needs_recover = true;
-							if (phase == TN_RECOVER)
-								node_give_up(job, node, &tn->err);
-							break;
-						default:
-							break;
-					}
-					continue;
-				}
-				/* done */
-				switch (tn->phase)
-				{
-					case TN_SHOW:
-						{
-							bool		one = (tn->res && PQntuples(tn->res) == 1 &&
-											   PQnfields(tn->res) == 2);
-
-							tn->c->tracker_capacity = one ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
-							if (tn->c->tracker_capacity <= 0)
-								tn->c->tracker_capacity = 1;
-							tn->capacity = tn->c->tracker_capacity;
-							remember_node_version(tn->c, one && !PQgetisnull(tn->res, 0, 1) ?
-												  PQgetvalue(tn->res, 0, 1) : NULL);
-						}
-						break;
-					case TN_RECOVER:
-						if (tn->res)
-							recovered(job, node, tn->res);
-						break;
-					case TN_ASSIGN:
-						tn->nbatch = 0;
-						break;
-					case TN_ASSIGN_WAIT:
-						tn->nbatch = 0;
-						/* FALLTHROUGH */
-					case TN_WAIT:
-						if (tn->res)
-						{
-							int			ntuples = PQntuples(tn->res);
-							int			row;
-
-							for (row = 0; row < ntuples; row++)
-								task_reported(job, node, tn->res, row);
-						}
-						break;
-					case TN_PURGE:
-						tn->tracked = 0;
-						tn->capacity = tn->c->tracker_capacity;
-						break;
-					default:
-						break;
-				}
-				tn_clear_result(tn);
-				tn->phase = TN_READY;
-				continue;
+				go_on = read_reply(job, node);
+				break;
 		}
+		if (!go_on)
+			return;
 	}
 }
 
