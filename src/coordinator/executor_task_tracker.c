@@ -82,8 +82,9 @@
  *	  node therefore keeps the id the job has there (TTTrackerNode.job_id):
  *	  an assign_tasks refused because the id "belongs to another user",
  *	  while none of our tasks are left on that node, gives the node a new
- *	  random id and the batch goes again (id_taken, assign_failed).  The
- *	  recovery read takes only the caller's own tasks of the id.
+ *	  random id and the batch goes again (job_id_taken_by_other,
+ *	  assign_failed).  The recovery read takes only the caller's own tasks
+ *	  of the id.
  *
  * Locking
  *	  None: process-local.
@@ -191,6 +192,7 @@ remember_node_version(TTConn *c, const char *extversion)
 	nv->version = major * 1000 + minor;
 }
 
+/* has node something for its connection to do (queued, live or unknown tasks)? */
 static bool
 node_has_work(TTNode *node)
 {
@@ -202,7 +204,8 @@ node_has_work(TTNode *node)
 
 /* send a protocol query; false if the connection failed */
 static bool
-tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
+send_protocol_query(TTTrackerNode *tn, const char *sql, TNPhase phase,
+					bool single_row)
 {
 	int			r;
 
@@ -217,12 +220,12 @@ tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
 }
 
 /*
- * tn_collect
+ * collect_reply
  *		Read the results of a protocol query: the last row-returning or
  *		command result is kept in tn->res, the first error in tn->err.
  */
 static TTDrainResult
-tn_collect(TTTrackerNode *tn)
+collect_reply(TTTrackerNode *tn)
 {
 	PGconn	   *conn = tn->c->conn;
 
@@ -325,7 +328,7 @@ node_give_up(TTJob *job, TTNode *node, TTRemoteError *err)
 
 /* may tasks of ours be on tn's node (assigned, unfetched, or unknown)? */
 static bool
-tn_has_state(TTTrackerNode *tn)
+tasks_may_be_on_node(TTTrackerNode *tn)
 {
 	return tn->outstanding > 0 || tn->fetchq.len > 0 || tn->needs_recover;
 }
@@ -364,7 +367,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 	}
 	tn->nbatch = 0;
 
-	if (!tn_has_state(tn))
+	if (!tasks_may_be_on_node(tn))
 	{
 		tt_node_set_down(job, node, &copy);
 		tn->phase = TN_NOCONN;
@@ -389,7 +392,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 }
 
 /*
- * append_wait
+ * append_wait_query
  *		Append the node's wait to buf: wait_for_task_results, which brings
  *		the rows of small results along (checked against run_job's column
  *		count: others are fetched and fail there), from a worker at 1.1 or
@@ -397,7 +400,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
  *		(result) and 6 (dropped) after wait_for_tasks' five.
  */
 static void
-append_wait(StringInfo buf, TTJob *job, TTTrackerNode *tn)
+append_wait_query(StringInfo buf, TTJob *job, TTTrackerNode *tn)
 {
 	if (node_version(tn->c) >= TT_VERSION_WAIT_RESULTS)
 		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_task_results(" INT64_FORMAT ", %d, %d, %d)",
@@ -425,7 +428,7 @@ append_array_element(StringInfo buf, const char *s)
 /*
  * send_assign
  *		Send assign_tasks for the next n queued tasks of node.  When pipelined,
- *		the wait (append_wait) goes in the same round trip (one
+ *		the wait (append_wait_query) goes in the same round trip (one
  *		simple-protocol query of two statements): used for the last batch a
  *		node gets, it saves a round trip per job.  Returns false if the
  *		connection failed.
@@ -491,7 +494,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 			initStringInfo(&sql);
 			appendStringInfo(&sql, "SELECT task_tracker.assign_tasks(%s, '%s'::integer[], %s::text[]);",
 							 jobstr, ids.data, lit);
-			append_wait(&sql, job, tn);
+			append_wait_query(&sql, job, tn);
 			PQfreemem(lit);
 			tn->phase = TN_ASSIGN_WAIT;
 			r = tt_send_query(tn->c->conn, sql.data, false);
@@ -514,7 +517,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 }
 
 /*
- * id_taken
+ * job_id_taken_by_other
  *		Did the assign in flight fail because another user holds the job's
  *		id on the node ("job ... belongs to another user", or one of its
  *		task ids does), while nothing of ours is left there under that id?
@@ -524,7 +527,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
  *		not reached yet, or had dropped between two waves.
  */
 static bool
-id_taken(TTTrackerNode *tn)
+job_id_taken_by_other(TTTrackerNode *tn)
 {
 	return strcmp(tn->err.sqlstate, "42501") == 0 && tn->err.message != NULL &&
 		strstr(tn->err.message, "belongs to another user") != NULL &&
@@ -542,7 +545,7 @@ assign_failed(TTJob *job, TTNode *node)
 	tn->outstanding -= tn->nbatch;
 	tn->tracked -= tn->nbatch;
 	if ((strcmp(tn->err.sqlstate, "53400") == 0 && tn->tracked > 0) ||
-		(id_taken(tn) && tn->id_retries < TT_JOB_ID_RETRIES))
+		(job_id_taken_by_other(tn) && tn->id_retries < TT_JOB_ID_RETRIES))
 	{
 		if (tn->tracked > 0)
 		{
@@ -576,7 +579,7 @@ assign_failed(TTJob *job, TTNode *node)
 }
 
 /*
- * task_reported
+ * apply_task_report
  *		A row of the wait: task_id, status, error, sqlstate, result_rows,
  *		and from wait_for_task_results result and dropped.  A succeeded
  *		task whose rows came along is done (the whole result has arrived:
@@ -587,13 +590,13 @@ assign_failed(TTJob *job, TTNode *node)
  *		A task may also be reported after a recovery queued it for the
  *		fetch (from the tasks view, when a failed wait had not taken its
  *		report): rows that come along then are used and the fetch is
- *		skipped (its queue entry is stale, see tn_ready).  Rows of a task
- *		whose fetch already delivered some cannot be used; if the worker
- *		dropped it, the rest is lost and the task fails (which fails the
- *		job: its rows are partly in the result).
+ *		skipped (its queue entry is stale, see send_next_query).  Rows of a
+ *		task whose fetch already delivered some cannot be used; if the
+ *		worker dropped it, the rest is lost and the task fails (which fails
+ *		the job: its rows are partly in the result).
  */
 static void
-task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
+apply_task_report(TTJob *job, TTNode *node, PGresult *res, int row)
 {
 	TTTrackerNode *tn = node->tn;
 	int			task_id = atoi(PQgetvalue(res, row, 0));
@@ -667,12 +670,12 @@ task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
 }
 
 /*
- * recovered
+ * apply_recovered_tasks
  *		Apply the rows of task_tracker.tasks (task_id, status, error,
  *		error_sqlstate) read after a reconnection.
  */
 static void
-recovered(TTJob *job, TTNode *node, PGresult *res)
+apply_recovered_tasks(TTJob *job, TTNode *node, PGresult *res)
 {
 	TTTrackerNode *tn = node->tn;
 	char	  **status_of = palloc0(sizeof(char *) * (job->ntasks + 1));
@@ -748,12 +751,12 @@ recovered(TTJob *job, TTNode *node, PGresult *res)
 }
 
 /*
- * tn_ready
+ * send_next_query
  *		Choose the node's next query.  Returns false when there is nothing to
  *		do for now.
  */
 static bool
-tn_ready(TTJob *job, TTNode *node)
+send_next_query(TTJob *job, TTNode *node)
 {
 	TTTrackerNode *tn = node->tn;
 	char	   *sql;
@@ -770,7 +773,7 @@ tn_ready(TTJob *job, TTNode *node)
 					   "FROM task_tracker.tasks WHERE job_id = " INT64_FORMAT
 					   " AND user_name = current_user",
 					   tn->job_id);
-		ok = tn_send(tn, sql, TN_RECOVER, false);
+		ok = send_protocol_query(tn, sql, TN_RECOVER, false);
 	}
 	else if (node->pending.len > 0 && tn->tracked < tn->capacity && !node->down)
 	{
@@ -831,22 +834,22 @@ tn_ready(TTJob *job, TTNode *node)
 			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
 							 tn->job_id);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_FETCH, tn->fetch_chunks);
+		ok = send_protocol_query(tn, sql, TN_FETCH, tn->fetch_chunks);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
 	{
 		/* the table holds as many of ours as it can, all done: drop them */
 		sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", tn->job_id);
-		ok = tn_send(tn, sql, TN_PURGE, false);
+		ok = send_protocol_query(tn, sql, TN_PURGE, false);
 	}
 	else if (tn->outstanding > 0)
 	{
 		StringInfoData buf;
 
 		initStringInfo(&buf);
-		append_wait(&buf, job, tn);
+		append_wait_query(&buf, job, tn);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_WAIT, false);
+		ok = send_protocol_query(tn, sql, TN_WAIT, false);
 	}
 	else
 		return false;
@@ -914,7 +917,7 @@ connect_failed(TTJob *job, TTNode *node)
 	bool		passing;
 
 	passing = tt_connect_failure(node, tn->c, &err);
-	if (passing && !tn_has_state(tn) && tt_connect_retry(node))
+	if (passing && !tasks_may_be_on_node(tn) && tt_connect_retry(node))
 	{
 		elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
 			 node->name, err.message);
@@ -947,7 +950,7 @@ poll_connection(TTJob *job, TTNode *node)
 	tt_connect_succeeded(node);
 	if (node_version(tn->c) < 0)
 	{
-		if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
+		if (!send_protocol_query(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
 		{
 			TTRemoteError err;
 
@@ -1076,7 +1079,7 @@ reports_arrived(TTJob *job, TTNode *node)
 		int			row;
 
 		for (row = 0; row < ntuples; row++)
-			task_reported(job, node, tn->res, row);
+			apply_task_report(job, node, tn->res, row);
 	}
 }
 
@@ -1097,7 +1100,7 @@ query_done(TTJob *job, TTNode *node)
 			break;
 		case TN_RECOVER:
 			if (tn->res)
-				recovered(job, node, tn->res);
+				apply_recovered_tasks(job, node, tn->res);
 			break;
 		case TN_ASSIGN:
 			tn->nbatch = 0;
@@ -1184,7 +1187,7 @@ read_reply(TTJob *job, TTNode *node)
 {
 	TTTrackerNode *tn = node->tn;
 
-	switch (tn_collect(tn))
+	switch (collect_reply(tn))
 	{
 		case TT_DRAIN_BUSY:
 			return false;
@@ -1202,13 +1205,13 @@ read_reply(TTJob *job, TTNode *node)
 }
 
 /*
- * tn_advance
+ * advance_node
  *		Drive the node's state machine as far as it goes without waiting:
  *		one case per TNPhase, each a function that returns false when the
  *		node is to wait.
  */
 static void
-tn_advance(TTJob *job, TTNode *node)
+advance_node(TTJob *job, TTNode *node)
 {
 	TTTrackerNode *tn = node->tn;
 
@@ -1227,7 +1230,7 @@ tn_advance(TTJob *job, TTNode *node)
 				go_on = poll_connection(job, node);
 				break;
 			case TN_READY:
-				go_on = tn_ready(job, node);
+				go_on = send_next_query(job, node);
 				break;
 			case TN_FETCH:
 				go_on = read_fetch(job, node);
@@ -1305,7 +1308,7 @@ tt_task_tracker_execute(TTJob *job)
 			/* before reading: did the node send anything? */
 			if (query_in_flight(tn) && tt_conn_has_input(tn->c->conn))
 				tn->heard_at = now;
-			tn_advance(job, &job->nodes[i]);
+			advance_node(job, &job->nodes[i]);
 		}
 		if (job->tasks_done >= job->ntasks)
 			break;
