@@ -192,7 +192,7 @@ remember_node_version(TTConn *c, const char *extversion)
 	nv->version = major * 1000 + minor;
 }
 
-/* has node something for its connection to do (queued, live or unknown tasks)? */
+/* has the node work for its connection (queued, live or unknown tasks)? */
 static bool
 node_has_work(TTNode *node)
 {

@@ -255,7 +255,8 @@ cleanup_settle(TTTrackerNode *tn, pgsocket *sock, uint32 *events)
  *		node is not a dead one); a refused or failed attempt is final.
  */
 static bool
-cleanup_connect(TTNode *node, TimestampTz answer_by, pgsocket *sock, uint32 *events)
+cleanup_connect(TTNode *node, TimestampTz answer_by,
+				pgsocket *sock, uint32 *events)
 {
 	TTTrackerNode *tn = node->tn;
 	int			r;
