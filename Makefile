@@ -17,6 +17,7 @@ OBJS = \
 	src/coordinator/executor.o \
 	src/coordinator/executor_realtime.o \
 	src/coordinator/executor_task_tracker.o \
+	src/coordinator/executor_task_tracker_cleanup.o \
 	src/coordinator/coordinator_api.o
 
 EXTENSION = task_tracker

@@ -15,6 +15,7 @@
  *								error and cancel cleanup
  *	  src/coordinator/executor_realtime.c	the real-time executor
  *	  src/coordinator/executor_task_tracker.c	the task-tracker executor
+ *	  src/coordinator/executor_task_tracker_cleanup.c	... its cleanup
  *	  src/coordinator/coordinator_api.c		run_job and run_on_workers
  *
  *-------------------------------------------------------------------------

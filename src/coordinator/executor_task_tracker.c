@@ -5,7 +5,8 @@
  *	  trackers, learns of their completion through wait_for_task_results
  *	  (wait_for_tasks on a worker still at 1.0), which brings small results
  *	  along, fetches the other succeeded tasks' rows at once, and drops the
- *	  job on every node at the end where anything of it may be left.
+ *	  job on every node at the end where anything of it may be left
+ *	  (executor_task_tracker_cleanup.c).
  *
  * Design
  *	  One connection per node (from the per-backend cache), driven by a
@@ -81,27 +82,9 @@
  *	  node therefore keeps the id the job has there (TTTrackerNode.job_id):
  *	  an assign_tasks refused because the id "belongs to another user",
  *	  while none of our tasks are left on that node, gives the node a new
- *	  random id and the batch goes again (id_taken, assign_failed).  The
- *	  recovery read takes only the caller's own tasks of the id.
- *
- *	  At the end, on error and on cancel, cleanup_job() runs on every node
- *	  that got tasks, all in parallel and with a bounded wait; a node that
- *	  cannot be cleaned up gets a WARNING naming it and the command to run.
- *	  After a job that succeeded, a node where every task we assigned was
- *	  dropped as its rows came (tracked == 0, nothing in flight) has
- *	  nothing left to clean up and gets no cleanup_job.
- *	  A node that gives no sign of life within citus.node_connection_timeout
- *	  + citus.node_reconnect_timeout of the start of the cleanup (in a
- *	  backend that is exiting: Min(citus.node_connection_timeout,
- *	  TT_CLEANUP_ANSWER_TIME)) is given up at that point (its connections
- *	  closed, never PQcancel'ed), so that a frozen node cannot hold the
- *	  backend for longer, while a loaded but healthy one is waited for.
- *	  The cleanup runs with interrupts held, so however those settings are
- *	  set (node_connection_timeout goes up to an hour) it ends within
- *	  TT_CLEANUP_MAX_HOLD (30 s, the bound postgres_fdw gives its abort
- *	  cleanup) of its start; a cancel that arrives meanwhile is honoured
- *	  then.  Connections it opens never look a name up (the nodes'
- *	  addresses were resolved before the job: src/coordinator/node_registry.c).
+ *	  random id and the batch goes again (job_id_taken_by_other,
+ *	  assign_failed).  The recovery read takes only the caller's own tasks
+ *	  of the id.
  *
  * Locking
  *	  None: process-local.
@@ -119,18 +102,13 @@
 
 #include "task_tracker.h"
 #include "coordinator/tt_executor.h"
+#include "coordinator/tt_executor_task_tracker.h"
 
 /* timeout of one wait_for_tasks call, ms */
 #define TT_WAIT_FOR_TASKS_TIMEOUT	1000
 /* first and longest delay between reconnection attempts, ms */
 #define TT_RECONNECT_DELAY_MIN		50
 #define TT_RECONNECT_DELAY_MAX		1000
-/* extra time the cleanup may take beyond the connection timeout, ms */
-#define TT_CLEANUP_EXTRA_TIME		10000
-/* longest time the cleanup waits for a first sign of life of a node, ms */
-#define TT_CLEANUP_ANSWER_TIME		2000
-/* longest time the cleanup holds interrupts, whatever the settings, ms */
-#define TT_CLEANUP_MAX_HOLD			30000
 /* first worker version (major * 1000 + minor) with task_result_copy() */
 #define TT_VERSION_RESULT_COPY		1001
 /* ... and with wait_for_task_results() */
@@ -151,68 +129,6 @@
 	"SELECT pg_catalog.current_setting('citus.max_tracked_tasks_per_node'), " \
 	"(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'task_tracker')"
 
-typedef enum TNPhase
-{
-	TN_NOCONN = 0,				/* no connection */
-	TN_RETRY,					/* connection lost; reconnect at retry_at */
-	TN_CONNECTING,				/* connection being set up */
-	TN_SHOW,					/* TT_NODE_INFO_QUERY in flight */
-	TN_RECOVER,					/* reading task_tracker.tasks after reconnecting */
-	TN_READY,					/* connected, nothing in flight */
-	TN_ASSIGN,					/* assign_tasks in flight */
-	TN_ASSIGN_WAIT,				/* assign_tasks + the wait in flight */
-	TN_WAIT,					/* wait_for_task_results / wait_for_tasks in
-								 * flight */
-	TN_FETCH,					/* task_result_copy / task_result in flight */
-	TN_PURGE					/* cleanup_job in flight to free the table */
-} TNPhase;
-
-typedef struct TTTrackerNode
-{
-	int64		job_id;			/* the job's id on this node: job->job_id,
-								 * or a new one when another user took that
-								 * one here first (assign_failed) */
-	int			id_retries;		/* new ids taken for this node */
-	TTConn	   *c;				/* the node's connection, or NULL */
-	TNPhase		phase;			/* see TNPhase */
-	bool		flushing;		/* query not completely sent yet */
-	bool		needs_recover;	/* reconnected after a loss: check tasks */
-	bool		used;			/* tasks were assigned: clean up at the end */
-	bool		no_pipeline;	/* do not send assign and wait together */
-	int			capacity;		/* our tasks its table may hold at once */
-	int			tracked;		/* our tasks in its table now (dropped ones
-								 * are not) */
-	int			outstanding;	/* assigned, not final yet */
-	TTTask	  **batch;			/* tasks of the assign in flight */
-	int			nbatch;			/* length of batch */
-	int			batch_size;		/* allocated length of batch */
-	TTTaskQueue fetchq;			/* succeeded tasks whose rows are to fetch */
-	TTTask	   *fetching;		/* task whose rows are being fetched */
-	bool		fetch_chunks;	/* ... with task_result_copy */
-	PGresult   *res;			/* last result of a protocol query */
-	TTRemoteError err;			/* error of the query in flight */
-	TimestampTz lost_at;		/* start of the current outage, or 0 */
-	TimestampTz retry_at;		/* next connection attempt */
-	TimestampTz heard_at;		/* query sent or input received last */
-	int			retry_delay;	/* ms before the attempt after that */
-	int			nresults;		/* results of the query in flight read so far */
-	bool		inline_cleaned; /* a fetch's cleanup_job dropped all of ours */
-	/* cleanup */
-	TTSideQuery side;			/* cancel (+ cleanup_job) over a spare connection */
-	bool		side_active;	/* side is running */
-	bool		side_cleanup;	/* side also runs cleanup_job */
-	bool		recleanup;		/* ... but an assign may have raced it */
-	bool		drain_only;		/* cleanup done; only drain c, until drain_until */
-	TimestampTz drain_until;	/* give up draining c then (it gets closed) */
-	bool		canceled;		/* a cancel was sent for c's query */
-	bool		cleanup_sent;	/* cleanup_job sent */
-	bool		cleanup_done;	/* cleanup finished (ok or not) */
-	bool		cleanup_ok;		/* cleanup_job succeeded */
-	bool		answered;		/* the node showed signs of life */
-	char	   *cleanup_error;	/* why it did not */
-	char	   *cleanup_sql;	/* cleanup_job(job_id) */
-} TTTrackerNode;
-
 /*
  * The task_tracker version of the node behind a cached connection, learned
  * with its capacity by TT_NODE_INFO_QUERY.  Kept here by connection rather
@@ -229,8 +145,6 @@ typedef struct NodeVersion
 } NodeVersion;
 
 static HTAB *node_versions = NULL;
-
-static void tracker_cleanup(TTJob *job, bool failed);
 
 /* the node version of c, or -1 when not known (ask TT_NODE_INFO_QUERY) */
 static int
@@ -278,6 +192,7 @@ remember_node_version(TTConn *c, const char *extversion)
 	nv->version = major * 1000 + minor;
 }
 
+/* has the node work for its connection (queued, live or unknown tasks)? */
 static bool
 node_has_work(TTNode *node)
 {
@@ -287,17 +202,10 @@ node_has_work(TTNode *node)
 		tn->fetching != NULL || tn->needs_recover;
 }
 
-static void
-tn_clear_result(TTTrackerNode *tn)
-{
-	if (tn->res)
-		PQclear(tn->res);
-	tn->res = NULL;
-}
-
 /* send a protocol query; false if the connection failed */
 static bool
-tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
+send_protocol_query(TTTrackerNode *tn, const char *sql, TNPhase phase,
+					bool single_row)
 {
 	int			r;
 
@@ -312,12 +220,12 @@ tn_send(TTTrackerNode *tn, const char *sql, TNPhase phase, bool single_row)
 }
 
 /*
- * tn_collect
+ * collect_reply
  *		Read the results of a protocol query: the last row-returning or
  *		command result is kept in tn->res, the first error in tn->err.
  */
 static TTDrainResult
-tn_collect(TTTrackerNode *tn)
+collect_reply(TTTrackerNode *tn)
 {
 	PGconn	   *conn = tn->c->conn;
 
@@ -420,7 +328,7 @@ node_give_up(TTJob *job, TTNode *node, TTRemoteError *err)
 
 /* may tasks of ours be on tn's node (assigned, unfetched, or unknown)? */
 static bool
-tn_has_state(TTTrackerNode *tn)
+tasks_may_be_on_node(TTTrackerNode *tn)
 {
 	return tn->outstanding > 0 || tn->fetchq.len > 0 || tn->needs_recover;
 }
@@ -459,7 +367,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 	}
 	tn->nbatch = 0;
 
-	if (!tn_has_state(tn))
+	if (!tasks_may_be_on_node(tn))
 	{
 		tt_node_set_down(job, node, &copy);
 		tn->phase = TN_NOCONN;
@@ -484,7 +392,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
 }
 
 /*
- * append_wait
+ * append_wait_query
  *		Append the node's wait to buf: wait_for_task_results, which brings
  *		the rows of small results along (checked against run_job's column
  *		count: others are fetched and fail there), from a worker at 1.1 or
@@ -492,7 +400,7 @@ node_lost(TTJob *job, TTNode *node, TTRemoteError *err)
  *		(result) and 6 (dropped) after wait_for_tasks' five.
  */
 static void
-append_wait(StringInfo buf, TTJob *job, TTTrackerNode *tn)
+append_wait_query(StringInfo buf, TTJob *job, TTTrackerNode *tn)
 {
 	if (node_version(tn->c) >= TT_VERSION_WAIT_RESULTS)
 		appendStringInfo(buf, "SELECT * FROM task_tracker.wait_for_task_results(" INT64_FORMAT ", %d, %d, %d)",
@@ -520,7 +428,7 @@ append_array_element(StringInfo buf, const char *s)
 /*
  * send_assign
  *		Send assign_tasks for the next n queued tasks of node.  When pipelined,
- *		the wait (append_wait) goes in the same round trip (one
+ *		the wait (append_wait_query) goes in the same round trip (one
  *		simple-protocol query of two statements): used for the last batch a
  *		node gets, it saves a round trip per job.  Returns false if the
  *		connection failed.
@@ -586,7 +494,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 			initStringInfo(&sql);
 			appendStringInfo(&sql, "SELECT task_tracker.assign_tasks(%s, '%s'::integer[], %s::text[]);",
 							 jobstr, ids.data, lit);
-			append_wait(&sql, job, tn);
+			append_wait_query(&sql, job, tn);
 			PQfreemem(lit);
 			tn->phase = TN_ASSIGN_WAIT;
 			r = tt_send_query(tn->c->conn, sql.data, false);
@@ -609,7 +517,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
 }
 
 /*
- * id_taken
+ * job_id_taken_by_other
  *		Did the assign in flight fail because another user holds the job's
  *		id on the node ("job ... belongs to another user", or one of its
  *		task ids does), while nothing of ours is left there under that id?
@@ -619,7 +527,7 @@ send_assign(TTJob *job, TTNode *node, int n, bool pipelined)
  *		not reached yet, or had dropped between two waves.
  */
 static bool
-id_taken(TTTrackerNode *tn)
+job_id_taken_by_other(TTTrackerNode *tn)
 {
 	return strcmp(tn->err.sqlstate, "42501") == 0 && tn->err.message != NULL &&
 		strstr(tn->err.message, "belongs to another user") != NULL &&
@@ -637,7 +545,7 @@ assign_failed(TTJob *job, TTNode *node)
 	tn->outstanding -= tn->nbatch;
 	tn->tracked -= tn->nbatch;
 	if ((strcmp(tn->err.sqlstate, "53400") == 0 && tn->tracked > 0) ||
-		(id_taken(tn) && tn->id_retries < TT_JOB_ID_RETRIES))
+		(job_id_taken_by_other(tn) && tn->id_retries < TT_JOB_ID_RETRIES))
 	{
 		if (tn->tracked > 0)
 		{
@@ -671,7 +579,7 @@ assign_failed(TTJob *job, TTNode *node)
 }
 
 /*
- * task_reported
+ * apply_task_report
  *		A row of the wait: task_id, status, error, sqlstate, result_rows,
  *		and from wait_for_task_results result and dropped.  A succeeded
  *		task whose rows came along is done (the whole result has arrived:
@@ -682,13 +590,13 @@ assign_failed(TTJob *job, TTNode *node)
  *		A task may also be reported after a recovery queued it for the
  *		fetch (from the tasks view, when a failed wait had not taken its
  *		report): rows that come along then are used and the fetch is
- *		skipped (its queue entry is stale, see tn_ready).  Rows of a task
- *		whose fetch already delivered some cannot be used; if the worker
- *		dropped it, the rest is lost and the task fails (which fails the
- *		job: its rows are partly in the result).
+ *		skipped (its queue entry is stale, see send_next_query).  Rows of a
+ *		task whose fetch already delivered some cannot be used; if the
+ *		worker dropped it, the rest is lost and the task fails (which fails
+ *		the job: its rows are partly in the result).
  */
 static void
-task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
+apply_task_report(TTJob *job, TTNode *node, PGresult *res, int row)
 {
 	TTTrackerNode *tn = node->tn;
 	int			task_id = atoi(PQgetvalue(res, row, 0));
@@ -762,12 +670,12 @@ task_reported(TTJob *job, TTNode *node, PGresult *res, int row)
 }
 
 /*
- * recovered
+ * apply_recovered_tasks
  *		Apply the rows of task_tracker.tasks (task_id, status, error,
  *		error_sqlstate) read after a reconnection.
  */
 static void
-recovered(TTJob *job, TTNode *node, PGresult *res)
+apply_recovered_tasks(TTJob *job, TTNode *node, PGresult *res)
 {
 	TTTrackerNode *tn = node->tn;
 	char	  **status_of = palloc0(sizeof(char *) * (job->ntasks + 1));
@@ -843,12 +751,12 @@ recovered(TTJob *job, TTNode *node, PGresult *res)
 }
 
 /*
- * tn_ready
+ * send_next_query
  *		Choose the node's next query.  Returns false when there is nothing to
  *		do for now.
  */
 static bool
-tn_ready(TTJob *job, TTNode *node)
+send_next_query(TTJob *job, TTNode *node)
 {
 	TTTrackerNode *tn = node->tn;
 	char	   *sql;
@@ -865,7 +773,7 @@ tn_ready(TTJob *job, TTNode *node)
 					   "FROM task_tracker.tasks WHERE job_id = " INT64_FORMAT
 					   " AND user_name = current_user",
 					   tn->job_id);
-		ok = tn_send(tn, sql, TN_RECOVER, false);
+		ok = send_protocol_query(tn, sql, TN_RECOVER, false);
 	}
 	else if (node->pending.len > 0 && tn->tracked < tn->capacity && !node->down)
 	{
@@ -926,22 +834,22 @@ tn_ready(TTJob *job, TTNode *node)
 			appendStringInfo(&buf, "; SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
 							 tn->job_id);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_FETCH, tn->fetch_chunks);
+		ok = send_protocol_query(tn, sql, TN_FETCH, tn->fetch_chunks);
 	}
 	else if (node->pending.len > 0 && tn->outstanding == 0 && tn->tracked > 0)
 	{
 		/* the table holds as many of ours as it can, all done: drop them */
 		sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")", tn->job_id);
-		ok = tn_send(tn, sql, TN_PURGE, false);
+		ok = send_protocol_query(tn, sql, TN_PURGE, false);
 	}
 	else if (tn->outstanding > 0)
 	{
 		StringInfoData buf;
 
 		initStringInfo(&buf);
-		append_wait(&buf, job, tn);
+		append_wait_query(&buf, job, tn);
 		sql = buf.data;
-		ok = tn_send(tn, sql, TN_WAIT, false);
+		ok = send_protocol_query(tn, sql, TN_WAIT, false);
 	}
 	else
 		return false;
@@ -958,260 +866,396 @@ tn_ready(TTJob *job, TTNode *node)
 }
 
 /*
- * tn_advance
- *		Drive the node's state machine as far as it goes without waiting.
+ * start_connection
+ *		TN_NOCONN, or TN_RETRY once retry_at has come: claim a connection
+ *		to the node when it has work (TN_CONNECTING).  Returns false when
+ *		the node is to wait (for retry_at, or for work).
+ */
+static bool
+start_connection(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	char	   *error;
+
+	if (tn->phase == TN_RETRY)
+	{
+		if (GetCurrentTimestamp() < tn->retry_at)
+			return false;
+		tn->phase = TN_NOCONN;
+	}
+	if (node->down || !node_has_work(node))
+		return false;
+	tn->c = tt_conncache_claim(node->host, node->port, &error);
+	if (tn->c == NULL)
+	{
+		TTRemoteError err;
+
+		memset(&err, 0, sizeof(err));
+		strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
+		err.message = error;
+		node_lost(job, node, &err);
+		return true;
+	}
+	tn->phase = TN_CONNECTING;
+	return true;
+}
+
+/*
+ * connect_failed
+ *		The connection being set up failed.  A first connection that was
+ *		turned away for now or ran out of time (slow is not dead) is tried
+ *		again after a back-off, within the same bound as the real-time
+ *		executor (tt_connect_retry): returns false, the node waits in
+ *		TN_RETRY.  Credentials that were refused give the node up for the
+ *		job at once (node_give_up: reconnecting cannot help).  Otherwise
+ *		node_lost's reconnection bound applies.  Returns true but in
+ *		TN_RETRY.
+ */
+static bool
+connect_failed(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTRemoteError err;
+	bool		passing;
+
+	passing = tt_connect_failure(node, tn->c, &err);
+	if (passing && !tasks_may_be_on_node(tn) && tt_connect_retry(node))
+	{
+		elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
+			 node->name, err.message);
+		tt_conncache_release(tn->c, false);
+		tn->c = NULL;
+		tn->phase = TN_RETRY;
+		tn->retry_at = node->connect_after;
+		return false;
+	}
+	/* credentials refused: reconnecting cannot help */
+	if (node->auth_failed)
+	{
+		tt_conncache_release(tn->c, false);
+		tn->c = NULL;
+		node_give_up(job, node, &err);
+		return true;
+	}
+	node_lost(job, node, &err);
+	return true;
+}
+
+/*
+ * poll_connection
+ *		TN_CONNECTING: advance the connection being set up.  Once connected,
+ *		ask the node's capacity and version (TN_SHOW) unless they are known
+ *		for this connection (TN_READY).  Returns false while it waits.
+ */
+static bool
+poll_connection(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	int			r = tt_conncache_connect_poll(tn->c);
+
+	if (r > 0)
+		return false;
+	if (r < 0)
+		return connect_failed(job, node);
+	tt_connect_succeeded(node);
+	if (node_version(tn->c) < 0)
+	{
+		if (!send_protocol_query(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
+		{
+			TTRemoteError err;
+
+			tt_remote_error_from_conn(tn->c->conn, "08006", &err);
+			node_lost(job, node, &err);
+		}
+		return true;
+	}
+	tn->capacity = tn->c->tracker_capacity;
+	tn->phase = TN_READY;
+	return true;
+}
+
+/*
+ * fetch_connection_lost
+ *		The connection broke during a fetch.  A fetch whose task's rows had
+ *		all arrived (only its trailing cleanup_job is unknown) completes the
+ *		task; the recovery sorts out the rest.
  */
 static void
-tn_advance(TTJob *job, TTNode *node)
+fetch_connection_lost(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTTask	   *task = tn->fetching;
+
+	if (task->fetch_tail && task->rows_ended)
+	{
+		/* all its rows arrived; only the cleanup is unknown */
+		tn->fetching = NULL;
+		task->fetch_tail = false;
+		tt_task_done(job, task);
+	}
+	node_lost(job, node, &tn->err);
+}
+
+/*
+ * fetch_ended
+ *		The fetch query completed (d: TT_DRAIN_DONE) or failed with an SQL
+ *		error (TT_DRAIN_SQL_ERROR): the node is ready again, the task done or
+ *		failed at this placement.  A successful node's last fetch also
+ *		dropped the job there (its trailing cleanup_job).
+ */
+static void
+fetch_ended(TTJob *job, TTNode *node, TTDrainResult d)
+{
+	TTTrackerNode *tn = node->tn;
+	TTTask	   *task = tn->fetching;
+
+	tn->phase = TN_READY;
+	tn->fetching = NULL;
+	if (d == TT_DRAIN_DONE && task->fetch_tail && !task->tail_failed)
+	{
+		/* the job is dropped on this node */
+		tn->inline_cleaned = true;
+		tn->tracked = 0;
+		tn->capacity = tn->c->tracker_capacity;
+	}
+	task->fetch_tail = false;
+	if (d == TT_DRAIN_DONE)
+		tt_task_done(job, task);
+	else
+		tt_task_failed_at_placement(job, task, &tn->err);
+}
+
+/*
+ * read_fetch
+ *		TN_FETCH: send the rest of the fetch query and store the rows that
+ *		arrived.  Returns false while it waits for more.
+ */
+static bool
+read_fetch(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TTDrainResult d;
+
+	if (tn->flushing)
+	{
+		int			r = tt_flush(tn->c->conn);
+
+		if (r < 0)
+		{
+			tt_remote_error_from_conn(tn->c->conn, "08006", &tn->err);
+			node_lost(job, node, &tn->err);
+			return true;
+		}
+		tn->flushing = (r == 1);
+	}
+	d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
+	if (d == TT_DRAIN_BUSY)
+		return false;
+	if (d == TT_DRAIN_CONN_ERROR)
+		fetch_connection_lost(job, node);
+	else
+		fetch_ended(job, node, d);
+	return true;
+}
+
+/*
+ * node_info_arrived
+ *		TT_NODE_INFO_QUERY answered: remember the tracker's capacity (at
+ *		least 1) and the task_tracker version installed on the node.
+ */
+static void
+node_info_arrived(TTTrackerNode *tn)
+{
+	bool		one = (tn->res && PQntuples(tn->res) == 1 &&
+					   PQnfields(tn->res) == 2);
+
+	tn->c->tracker_capacity = one ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
+	if (tn->c->tracker_capacity <= 0)
+		tn->c->tracker_capacity = 1;
+	tn->capacity = tn->c->tracker_capacity;
+	remember_node_version(tn->c, one && !PQgetisnull(tn->res, 0, 1) ?
+						  PQgetvalue(tn->res, 0, 1) : NULL);
+}
+
+/* the wait (alone or after an assign) answered: apply every report */
+static void
+reports_arrived(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	if (tn->res)
+	{
+		int			ntuples = PQntuples(tn->res);
+		int			row;
+
+		for (row = 0; row < ntuples; row++)
+			apply_task_report(job, node, tn->res, row);
+	}
+}
+
+/*
+ * query_done
+ *		The protocol query in flight completed: apply its answer, one case
+ *		per query, then the node is ready for the next.
+ */
+static void
+query_done(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	switch (tn->phase)
+	{
+		case TN_SHOW:
+			node_info_arrived(tn);
+			break;
+		case TN_RECOVER:
+			if (tn->res)
+				apply_recovered_tasks(job, node, tn->res);
+			break;
+		case TN_ASSIGN:
+			tn->nbatch = 0;
+			break;
+		case TN_ASSIGN_WAIT:
+			tn->nbatch = 0;
+			reports_arrived(job, node);
+			break;
+		case TN_WAIT:
+			reports_arrived(job, node);
+			break;
+		case TN_PURGE:
+			/* the job's tasks are dropped: the whole table is ours again */
+			tn->tracked = 0;
+			tn->capacity = tn->c->tracker_capacity;
+			break;
+		default:
+			break;
+	}
+	tn_clear_result(tn);
+	tn->phase = TN_READY;
+}
+
+/*
+ * query_failed
+ *		The protocol query in flight failed with an SQL error (the
+ *		connection is fine): the node is ready again, and what to do next
+ *		depends on the query, one case per query.
+ */
+static void
+query_failed(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+	TNPhase		phase = tn->phase;
+
+	tn->phase = TN_READY;
+	tn_clear_result(tn);
+	switch (phase)
+	{
+		case TN_SHOW:
+			/* not a task tracker node */
+			node_give_up(job, node, &tn->err);
+			tt_conncache_release(tn->c, true);
+			tn->c = NULL;
+			tn->phase = TN_NOCONN;
+			break;
+		case TN_ASSIGN:
+			assign_failed(job, node);
+			break;
+		case TN_ASSIGN_WAIT:
+
+			/*
+			 * Either statement may have failed: find out from the tracker
+			 * which tasks it has, and send the others again, one statement
+			 * at a time.
+			 */
+			tn->nbatch = 0;
+			tn->no_pipeline = true;
+			tn->needs_recover = true;
+			break;
+		case TN_RECOVER:
+			/* the tracker cannot say which tasks it has: give the node up */
+			node_give_up(job, node, &tn->err);
+			break;
+		case TN_WAIT:
+		case TN_PURGE:
+			/* find out where we stand */
+			tn->needs_recover = true;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * read_reply
+ *		TN_SHOW, TN_RECOVER, TN_ASSIGN, TN_ASSIGN_WAIT, TN_WAIT, TN_PURGE:
+ *		read the answer of the protocol query in flight, and act on what
+ *		happened: it completed, it failed, or the connection broke.  Returns
+ *		false while it waits for more.
+ */
+static bool
+read_reply(TTJob *job, TTNode *node)
+{
+	TTTrackerNode *tn = node->tn;
+
+	switch (collect_reply(tn))
+	{
+		case TT_DRAIN_BUSY:
+			return false;
+		case TT_DRAIN_CONN_ERROR:
+			node_lost(job, node, &tn->err);
+			break;
+		case TT_DRAIN_SQL_ERROR:
+			query_failed(job, node);
+			break;
+		case TT_DRAIN_DONE:
+			query_done(job, node);
+			break;
+	}
+	return true;
+}
+
+/*
+ * advance_node
+ *		Drive the node's state machine as far as it goes without waiting:
+ *		one case per TNPhase, each a function that returns false when the
+ *		node is to wait.
+ */
+static void
+advance_node(TTJob *job, TTNode *node)
 {
 	TTTrackerNode *tn = node->tn;
 
 	for (;;)
 	{
-		TTDrainResult d;
+		bool		go_on = false;
 
 		CHECK_FOR_INTERRUPTS();
 		switch (tn->phase)
 		{
 			case TN_RETRY:
-				if (GetCurrentTimestamp() < tn->retry_at)
-					return;
-				tn->phase = TN_NOCONN;
-				/* FALLTHROUGH */
 			case TN_NOCONN:
-				{
-					char	   *error;
-
-					if (node->down || !node_has_work(node))
-						return;
-					tn->c = tt_conncache_claim(node->host, node->port, &error);
-					if (tn->c == NULL)
-					{
-						TTRemoteError err;
-
-						memset(&err, 0, sizeof(err));
-						strlcpy(err.sqlstate, "53000", sizeof(err.sqlstate));
-						err.message = error;
-						node_lost(job, node, &err);
-						continue;
-					}
-					tn->phase = TN_CONNECTING;
-					continue;
-				}
+				go_on = start_connection(job, node);
+				break;
 			case TN_CONNECTING:
-				{
-					int			r = tt_conncache_connect_poll(tn->c);
-
-					if (r > 0)
-						return;
-					if (r < 0)
-					{
-						TTRemoteError err;
-						bool		passing;
-
-						passing = tt_connect_failure(node, tn->c, &err);
-
-						/*
-						 * A first connection that was turned away for now or
-						 * ran out of time (slow is not dead) is tried again
-						 * after a back-off, within the same bound as the
-						 * real-time executor (tt_connect_retry); after a
-						 * loss, node_lost's reconnection bound applies.
-						 */
-						if (passing && !tn_has_state(tn) && tt_connect_retry(node))
-						{
-							elog(DEBUG1, "task_tracker: could not connect to node %s, retrying: %s",
-								 node->name, err.message);
-							tt_conncache_release(tn->c, false);
-							tn->c = NULL;
-							tn->phase = TN_RETRY;
-							tn->retry_at = node->connect_after;
-							return;
-						}
-						/* credentials refused: reconnecting cannot help */
-						if (node->auth_failed)
-						{
-							tt_conncache_release(tn->c, false);
-							tn->c = NULL;
-							node_give_up(job, node, &err);
-							continue;
-						}
-						node_lost(job, node, &err);
-						continue;
-					}
-					tt_connect_succeeded(node);
-					if (node_version(tn->c) < 0)
-					{
-						if (!tn_send(tn, TT_NODE_INFO_QUERY, TN_SHOW, false))
-						{
-							TTRemoteError err;
-
-							tt_remote_error_from_conn(tn->c->conn, "08006", &err);
-							node_lost(job, node, &err);
-						}
-						continue;
-					}
-					tn->capacity = tn->c->tracker_capacity;
-					tn->phase = TN_READY;
-					continue;
-				}
+				go_on = poll_connection(job, node);
+				break;
 			case TN_READY:
-				if (!tn_ready(job, node))
-					return;
-				continue;
+				go_on = send_next_query(job, node);
+				break;
 			case TN_FETCH:
-				d = tn->flushing ? TT_DRAIN_BUSY : TT_DRAIN_DONE;
-				if (tn->flushing)
-				{
-					int			r = tt_flush(tn->c->conn);
-
-					if (r < 0)
-					{
-						tt_remote_error_from_conn(tn->c->conn, "08006", &tn->err);
-						node_lost(job, node, &tn->err);
-						continue;
-					}
-					tn->flushing = (r == 1);
-				}
-				d = tt_job_drain(job, tn->c->conn, tn->fetching, true, &tn->err);
-				if (d == TT_DRAIN_BUSY)
-					return;
-				if (d == TT_DRAIN_CONN_ERROR)
-				{
-					TTTask	   *task = tn->fetching;
-
-					if (task->fetch_tail && task->rows_ended)
-					{
-						/* all its rows arrived; only the cleanup is unknown */
-						tn->fetching = NULL;
-						task->fetch_tail = false;
-						tt_task_done(job, task);
-					}
-					node_lost(job, node, &tn->err);
-					continue;
-				}
-				tn->phase = TN_READY;
-				{
-					TTTask	   *task = tn->fetching;
-
-					tn->fetching = NULL;
-					if (d == TT_DRAIN_DONE && task->fetch_tail && !task->tail_failed)
-					{
-						/* the job is dropped on this node */
-						tn->inline_cleaned = true;
-						tn->tracked = 0;
-						tn->capacity = tn->c->tracker_capacity;
-					}
-					task->fetch_tail = false;
-					if (d == TT_DRAIN_DONE)
-						tt_task_done(job, task);
-					else
-						tt_task_failed_at_placement(job, task, &tn->err);
-				}
-				continue;
+				go_on = read_fetch(job, node);
+				break;
 			case TN_SHOW:
 			case TN_RECOVER:
 			case TN_ASSIGN:
 			case TN_ASSIGN_WAIT:
 			case TN_WAIT:
 			case TN_PURGE:
-				d = tn_collect(tn);
-				if (d == TT_DRAIN_BUSY)
-					return;
-				if (d == TT_DRAIN_CONN_ERROR)
-				{
-					node_lost(job, node, &tn->err);
-					continue;
-				}
-				if (d == TT_DRAIN_SQL_ERROR)
-				{
-					TNPhase		phase = tn->phase;
-
-					tn->phase = TN_READY;
-					tn_clear_result(tn);
-					switch (phase)
-					{
-						case TN_SHOW:
-							/* not a task tracker node */
-							node_give_up(job, node, &tn->err);
-							tt_conncache_release(tn->c, true);
-							tn->c = NULL;
-							tn->phase = TN_NOCONN;
-							break;
-						case TN_ASSIGN:
-							assign_failed(job, node);
-							break;
-						case TN_ASSIGN_WAIT:
-
-							/*
-							 * Either statement may have failed: find out
-							 * from the tracker which tasks it has, and send
-							 * the others again, one statement at a time.
-							 */
-							tn->nbatch = 0;
-							tn->no_pipeline = true;
-							tn->needs_recover = true;
-							break;
-						case TN_RECOVER:
-						case TN_WAIT:
-						case TN_PURGE:
-							/* find out where we stand */
-							tn->needs_recover = true;
-							if (phase == TN_RECOVER)
-								node_give_up(job, node, &tn->err);
-							break;
-						default:
-							break;
-					}
-					continue;
-				}
-				/* done */
-				switch (tn->phase)
-				{
-					case TN_SHOW:
-						{
-							bool		one = (tn->res && PQntuples(tn->res) == 1 &&
-											   PQnfields(tn->res) == 2);
-
-							tn->c->tracker_capacity = one ? atoi(PQgetvalue(tn->res, 0, 0)) : 0;
-							if (tn->c->tracker_capacity <= 0)
-								tn->c->tracker_capacity = 1;
-							tn->capacity = tn->c->tracker_capacity;
-							remember_node_version(tn->c, one && !PQgetisnull(tn->res, 0, 1) ?
-												  PQgetvalue(tn->res, 0, 1) : NULL);
-						}
-						break;
-					case TN_RECOVER:
-						if (tn->res)
-							recovered(job, node, tn->res);
-						break;
-					case TN_ASSIGN:
-						tn->nbatch = 0;
-						break;
-					case TN_ASSIGN_WAIT:
-						tn->nbatch = 0;
-						/* FALLTHROUGH */
-					case TN_WAIT:
-						if (tn->res)
-						{
-							int			ntuples = PQntuples(tn->res);
-							int			row;
-
-							for (row = 0; row < ntuples; row++)
-								task_reported(job, node, tn->res, row);
-						}
-						break;
-					case TN_PURGE:
-						tn->tracked = 0;
-						tn->capacity = tn->c->tracker_capacity;
-						break;
-					default:
-						break;
-				}
-				tn_clear_result(tn);
-				tn->phase = TN_READY;
-				continue;
+				go_on = read_reply(job, node);
+				break;
 		}
+		if (!go_on)
+			return;
 	}
 }
 
@@ -1247,7 +1291,7 @@ tt_task_tracker_execute(TTJob *job)
 	uint32	   *events;
 	int			i;
 
-	job->cleanup = tracker_cleanup;
+	job->cleanup = tt_task_tracker_cleanup;
 	for (i = 0; i < job->nnodes; i++)
 	{
 		TTTrackerNode *tn = MemoryContextAllocZero(job->cxt, sizeof(TTTrackerNode));
@@ -1274,7 +1318,7 @@ tt_task_tracker_execute(TTJob *job)
 			/* before reading: did the node send anything? */
 			if (query_in_flight(tn) && tt_conn_has_input(tn->c->conn))
 				tn->heard_at = now;
-			tn_advance(job, &job->nodes[i]);
+			advance_node(job, &job->nodes[i]);
 		}
 		if (job->tasks_done >= job->ntasks)
 			break;
@@ -1345,445 +1389,4 @@ tt_task_tracker_execute(TTJob *job)
 				 job->ntasks - job->tasks_done);
 		tt_wait_sockets(n, socks, events, NULL, timeout);
 	}
-}
-
-/*
- * may_clean_concurrently
- *		Is a cleanup_job that runs on another connection while tn's query is
- *		still in flight enough?  Not while an assign_tasks may still be
- *		running: it could add tasks after that cleanup (then cleanup_job is
- *		sent again once the query is drained).  wait_for_tasks, task_result,
- *		SHOW, the recovery read and cleanup_job itself add nothing.  Note
- *		that the server flushes the results of a multi-statement query only
- *		at its end, so an assign_tasks that travels with wait_for_tasks is
- *		never known to be over.
- */
-static bool
-may_clean_concurrently(TTTrackerNode *tn)
-{
-	switch (tn->phase)
-	{
-		case TN_ASSIGN:
-			return false;
-		case TN_ASSIGN_WAIT:
-			/* the assign_tasks statement has completed */
-			return tn->nresults >= 1;
-		default:
-			return true;
-	}
-}
-
-/*
- * tracker_cleanup
- *		Drop the job on every node that got tasks (cleanup_job cancels the
- *		running ones and removes tasks and result files), all nodes at once,
- *		with a bounded wait.  Runs with interrupts held; never throws but on
- *		out-of-memory.
- *
- *		A node whose connection still has a query in flight (after a failure
- *		or a cancel) gets, over a spare connection (an idle cached one or a
- *		new one, all nodes in parallel), pg_cancel_backend() of that query's
- *		backend and cleanup_job() in the same round trip, so the tracker
- *		stops the job's tasks at once; the canceled query is then drained
- *		and its connection, idle again, is kept.  When the query in flight
- *		may have been an assign_tasks (may_clean_concurrently), cleanup_job
- *		is sent again over the job's connection once that is drained.
- *		When the spare connection cannot cancel, the job's connection is
- *		closed (never PQcancel'ed: it blocks on a frozen node) and, if the
- *		node answered, cleanup_job runs over a new connection.  A node that
- *		shows no sign of life (any input on its connections, a new session
- *		set up) within answer_ms (see below) is given up: its connections
- *		are closed.  A node that cannot be cleaned up gets a WARNING.
- *		Whatever the settings, everything ends within TT_CLEANUP_MAX_HOLD
- *		of the start: the caller holds interrupts meanwhile.
- */
-static void
-tracker_cleanup(TTJob *job, bool failed)
-{
-	TimestampTz deadline;
-	TimestampTz answer_by;
-	int			answer_ms;
-	pgsocket   *socks;
-	uint32	   *events;
-	TTConn	  **unused_busy;
-	int			nunused_busy = 0;
-	int			i;
-	MemoryContext old;
-
-	/*
-	 * How long a node may take to show it is alive: a backend that is
-	 * exiting (pg_terminate_backend, FATAL) must not be held by a frozen
-	 * node, so it gives up quickly; otherwise a busy but healthy worker
-	 * gets the same patience as a reconnection, so that a loaded worker is
-	 * not mistaken for a frozen one and left with the job's tasks.
-	 */
-	answer_ms = proc_exit_inprogress ?
-		Min(node_connection_timeout, TT_CLEANUP_ANSWER_TIME) :
-		Min((int64) node_connection_timeout + node_reconnect_timeout,
-			TT_CLEANUP_MAX_HOLD);
-
-	job->cleaned = true;
-	old = MemoryContextSwitchTo(job->cxt);
-	tt_job_progress(job, failed ? TT_JOB_FAILING : TT_JOB_CLEANING_UP);
-
-	/*
-	 * The whole cleanup, interrupts held, ends by deadline: a healthy node
-	 * gets the connection timeout and some more to drop the job, but never
-	 * more than TT_CLEANUP_MAX_HOLD in all.
-	 */
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   Min((int64) node_connection_timeout +
-											   TT_CLEANUP_EXTRA_TIME,
-											   TT_CLEANUP_MAX_HOLD));
-	socks = palloc(sizeof(pgsocket) * Max(2 * job->nnodes, 1));
-	events = palloc(sizeof(uint32) * Max(2 * job->nnodes, 1));
-	unused_busy = palloc(sizeof(TTConn *) * Max(job->nnodes, 1));
-	for (i = 0; i < job->nnodes; i++)
-	{
-		TTTrackerNode *tn = job->nodes[i].tn;
-
-		if (tn == NULL)
-			continue;
-		tn->cleanup_sql = psprintf("SELECT task_tracker.cleanup_job(" INT64_FORMAT ")",
-								   tn->job_id);
-		tn_clear_result(tn);
-		if (tn->inline_cleaned)
-			tn->used = false;	/* its last fetch dropped the job already */
-		else if (!failed && tn->used && tn->tracked == 0 && tn->c != NULL &&
-				 tn->phase == TN_READY && !tn->needs_recover && !job->nodes[i].down)
-			tn->used = false;	/* every task was dropped as its rows came */
-		if (!tn->used)
-		{
-			tn->cleanup_done = tn->cleanup_ok = true;
-			if (tn->c && tn->phase != TN_READY)
-				unused_busy[nunused_busy++] = tn->c;
-			else if (tn->c)
-			{
-				tt_conncache_release(tn->c, true);
-				tn->c = NULL;
-			}
-			continue;
-		}
-		if (tn->c && tn->phase != TN_READY && tn->phase != TN_CONNECTING)
-		{
-			/* a query in flight: cancel it over a spare connection */
-			char	   *side_sql;
-
-			tn->side_cleanup = true;
-			tn->recleanup = !may_clean_concurrently(tn);
-			side_sql = psprintf("SELECT pg_catalog.pg_cancel_backend(%d); %s",
-								PQbackendPID(tn->c->conn), tn->cleanup_sql);
-			tt_side_query_start(&tn->side, tn->c, side_sql);
-			pfree(side_sql);
-			tn->side_active = true;
-			tn->canceled = true;
-			memset(&tn->err, 0, sizeof(tn->err));
-		}
-		else if (tn->c == NULL)
-		{
-			char	   *error;
-
-			tn->c = tt_conncache_claim(job->nodes[i].host, job->nodes[i].port, &error);
-			if (tn->c == NULL)
-			{
-				tn->cleanup_done = true;
-				tn->cleanup_error = error;
-			}
-		}
-	}
-
-	/* nodes that got nothing: just stop what runs there */
-	if (nunused_busy > 0)
-	{
-		tt_conncache_cancel_many(unused_busy, nunused_busy);
-		for (i = 0; i < job->nnodes; i++)
-		{
-			TTTrackerNode *tn = job->nodes[i].tn;
-
-			if (tn != NULL && !tn->used && tn->c != NULL)
-			{
-				tt_conncache_release(tn->c, false);
-				tn->c = NULL;
-			}
-		}
-	}
-
-	/* from now on, a node has answer_ms to show it is alive */
-	answer_by = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), answer_ms);
-	if (answer_by > deadline)
-		answer_by = deadline;
-	for (;;)
-	{
-		int			n = 0;
-		long		timeout;
-		bool		unanswered = false;
-
-		for (i = 0; i < job->nnodes; i++)
-		{
-			TTTrackerNode *tn = job->nodes[i].tn;
-			PGconn	   *conn;
-
-			if (tn == NULL || tn->cleanup_done)
-				continue;
-
-			/* any input (before it is read) shows the node is alive */
-			if (!tn->answered &&
-				(tt_conn_has_input(tn->c->conn) ||
-				 (tn->side_active && tn->side.c != NULL &&
-				  tt_conn_has_input(tn->side.c->conn))))
-				tn->answered = true;
-			if (!tn->answered && GetCurrentTimestamp() >= answer_by)
-			{
-				/*
-				 * Not a sign of life: the node is frozen or unreachable.
-				 * Close its connections rather than wait any longer.
-				 */
-				if (tn->side_active)
-					tt_side_query_finish(&tn->side);
-				tn->side_active = false;
-				tt_conncache_release(tn->c, false);
-				tn->c = NULL;
-				tn->cleanup_done = true;
-				tn->cleanup_error = psprintf("the node did not answer within %d ms", answer_ms);
-				continue;
-			}
-			if (!tn->answered)
-				unanswered = true;
-			conn = tn->c->conn;
-
-			if (tn->side_active)
-			{
-				tt_side_query_advance(&tn->side);
-				if (!tn->side.done)
-				{
-					if (tn->side.sock != PGINVALID_SOCKET)
-					{
-						events[n] = tn->side.events;
-						socks[n++] = tn->side.sock;
-					}
-					else
-						tn->side.done = true;	/* cannot wait for it */
-					if (!tn->side.done)
-						continue;
-				}
-				tn->side_active = false;
-				if (tn->side.ok && tn->side_cleanup && !tn->recleanup)
-				{
-					/* cleaned up; drain the canceled query, briefly */
-					tn->cleanup_ok = true;
-					tn->cleanup_sent = true;
-					tn->drain_only = true;
-					tn->drain_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
-				}
-				else if (!tn->side.ok)
-				{
-					/*
-					 * The cancel did not get through.  Never PQcancel (it
-					 * blocks on a frozen node): close the connection, whose
-					 * remote query stops when its backend notices, and run
-					 * cleanup_job over a new one if the node answered the
-					 * side query at all.
-					 */
-					bool		reached = tn->side.sent;
-
-					tt_conncache_release(tn->c, false);
-					tn->c = NULL;
-					tn->canceled = false;
-					tn->drain_only = false;
-					tn->cleanup_sent = false;
-					tn->recleanup = false;
-					if (reached)
-					{
-						char	   *error;
-
-						tn->c = tt_conncache_claim(job->nodes[i].host,
-												   job->nodes[i].port, &error);
-						if (tn->c == NULL)
-							tn->cleanup_error = error;
-					}
-					else
-						tn->cleanup_error = pstrdup("could not reach the node to cancel the job's query");
-					if (tn->c == NULL)
-					{
-						tt_side_query_finish(&tn->side);
-						tn->cleanup_done = true;
-						continue;
-					}
-					conn = tn->c->conn;
-				}
-				tt_side_query_finish(&tn->side);
-			}
-
-			if (tn->drain_only)
-			{
-				if (tt_discard_results(conn) != 0 ||
-					GetCurrentTimestamp() >= tn->drain_until)
-				{
-					tn->cleanup_done = true;
-					continue;
-				}
-				events[n] = WL_SOCKET_READABLE;
-				socks[n++] = PQsocket(conn);
-				continue;
-			}
-
-			if (tn->c->connecting)
-			{
-				int			r = tt_conncache_connect_poll(tn->c);
-
-				if (r == 0)
-					tn->answered = true;	/* a new session: alive */
-				if (r < 0 && PQstatus(conn) != CONNECTION_BAD &&
-					GetCurrentTimestamp() < answer_by)
-				{
-					char	   *error;
-
-					/*
-					 * The attempt timed out, but the node still has until
-					 * answer_by to show it is alive: a loaded node is not a
-					 * dead one (a refused or failed attempt is final).
-					 * Start another attempt.
-					 */
-					tt_conncache_release(tn->c, false);
-					tn->c = tt_conncache_claim(job->nodes[i].host,
-											   job->nodes[i].port, &error);
-					if (tn->c == NULL)
-					{
-						tn->cleanup_done = true;
-						tn->cleanup_error = error;
-						continue;
-					}
-					conn = tn->c->conn;
-					r = tt_conncache_connect_poll(tn->c);
-				}
-				if (r < 0)
-				{
-					tn->cleanup_done = true;
-					tn->cleanup_error = PQstatus(conn) == CONNECTION_BAD ?
-						tt_conn_error_message(conn) : pstrdup("timeout expired");
-					continue;
-				}
-				if (r > 0)
-				{
-					events[n] = tt_poll_wait_events(tn->c->poll);
-					socks[n++] = PQsocket(conn);
-					continue;
-				}
-			}
-			if (!tn->cleanup_sent && PQtransactionStatus(conn) == PQTRANS_ACTIVE)
-			{
-				/* drain the canceled query */
-				int			r = tt_discard_results(conn);
-
-				if (r < 0)
-				{
-					tn->cleanup_done = true;
-					tn->cleanup_error = tt_conn_error_message(conn);
-					continue;
-				}
-				if (r == 0)
-				{
-					events[n] = WL_SOCKET_READABLE;
-					socks[n++] = PQsocket(conn);
-					continue;
-				}
-			}
-			if (!tn->cleanup_sent)
-			{
-				memset(&tn->err, 0, sizeof(tn->err));
-				tn->cleanup_sent = true;
-				if (tt_send_query(conn, tn->cleanup_sql, false) < 0)
-				{
-					tn->cleanup_done = true;
-					tn->cleanup_error = tt_conn_error_message(conn);
-					continue;
-				}
-				tn->flushing = PQflush(conn) == 1;
-			}
-			if (tn->flushing && tt_flush(conn) == 0)
-				tn->flushing = false;
-			if (!PQconsumeInput(conn))
-			{
-				tn->cleanup_done = true;
-				tn->cleanup_error = tt_conn_error_message(conn);
-				continue;
-			}
-			while (!PQisBusy(conn))
-			{
-				PGresult   *res = PQgetResult(conn);
-
-				if (res == NULL)
-				{
-					tn->cleanup_done = true;
-					tn->cleanup_ok = (tn->err.message == NULL);
-					if (!tn->cleanup_ok)
-						tn->cleanup_error = tn->err.message;
-					break;
-				}
-				if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-					PQresultStatus(res) != PGRES_COMMAND_OK && tn->err.message == NULL)
-					tt_remote_error_from_result(conn, res, &tn->err);
-				PQclear(res);
-			}
-			if (!tn->cleanup_done)
-			{
-				if (PQstatus(conn) == CONNECTION_BAD)
-				{
-					tn->cleanup_done = true;
-					tn->cleanup_error = tt_conn_error_message(conn);
-					continue;
-				}
-				events[n] = WL_SOCKET_READABLE | (tn->flushing ? WL_SOCKET_WRITEABLE : 0);
-				socks[n++] = PQsocket(conn);
-			}
-		}
-		if (n == 0)
-			break;
-		timeout = tt_ms_until(deadline);
-		if (timeout <= 0)
-			break;
-		if (unanswered)
-			timeout = Min(timeout, tt_ms_until(answer_by));
-		tt_wait_sockets(n, socks, events, NULL, timeout);
-	}
-
-	for (i = 0; i < job->nnodes; i++)
-	{
-		TTNode	   *node = &job->nodes[i];
-		TTTrackerNode *tn = node->tn;
-
-		if (tn == NULL)
-			continue;
-		if (tn->side_active)
-		{
-			/* out of time: its query state is unknown */
-			if (!tn->side.ok)
-				tn->canceled = false;
-			tt_side_query_finish(&tn->side);
-			tn->side_active = false;
-		}
-		if (tn->used && !tn->cleanup_ok)
-			ereport(WARNING,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("could not clean up job " INT64_FORMAT " on node %s: %s",
-							tn->job_id, node->name,
-							tn->cleanup_error ? tn->cleanup_error : "timeout expired"),
-					 errhint("Run SELECT task_tracker.cleanup_job(" INT64_FORMAT ") on node %s as user %s.",
-							 tn->job_id, node->name, job->user_name)));
-		if (tn->c)
-		{
-			bool		reusable = tn->cleanup_ok && !tn->c->connecting &&
-				PQtransactionStatus(tn->c->conn) == PQTRANS_IDLE &&
-				!PQisBusy(tn->c->conn);
-
-			/*
-			 * Not reusable: closed as it is, never PQcancel'ed (which
-			 * blocks on a frozen node).  A query still running there stops
-			 * when its backend notices the lost client.
-			 */
-			tt_conncache_release(tn->c, reusable);
-			tn->c = NULL;
-		}
-	}
-	MemoryContextSwitchTo(old);
 }
