@@ -52,6 +52,9 @@ extern char *tt_remote_error_text(const TTRemoteError *err);
 extern void tt_raise_remote_error(int elevel, const TTRemoteError *err,
 								  const char *context);
 
+extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);
+extern int	tt_flush(PGconn *conn);
+extern bool tt_conn_has_input(PGconn *conn);
 extern int	tt_discard_results(PGconn *conn);
 
 extern void tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events,

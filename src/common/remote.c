@@ -26,6 +26,8 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
@@ -329,6 +331,56 @@ tt_discard_results(PGconn *conn)
 		else if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH)
 			return -1;
 	}
+}
+
+/*
+ * tt_send_query
+ *		Send query (simple protocol) without blocking.  Returns 0 when all
+ *		of it went out, 1 when the rest must be flushed once the socket is
+ *		writable (tt_flush), -1 when the connection failed.
+ */
+int
+tt_send_query(PGconn *conn, const char *query, bool single_row)
+{
+	if (!PQsendQuery(conn, query))
+		return -1;
+	if (single_row)
+		(void) PQsetSingleRowMode(conn);
+	return tt_flush(conn);
+}
+
+int
+tt_flush(PGconn *conn)
+{
+	int			r = PQflush(conn);
+
+	return r < 0 ? -1 : r;
+}
+
+/*
+ * tt_conn_has_input
+ *		Has the server sent anything on conn that libpq has not read yet
+ *		(data, EOF or a socket error)?  Peeks at the socket without reading
+ *		or waiting.  The executors call it before they read, to tell a node
+ *		that is silent from one that answers (see the liveness checks of
+ *		the two executors).  Never throws.
+ */
+bool
+tt_conn_has_input(PGconn *conn)
+{
+	pgsocket	sock;
+	char		c;
+	ssize_t		r;
+
+	if (conn == NULL)
+		return false;
+	sock = PQsocket(conn);
+	if (sock == PGINVALID_SOCKET)
+		return false;
+	r = recv(sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r >= 0)
+		return true;			/* data, or EOF */
+	return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
 /*
