@@ -35,6 +35,7 @@
 #include "storage/latch.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "common/tt_remote.h"
 #include "common/tt_waits.h"
@@ -381,6 +382,346 @@ tt_conn_has_input(PGconn *conn)
 	if (r >= 0)
 		return true;			/* data, or EOF */
 	return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+/*
+ * tt_conn_poll_until
+ *		Advance a connection being established (tt_conn_poll) and give up on
+ *		it at deadline.  *poll gets the last PQconnectPoll() result.
+ *
+ * Returns 0 once connected, -1 when the attempt failed or ran out of time
+ * (the connection is then of no use: close it), else the WL_SOCKET_* event
+ * to wait for before the next call.  Never throws.
+ */
+int
+tt_conn_poll_until(PGconn *conn, TimestampTz deadline,
+				   PostgresPollingStatusType *poll)
+{
+	if (PQstatus(conn) == CONNECTION_BAD)
+		return -1;
+	*poll = tt_conn_poll(conn);
+	switch (*poll)
+	{
+		case PGRES_POLLING_OK:
+			return 0;
+		case PGRES_POLLING_FAILED:
+			return -1;
+		default:
+			if (GetCurrentTimestamp() >= deadline)
+				return -1;
+			return tt_poll_wait_events(*poll);
+	}
+}
+
+/*
+ * tt_conn_is_idle
+ *		Is conn connected, outside any transaction and running nothing (a
+ *		state in which it can be lent again)?  Reads nothing.
+ */
+bool
+tt_conn_is_idle(PGconn *conn)
+{
+	return PQstatus(conn) == CONNECTION_OK &&
+		PQtransactionStatus(conn) == PQTRANS_IDLE && !PQisBusy(conn);
+}
+
+/*
+ * tt_conn_check_idle
+ *		tt_conn_is_idle() for a connection that sat unused: first reads what
+ *		the server may have sent meanwhile, to notice one that went away
+ *		(its terminate message or EOF).  Never throws.
+ */
+bool
+tt_conn_check_idle(PGconn *conn)
+{
+	if (PQstatus(conn) != CONNECTION_OK)
+		return false;
+	if (!PQconsumeInput(conn))
+		return false;
+	return tt_conn_is_idle(conn);
+}
+
+/*
+ * tt_conn_in_query
+ *		Is conn running a query whose backend we can name (to cancel it)?
+ */
+bool
+tt_conn_in_query(PGconn *conn)
+{
+	return conn != NULL && PQstatus(conn) == CONNECTION_OK &&
+		PQtransactionStatus(conn) == PQTRANS_ACTIVE && PQbackendPID(conn) > 0;
+}
+
+/* the connection of q failed: it is over, and err says why */
+static void
+query_broken(TTRemoteQuery *q)
+{
+	q->done = true;
+	q->ok = false;
+	q->broken = true;
+	tt_remote_error_from_conn(q->conn, "08006", &q->err);
+}
+
+/*
+ * tt_remote_query_start
+ *		Prepare q to run sql (simple protocol, may hold several statements)
+ *		on conn, an established connection running nothing, or one still
+ *		being established by the caller (who then calls
+ *		tt_remote_query_advance only once it is connected).  sql must live
+ *		until q is done.  When keep_value is true, q->value gets the value
+ *		of a one-row, one-column result, or else the command tag, of the
+ *		last statement.
+ */
+void
+tt_remote_query_start(TTRemoteQuery *q, PGconn *conn, const char *sql,
+					  bool keep_value)
+{
+	memset(q, 0, sizeof(*q));
+	q->conn = conn;
+	q->sql = sql;
+	q->keep_value = keep_value;
+	q->sock = PGINVALID_SOCKET;
+}
+
+/*
+ * tt_remote_query_advance
+ *		Move q forward without waiting: send, flush, read the results.
+ *		When q is not done afterwards, q->sock and q->events tell what to
+ *		wait for.  Once done, q->ok tells whether every statement
+ *		succeeded; else q->err holds why: the first error result, or the
+ *		connection's error (08006, q->broken set) when the connection
+ *		failed before the query ended.  A COPY is refused (q->copy, and the
+ *		connection is broken for our purposes).  Never throws but on
+ *		out-of-memory.
+ */
+void
+tt_remote_query_advance(TTRemoteQuery *q)
+{
+	PGconn	   *conn = q->conn;
+
+	if (q->done)
+		return;
+	q->sock = PQsocket(conn);
+	if (!q->sent)
+	{
+		q->sent = true;
+		if (!PQsendQuery(conn, q->sql))
+		{
+			query_broken(q);
+			return;
+		}
+		q->flushing = true;
+	}
+	if (q->flushing)
+	{
+		int			r = tt_flush(conn);
+
+		if (r < 0)
+		{
+			query_broken(q);
+			return;
+		}
+		q->flushing = (r == 1);
+	}
+	if (!PQconsumeInput(conn))
+	{
+		query_broken(q);
+		return;
+	}
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+		{
+			if (PQstatus(conn) != CONNECTION_OK && !q->failed)
+				query_broken(q);
+			q->done = true;
+			q->broken = (PQstatus(conn) != CONNECTION_OK);
+			q->ok = !q->failed && !q->broken;
+			return;
+		}
+		switch (PQresultStatus(res))
+		{
+			case PGRES_TUPLES_OK:
+				if (q->failed || !q->keep_value)
+					break;
+				if (PQntuples(res) == 1 && PQnfields(res) == 1)
+					q->value = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
+				else
+					q->value = pstrdup(PQcmdStatus(res));
+				break;
+			case PGRES_COMMAND_OK:
+			case PGRES_EMPTY_QUERY:
+				if (!q->failed && q->keep_value)
+					q->value = pstrdup(PQcmdStatus(res));
+				break;
+			case PGRES_COPY_IN:
+			case PGRES_COPY_OUT:
+			case PGRES_COPY_BOTH:
+				PQclear(res);
+				q->copy = true;
+				q->done = true;
+				q->ok = false;
+				q->broken = true;
+				return;
+			default:
+				if (!q->failed)
+				{
+					elog(DEBUG1, "task_tracker: query on %s:%s failed: %s",
+						 PQhost(conn), PQport(conn), PQresultErrorMessage(res));
+					tt_remote_error_from_result(conn, res, &q->err);
+				}
+				q->failed = true;
+				break;
+		}
+		PQclear(res);
+	}
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		query_broken(q);
+		return;
+	}
+	q->events = WL_SOCKET_READABLE | (q->flushing ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * tt_remote_cancel_sql
+ *		The query that cancels what the n backends pids[] of one node run,
+ *		sent over another connection to that node as the same role (a role
+ *		may cancel its own backends): libpq 15's PQcancel() blocks with no
+ *		timeout, so it is never used.  palloc'd.
+ */
+char *
+tt_remote_cancel_sql(const int *pids, int n)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.unnest('{");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&sql, "%s%d", i > 0 ? "," : "", pids[i]);
+	appendStringInfoString(&sql, "}'::pg_catalog.int4[]) AS pid");
+	return sql.data;
+}
+
+/*
+ * tt_remote_drain_until
+ *		Read what the n connections conns[] send until their (canceled)
+ *		query has ended, all of them at once, until deadline.  When reset is
+ *		true, a connection whose query ended and that is idle outside a
+ *		transaction (the cancel's error was read: its state is known) gets
+ *		DISCARD ALL, since the canceled query may have left session state
+ *		behind, and counts as reusable once that is done.
+ *
+ * outcome[i] says what became of conns[i]: TT_REMOTE_IDLE (reset, can be
+ * kept), TT_REMOTE_CLOSE (query over without a reset, or the connection
+ * failed: close it), TT_REMOTE_RUNNING (its query still runs).  Returns how
+ * many are still running.  Never throws but on out-of-memory; never blocks,
+ * and the wait is safe with interrupts held.
+ */
+int
+tt_remote_drain_until(PGconn **conns, int n, bool reset, TimestampTz deadline,
+					  uint32 wait_event_info, TTDrainOutcome *outcome)
+{
+	pgsocket   *socks;
+	uint32	   *events;
+	bool	   *resetting;
+	int			left = 0;
+	int			i;
+
+	socks = palloc(sizeof(pgsocket) * Max(n, 1));
+	events = palloc(sizeof(uint32) * Max(n, 1));
+	resetting = palloc0(sizeof(bool) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		outcome[i] = TT_REMOTE_RUNNING;
+	for (;;)
+	{
+		int			nsocks = 0;
+		long		timeout;
+
+		for (i = 0; i < n; i++)
+		{
+			PGconn	   *conn = conns[i];
+			bool		ended = false;
+			bool		failed = false;
+
+			if (outcome[i] != TT_REMOTE_RUNNING)
+				continue;
+			if (PQstatus(conn) != CONNECTION_OK)
+			{
+				outcome[i] = TT_REMOTE_CLOSE;
+				continue;
+			}
+			if (resetting[i])
+			{
+				/* DISCARD ALL in flight */
+				if (!PQconsumeInput(conn))
+					failed = true;
+				while (!failed && !PQisBusy(conn))
+				{
+					PGresult   *res = PQgetResult(conn);
+
+					if (res == NULL)
+					{
+						ended = true;
+						break;
+					}
+					if (PQresultStatus(res) != PGRES_COMMAND_OK)
+						failed = true;
+					PQclear(res);
+				}
+			}
+			else
+			{
+				int			r = tt_discard_results(conn);
+
+				ended = (r == 1);
+				failed = (r < 0);
+			}
+			if (ended && reset && !resetting[i] && !failed &&
+				PQstatus(conn) == CONNECTION_OK &&
+				PQtransactionStatus(conn) == PQTRANS_IDLE)
+			{
+				/* the canceled query is over: reset the session */
+				resetting[i] = true;
+				if (PQsendQuery(conn, "DISCARD ALL") && PQflush(conn) == 0)
+				{
+					socks[nsocks] = PQsocket(conn);
+					events[nsocks++] = WL_SOCKET_READABLE;
+					continue;
+				}
+				failed = true;
+			}
+			if (ended || failed || PQstatus(conn) != CONNECTION_OK)
+			{
+				outcome[i] = (ended && reset && resetting[i] && !failed) ?
+					TT_REMOTE_IDLE : TT_REMOTE_CLOSE;
+				continue;
+			}
+			socks[nsocks] = PQsocket(conn);
+			events[nsocks++] = WL_SOCKET_READABLE;
+		}
+		if (nsocks == 0)
+			break;
+		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (timeout <= 0)
+			break;
+		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, wait_event_info);
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (outcome[i] != TT_REMOTE_RUNNING)
+			continue;
+		if (resetting[i])
+			outcome[i] = TT_REMOTE_CLOSE;	/* query over, but not the reset */
+		else
+			left++;
+	}
+	pfree(socks);
+	pfree(events);
+	pfree(resetting);
+	return left;
 }
 
 /*

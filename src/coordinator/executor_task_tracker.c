@@ -1546,20 +1546,20 @@ tracker_cleanup(TTJob *job, bool failed)
 			if (tn->side_active)
 			{
 				tt_side_query_advance(&tn->side);
-				if (!tn->side.done)
+				if (!tn->side.q.done)
 				{
-					if (tn->side.sock != PGINVALID_SOCKET)
+					if (tn->side.q.sock != PGINVALID_SOCKET)
 					{
-						events[n] = tn->side.events;
-						socks[n++] = tn->side.sock;
+						events[n] = tn->side.q.events;
+						socks[n++] = tn->side.q.sock;
 					}
 					else
-						tn->side.done = true;	/* cannot wait for it */
-					if (!tn->side.done)
+						tn->side.q.done = true;	/* cannot wait for it */
+					if (!tn->side.q.done)
 						continue;
 				}
 				tn->side_active = false;
-				if (tn->side.ok && tn->side_cleanup && !tn->recleanup)
+				if (tn->side.q.ok && tn->side_cleanup && !tn->recleanup)
 				{
 					/* cleaned up; drain the canceled query, briefly */
 					tn->cleanup_ok = true;
@@ -1567,7 +1567,7 @@ tracker_cleanup(TTJob *job, bool failed)
 					tn->drain_only = true;
 					tn->drain_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
 				}
-				else if (!tn->side.ok)
+				else if (!tn->side.q.ok)
 				{
 					/*
 					 * The cancel did not get through.  Never PQcancel (it
@@ -1576,7 +1576,7 @@ tracker_cleanup(TTJob *job, bool failed)
 					 * cleanup_job over a new one if the node answered the
 					 * side query at all.
 					 */
-					bool		reached = tn->side.sent;
+					bool		reached = tn->side.q.sent;
 
 					tt_conncache_release(tn->c, false);
 					tn->c = NULL;
@@ -1749,7 +1749,7 @@ tracker_cleanup(TTJob *job, bool failed)
 		if (tn->side_active)
 		{
 			/* out of time: its query state is unknown */
-			if (!tn->side.ok)
+			if (!tn->side.q.ok)
 				tn->canceled = false;
 			tt_side_query_finish(&tn->side);
 			tn->side_active = false;
