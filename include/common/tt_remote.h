@@ -38,6 +38,7 @@ typedef struct TTRemoteError
 	char	   *message;		/* primary message, never NULL */
 	char	   *detail;			/* or NULL */
 	char	   *hint;			/* or NULL */
+	char	   *context;		/* the remote CONTEXT, or NULL */
 } TTRemoteError;
 
 /*

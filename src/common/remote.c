@@ -199,7 +199,10 @@ dup_trimmed(const char *s)
 /*
  * tt_remote_error_from_result
  *		Copy the error carried by res (or, lacking one, by conn) into err,
- *		keeping the remote SQLSTATE.
+ *		keeping the remote SQLSTATE and CONTEXT.  An error without a
+ *		SQLSTATE was made by libpq itself (the connection broke, the server
+ *		sent something it could not parse): a connection failure, 08006,
+ *		as postgres_fdw reports it.
  */
 void
 tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
@@ -208,7 +211,7 @@ tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
 	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
 	memset(err, 0, sizeof(*err));
-	strlcpy(err->sqlstate, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "XX000",
+	strlcpy(err->sqlstate, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "08006",
 			sizeof(err->sqlstate));
 	err->message = primary ? dup_trimmed(primary) : NULL;
 	if (err->message == NULL)
@@ -217,6 +220,7 @@ tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
 	{
 		err->detail = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
 		err->hint = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+		err->context = dup_trimmed(PQresultErrorField(res, PG_DIAG_CONTEXT));
 	}
 }
 
@@ -235,7 +239,8 @@ tt_remote_error_from_conn(PGconn *conn, const char *sqlstate, TTRemoteError *err
 
 /*
  * tt_remote_error_text
- *		The error as one text: message, then DETAIL and HINT lines.
+ *		The error as one text: message, then DETAIL and HINT lines (the
+ *		tracker's error of a task; the remote CONTEXT is left out).
  */
 char *
 tt_remote_error_text(const TTRemoteError *err)
@@ -253,8 +258,9 @@ tt_remote_error_text(const TTRemoteError *err)
 
 /*
  * tt_raise_remote_error
- *		ereport a remote error with its own SQLSTATE, message, detail and hint,
- *		adding context (e.g. which node and task) when given.
+ *		ereport a remote error with its own SQLSTATE, message, detail, hint
+ *		and context, adding our own context (e.g. which node and task) when
+ *		given: postgres_fdw's pgfdw_report_error.
  */
 void
 tt_raise_remote_error(int elevel, const TTRemoteError *err, const char *context)
@@ -267,6 +273,7 @@ tt_raise_remote_error(int elevel, const TTRemoteError *err, const char *context)
 			 errmsg_internal("%s", err->message),
 			 err->detail ? errdetail_internal("%s", err->detail) : 0,
 			 err->hint ? errhint("%s", err->hint) : 0,
+			 err->context ? errcontext("%s", err->context) : 0,
 			 context ? errcontext("%s", context) : 0));
 }
 

@@ -231,6 +231,7 @@ copy_error(TTRemoteError *dst, const TTRemoteError *src)
 	dst->message = src->message ? pstrdup(src->message) : pstrdup("unknown error");
 	dst->detail = src->detail ? pstrdup(src->detail) : NULL;
 	dst->hint = src->hint ? pstrdup(src->hint) : NULL;
+	dst->context = src->context ? pstrdup(src->context) : NULL;
 }
 
 /*
