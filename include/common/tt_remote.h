@@ -92,6 +92,7 @@ extern bool tt_conn_is_idle(PGconn *conn);
 extern bool tt_conn_check_idle(PGconn *conn);
 extern bool tt_conn_in_query(PGconn *conn);
 extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);
+extern int	tt_send_statement(PGconn *conn, const char *sql, bool single_row);
 extern int	tt_flush(PGconn *conn);
 extern bool tt_conn_has_input(PGconn *conn);
 extern int	tt_discard_results(PGconn *conn);

@@ -341,20 +341,42 @@ tt_discard_results(PGconn *conn)
 	}
 }
 
-/*
- * tt_send_query
- *		Send query (simple protocol) without blocking.  Returns 0 when all
- *		of it went out, 1 when the rest must be flushed once the socket is
- *		writable (tt_flush), -1 when the connection failed.
- */
-int
-tt_send_query(PGconn *conn, const char *query, bool single_row)
+/* send sql (one statement, extended protocol, when extended) and flush */
+static int
+send_and_flush(PGconn *conn, const char *sql, bool extended, bool single_row)
 {
-	if (!PQsendQuery(conn, query))
+	if (extended ? !PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0) :
+		!PQsendQuery(conn, sql))
 		return -1;
 	if (single_row)
 		(void) PQsetSingleRowMode(conn);
 	return tt_flush(conn);
+}
+
+/*
+ * tt_send_query
+ *		Send query (simple protocol: it may hold several statements)
+ *		without blocking, in single-row mode when single_row is true.
+ *		Returns 0 when all of it went out, 1 when the rest must be flushed
+ *		once the socket is writable (tt_flush), -1 when the connection
+ *		failed.
+ */
+int
+tt_send_query(PGconn *conn, const char *query, bool single_row)
+{
+	return send_and_flush(conn, query, false, single_row);
+}
+
+/*
+ * tt_send_statement
+ *		tt_send_query() for exactly one statement, sent with the extended
+ *		protocol (PQsendQueryParams without parameters), where the server
+ *		refuses a text of several statements: the tracker's task queries.
+ */
+int
+tt_send_statement(PGconn *conn, const char *sql, bool single_row)
+{
+	return send_and_flush(conn, sql, true, single_row);
 }
 
 int
