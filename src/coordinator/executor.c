@@ -2,10 +2,10 @@
  *
  * executor.c
  *	  What the coordinator's two executors share: task queues, failover to
- *	  the next placement, turning remote rows into result tuples, sending
- *	  queries without blocking, the one wait on every socket and the latch,
- *	  and the cleanup that runs when a job fails, is canceled, or its
- *	  backend exits.
+ *	  the next placement, turning remote rows into result tuples, the one
+ *	  wait on every socket and the latch, and the cleanup that runs when a
+ *	  job fails, is canceled, or its backend exits.  Sending, cancelling
+ *	  and error mapping are the libpq module's (src/common/remote.c).
  *
  * Design
  *	  A job (TTJob) lives in a memory context of its own, a child of
@@ -24,15 +24,23 @@
  *	  depends on a node answering: a frozen node costs at most
  *	  Min(citus.node_connection_timeout, 2 s) before it is given up.
  *
- *	  Rows arrive in text format in single-row mode and go through the
- *	  column types' input functions straight into the result tuplestore,
- *	  which spills to disk past work_mem; no task's result is ever held
- *	  whole in memory.
+ *	  Rows arrive in text and go, row by row as they are read
+ *	  (tt_job_drain), through the column types' input functions straight
+ *	  into the result tuplestore, which spills to disk past work_mem; no
+ *	  task's result is ever held whole in memory.  They come as COPY text
+ *	  lines, split by the shared parser (src/common/copy_text.c,
+ *	  tt_job_store_copy_line): the COPY (query) TO STDOUT of a real-time
+ *	  task whose query allows it (tt_copy_query); the task-tracker
+ *	  executor's task_result_copy chunks (one-column rows, single-row
+ *	  mode), the rows sent along with a report, and from a worker at 1.0
+ *	  the COPY of task_result().  A real-time task whose query cannot run
+ *	  as COPY is read in single-row mode, a row per result (store_rows).
  *
  *	  Failover: a task that fails at a placement moves to the next
  *	  placement whose node is not down; when none is left, the job fails
- *	  with the task's remote error (its SQLSTATE, message, detail and hint,
- *	  with the node and task in the context).  A task whose rows have
+ *	  with the task's remote error (its SQLSTATE, message, detail, hint
+ *	  and remote context, then the node and task in our context:
+ *	  tt_raise_remote_error).  A task whose rows have
  *	  partly reached the result cannot move (its rows would be duplicated),
  *	  so it fails the job at once.
  *
