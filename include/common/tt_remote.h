@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * tt_remote.h
- *	  The one libpq layer of task_tracker: starting non-blocking
- *	  connections from keyword/value arrays, closing them, and turning
- *	  remote errors into data or into ereports.
+ *	  The one libpq module of task_tracker (src/common/remote.c): connect
+ *	  without blocking, send, run a query to its end, cancel and drain
+ *	  with a deadline, and turn remote errors into data or ereports.
  *
  * Every libpq connection the extension opens (the tracker's task
  * sessions and the coordinator's executor connections) goes through

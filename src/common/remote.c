@@ -1,8 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * remote.c
- *	  The libpq layer: non-blocking connection start-up, closing, and
- *	  remote error handling, shared by the tracker and the executors.
+ *	  The libpq module, shared by the tracker and the coordinator: every
+ *	  exchange with a server goes through here.  Non-blocking connection
+ *	  start-up with a deadline and closing, sending and flushing, running
+ *	  a query of our own to its end (TTRemoteQuery), the cancel query,
+ *	  draining canceled queries and resetting their sessions with a
+ *	  deadline, remote errors (postgres_fdw's mapping), and the one wait.
+ *	  What is done with the rows (result files, result tuples) belongs to
+ *	  the callers; which connection is lent to whom belongs to the
+ *	  coordinator's connection cache.
  *
  * Design
  *	  Connections are always started with PQconnectStartParams() from
@@ -12,6 +19,13 @@
  *	  fd.c (AcquireExternalFD) from tt_conn_start() until tt_conn_finish().
  *	  Every connection gets a notice receiver, so libpq never writes to the
  *	  server's stderr; notices are logged at DEBUG1.
+ *
+ *	  Nothing here blocks: sockets are non-blocking once connected, a
+ *	  query is cancelled with pg_cancel_backend() over another connection
+ *	  (tt_remote_cancel_sql) because libpq 15's PQcancel() blocks without
+ *	  a timeout, and every wait ends at the caller's deadline.  A remote
+ *	  error keeps its SQLSTATE and CONTEXT; one without a SQLSTATE is a
+ *	  connection failure, 08006 (tt_remote_error_from_result).
  *
  *	  The one wait of the product is here too: tt_wait_sockets_raw(), a
  *	  WaitEventSet over the latch, postmaster death and the caller's

@@ -37,14 +37,18 @@
  *	  limit citus.node_connection_timeout measured from the start of the
  *	  attempt.
  *
+ *	  Only the cache is here: everything said to a server (connecting,
+ *	  queries, the cancel query, draining) is src/common/remote.c's.
+ *
  *	  Cancel never blocks.  libpq 15's PQcancel() has no timeout: it
  *	  connects to the server, sends the request and waits for EOF with a
  *	  blocking recv(), forever when the node is frozen (SIGSTOP, a hung
  *	  machine: the kernel still accepts connections into the backlog).  So
- *	  it is never called here.  A query is canceled with
- *	  SELECT pg_cancel_backend(pid) over a spare connection of the same key
- *	  (tt_conncache_cancel_many), every node in parallel, in one wait
- *	  bounded by Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).
+ *	  it is never called.  A query is canceled with
+ *	  SELECT pg_cancel_backend(pid) (tt_remote_cancel_sql) over a spare
+ *	  connection of the same key (tt_conncache_cancel_many), every node in
+ *	  parallel, in one wait bounded by
+ *	  Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).
  *	  A node where that does not work in time is taken as not answering:
  *	  its busy connections are marked (TTConn.unanswered) and closed by the
  *	  callers instead of drained.  Closing does not block either (the
