@@ -163,12 +163,6 @@ sub check_failed_job
 	tt_sql($coord, sprintf("SELECT task_tracker.remove_node(%s, %d)", tt_quote_literal($workers[0]->host), $closed_port));
 }
 
-for my $i (0, 1)
-{
-	tt_check_no_leftovers($workers[$i], 'worker ' . ($i + 1));
-}
-tt_check_no_leftovers($coord, 'coordinator');
-$_->stop for ($coord, @workers);
 # ---------------------------------------------------------------- remote errors
 # README "Run a job": the job fails with the task's remote error, its
 # SQLSTATE and message, and its remote CONTEXT (here: the PL/pgSQL function
@@ -214,5 +208,12 @@ SELECT count(*) FROM task_tracker.run_job(\$\$SELECT \$q\$SELECT CASE WHEN g = 5
 	tt_sql($coord, sprintf('SELECT task_tracker.remove_node(%s, %d)',
 			tt_quote_literal($proxy_dir), $workers[0]->port));
 }
+
+for my $i (0, 1)
+{
+	tt_check_no_leftovers($workers[$i], 'worker ' . ($i + 1));
+}
+tt_check_no_leftovers($coord, 'coordinator');
+$_->stop for ($coord, @workers);
 
 done_testing();
