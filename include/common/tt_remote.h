@@ -108,5 +108,7 @@ extern int	tt_remote_drain_until(PGconn **conns, int n, bool reset,
 extern void tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events,
 								bool *ready, long timeout_ms,
 								uint32 wait_event_info);
+extern bool tt_wait_sockets_until(int n, pgsocket *socks, uint32 *events,
+								  TimestampTz deadline, uint32 wait_event_info);
 
 #endif							/* TT_REMOTE_H */

@@ -681,7 +681,6 @@ tt_remote_drain_until(PGconn **conns, int n, bool reset, TimestampTz deadline,
 	for (;;)
 	{
 		int			nsocks = 0;
-		long		timeout;
 
 		for (i = 0; i < n; i++)
 		{
@@ -745,12 +744,8 @@ tt_remote_drain_until(PGconn **conns, int n, bool reset, TimestampTz deadline,
 			socks[nsocks] = PQsocket(conn);
 			events[nsocks++] = WL_SOCKET_READABLE;
 		}
-		if (nsocks == 0)
+		if (!tt_wait_sockets_until(nsocks, socks, events, deadline, wait_event_info))
 			break;
-		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (timeout <= 0)
-			break;
-		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, wait_event_info);
 	}
 	for (i = 0; i < n; i++)
 	{
@@ -906,4 +901,26 @@ tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, bool *ready,
 			ready[pos - 2] = true;
 	}
 	ResetLatch(MyLatch);
+}
+
+/*
+ * tt_wait_sockets_until
+ *		tt_wait_sockets_raw() on n sockets for at most until deadline, for
+ *		the loops that drive several connections to a deadline.  Returns
+ *		false, without waiting, when there is nothing to wait for (n is 0)
+ *		or the deadline has passed.
+ */
+bool
+tt_wait_sockets_until(int n, pgsocket *socks, uint32 *events,
+					  TimestampTz deadline, uint32 wait_event_info)
+{
+	long		timeout;
+
+	if (n == 0)
+		return false;
+	timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	if (timeout <= 0)
+		return false;
+	tt_wait_sockets_raw(n, socks, events, NULL, timeout, wait_event_info);
+	return true;
 }

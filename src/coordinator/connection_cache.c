@@ -695,7 +695,6 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 	for (;;)
 	{
 		int			nsocks = 0;
-		long		timeout;
 
 		for (k = 0; k < nentries; k++)
 		{
@@ -707,12 +706,8 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 			socks[nsocks] = side[k].q.sock;
 			events[nsocks++] = side[k].q.events;
 		}
-		if (nsocks == 0)
+		if (!tt_wait_sockets_until(nsocks, socks, events, deadline, TT_WAIT_EXECUTOR))
 			break;
-		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (timeout <= 0)
-			break;
-		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, TT_WAIT_EXECUTOR);
 	}
 
 	/* where it did not work: the caller closes those connections */
