@@ -65,7 +65,6 @@
 #include "postgres.h"
 
 #include "commands/dbcommands.h"
-#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
