@@ -14,8 +14,9 @@
 # * real-time, a task's remote error keeps the remote CONTEXT (the
 #   PL/pgSQL function on the worker that raised it), followed by ours
 #   naming the task, the node and the query (postgres_fdw's way); a
-#   connection cut in the middle of a task's rows is a connection failure
-#   (08006) naming the node;
+#   connection cut in the middle of a task's rows, and an error libpq makes
+#   without a SQLSTATE (a proxy slips in a bad message), are connection
+#   failures (08006) naming the node;
 # * the jobs view while a task-tracker job runs: state 'running',
 #   tasks_total, tasks_done counting finished tasks, tasks_failed counting
 #   an attempt given up at a placement (failover); empty afterwards.
@@ -184,29 +185,50 @@ SELECT * FROM task_tracker.run_job(\$\$SELECT 'SELECT public.tt_remote_boom()' A
 }
 tt_sql($workers[0], 'DROP FUNCTION public.tt_remote_boom()');
 
-# A proxy between the coordinator and worker 1 (a Unix socket of its own)
-# cuts the connection as row 5,000 of a real-time task passes: the job fails
-# with a connection failure, 08006, naming the node.
+# job_via_proxy(%opts): a real-time task of 10,000 rows on worker 1, through
+# a proxy (a Unix socket of its own, started with %opts) that acts as row
+# 5,000 passes; returns (the proxy's log, psql's exit code and stderr, the
+# placement)
+sub job_via_proxy
 {
-	my $proxy_dir = PostgreSQL::Test::Utils::tempdir_short();
-	my $proxy_log = "$proxy_dir/proxy.log";
+	my (%opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir_short();
 	my ($proxy) = tt_start_proxy(
-		listen_unix => "$proxy_dir/.s.PGSQL." . $workers[0]->port,
+		listen_unix => "$dir/.s.PGSQL." . $workers[0]->port,
 		server => $workers[0]->host . '/.s.PGSQL.' . $workers[0]->port,
-		cut_marker => 'cut-here', cut_log => $proxy_log);
-	tt_sql($coord, sprintf('SELECT task_tracker.add_node(%s, %d)',
-			tt_quote_literal($proxy_dir), $workers[0]->port));
-	my $via_proxy = "$proxy_dir:" . $workers[0]->port;
+		cut_marker => 'cut-here', cut_log => "$dir/proxy.log", %opts);
+	my $node = sprintf('%s, %d', tt_quote_literal($dir), $workers[0]->port);
+	my $via_proxy = "$dir:" . $workers[0]->port;
+	tt_sql($coord, "SELECT task_tracker.add_node($node)");
 	my ($rc, $out, $err) = tt_psql($coord, qq{SET citus.task_executor = 'real-time';
 SELECT count(*) FROM task_tracker.run_job(\$\$SELECT \$q\$SELECT CASE WHEN g = 5000 THEN 'cut-' || 'here' ELSE repeat('x', 100) END FROM generate_series(1, 10000) g\$q\$ AS query, ARRAY['$via_proxy'] AS placements\$\$) AS t(v text)},
 		verbose => 1);
-	ok(-e $proxy_log && slurp_file($proxy_log) eq "cut\n", 'connection cut mid-task: the proxy cut it as the row passed');
+	$proxy->kill_kill;
+	tt_sql($coord, "SELECT task_tracker.remove_node($node)");
+	return ((-e "$dir/proxy.log" ? slurp_file("$dir/proxy.log") : ''), $rc, $err, $via_proxy);
+}
+
+# The connection is cut: the job fails with a connection failure, 08006,
+# naming the node.
+{
+	my ($log, $rc, $err, $via_proxy) = job_via_proxy();
+	is($log, "cut\n", 'connection cut mid-task: the proxy cut it as the row passed');
 	isnt($rc, 0, '... the job fails');
 	like($err, qr/ERROR:  08006: /, '... with a connection failure (08006)') or diag($err);
 	like($err, qr/task 1 of job \d+ on node \Q$via_proxy\E/, '... naming the task and the node') or diag($err);
-	$proxy->kill_kill;
-	tt_sql($coord, sprintf('SELECT task_tracker.remove_node(%s, %d)',
-			tt_quote_literal($proxy_dir), $workers[0]->port));
+}
+
+# A message of a type no server sends ('!') is slipped in before the row's
+# CopyData message (type 'd' and its length: 5 bytes): libpq makes an error
+# of it without a SQLSTATE, which is a connection failure (08006, as
+# postgres_fdw has it), not an internal error (XX000).
+{
+	my ($log, $rc, $err, $via_proxy) = job_via_proxy(inject => "!\0\0\0\4", inject_back => 5);
+	is($log, "injected\n", 'error without a SQLSTATE: the proxy slipped in a bad message');
+	isnt($rc, 0, '... the job fails');
+	like($err, qr/ERROR:  08006: unexpected response from server/, '... with a connection failure (08006), not XX000')
+	  or diag($err);
+	like($err, qr/task 1 of job \d+ on node \Q$via_proxy\E/, '... naming the task and the node') or diag($err);
 }
 
 for my $i (0, 1)
