@@ -12,6 +12,8 @@
 #include "libpq-fe.h"
 #include "datatype/timestamp.h"
 
+#include "common/tt_remote.h"
+
 struct TTConnEntry;
 
 /* One connection to a node, owned by the cache, lent to one job at a time. */
@@ -42,13 +44,7 @@ typedef struct TTSideQuery
 {
 	TTConn	   *c;				/* the spare connection, or NULL */
 	char	   *sql;			/* the query (in the cache's context) */
-	bool		sent;			/* sql handed to libpq */
-	bool		flushing;		/* not all of it sent yet */
-	bool		failed;			/* an error result arrived */
-	bool		done;			/* finished, well or not */
-	bool		ok;				/* every statement succeeded */
-	pgsocket	sock;			/* socket to wait on while not done */
-	uint32		events;			/* WL_SOCKET_* to wait for while not done */
+	TTRemoteQuery q;			/* its run (src/common/remote.c) */
 } TTSideQuery;
 
 extern TTConn *tt_conncache_claim(const char *host, int port, char **error);

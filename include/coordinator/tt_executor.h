@@ -161,13 +161,10 @@ extern void tt_job_store_copy_line(TTJob *job, TTTask *task, char *line, int len
 extern void tt_job_store_copy_text(TTJob *job, TTTask *task, char *data, int len);
 extern TTDrainResult tt_job_drain(TTJob *job, PGconn *conn, TTTask *task,
 								  bool store_rows, TTRemoteError *err);
-extern int	tt_send_query(PGconn *conn, const char *query, bool single_row);
 extern char *tt_copy_query(const char *query);
-extern int	tt_flush(PGconn *conn);
 extern void tt_wait_sockets(int n, pgsocket *socks, uint32 *events,
 							bool *ready, long timeout_ms);
 extern long tt_ms_until(TimestampTz deadline);
-extern bool tt_conn_has_input(PGconn *conn);
 extern TTNode *tt_task_node(TTJob *job, TTTask *task);
 
 /* src/coordinator/executor_realtime.c */

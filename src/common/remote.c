@@ -1,8 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * remote.c
- *	  The libpq layer: non-blocking connection start-up, closing, and
- *	  remote error handling, shared by the tracker and the executors.
+ *	  The libpq module, shared by the tracker and the coordinator: every
+ *	  exchange with a server goes through here.  Non-blocking connection
+ *	  start-up with a deadline and closing, sending and flushing, running
+ *	  a query of our own to its end (TTRemoteQuery), the cancel query,
+ *	  draining canceled queries and resetting their sessions with a
+ *	  deadline, remote errors (postgres_fdw's mapping), and the one wait.
+ *	  What is done with the rows (result files, result tuples) belongs to
+ *	  the callers; which connection is lent to whom belongs to the
+ *	  coordinator's connection cache.
  *
  * Design
  *	  Connections are always started with PQconnectStartParams() from
@@ -14,6 +21,13 @@
  *	  fd.c (AcquireExternalFD) from tt_conn_start() until tt_conn_finish().
  *	  Every connection gets a notice receiver, so libpq never writes to the
  *	  server's stderr; notices are logged at DEBUG1.
+ *
+ *	  Nothing here blocks: sockets are non-blocking once connected, a
+ *	  query is cancelled with pg_cancel_backend() over another connection
+ *	  (tt_remote_cancel_sql) because libpq 15's PQcancel() blocks without
+ *	  a timeout, and every wait ends at the caller's deadline.  A remote
+ *	  error keeps its SQLSTATE and CONTEXT; one without a SQLSTATE is a
+ *	  connection failure, 08006 (tt_remote_error_from_result).
  *
  *	  The one wait of the product is here too: tt_wait_sockets_raw(), a
  *	  WaitEventSet over the latch, postmaster death and the caller's
@@ -28,6 +42,8 @@
  */
 #include "postgres.h"
 
+#include <sys/socket.h>
+
 #include "lib/stringinfo.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
@@ -35,6 +51,7 @@
 #include "storage/latch.h"
 #include "utils/elog.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "common/tt_conn_auth.h"
 #include "common/tt_remote.h"
@@ -201,7 +218,10 @@ dup_trimmed(const char *s)
 /*
  * tt_remote_error_from_result
  *		Copy the error carried by res (or, lacking one, by conn) into err,
- *		keeping the remote SQLSTATE.
+ *		keeping the remote SQLSTATE and CONTEXT.  An error without a
+ *		SQLSTATE was made by libpq itself (the connection broke, the server
+ *		sent something it could not parse): a connection failure, 08006,
+ *		as postgres_fdw reports it.
  */
 void
 tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
@@ -210,7 +230,7 @@ tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
 	const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
 	memset(err, 0, sizeof(*err));
-	strlcpy(err->sqlstate, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "XX000",
+	strlcpy(err->sqlstate, sqlstate && strlen(sqlstate) == 5 ? sqlstate : "08006",
 			sizeof(err->sqlstate));
 	err->message = primary ? dup_trimmed(primary) : NULL;
 	if (err->message == NULL)
@@ -219,6 +239,7 @@ tt_remote_error_from_result(PGconn *conn, PGresult *res, TTRemoteError *err)
 	{
 		err->detail = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL));
 		err->hint = dup_trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+		err->context = dup_trimmed(PQresultErrorField(res, PG_DIAG_CONTEXT));
 	}
 }
 
@@ -237,7 +258,8 @@ tt_remote_error_from_conn(PGconn *conn, const char *sqlstate, TTRemoteError *err
 
 /*
  * tt_remote_error_text
- *		The error as one text: message, then DETAIL and HINT lines.
+ *		The error as one text: message, then DETAIL and HINT lines (the
+ *		tracker's error of a task; the remote CONTEXT is left out).
  */
 char *
 tt_remote_error_text(const TTRemoteError *err)
@@ -255,8 +277,9 @@ tt_remote_error_text(const TTRemoteError *err)
 
 /*
  * tt_raise_remote_error
- *		ereport a remote error with its own SQLSTATE, message, detail and hint,
- *		adding context (e.g. which node and task) when given.
+ *		ereport a remote error with its own SQLSTATE, message, detail, hint
+ *		and context, adding our own context (e.g. which node and task) when
+ *		given: postgres_fdw's pgfdw_report_error.
  */
 void
 tt_raise_remote_error(int elevel, const TTRemoteError *err, const char *context)
@@ -269,6 +292,7 @@ tt_raise_remote_error(int elevel, const TTRemoteError *err, const char *context)
 			 errmsg_internal("%s", err->message),
 			 err->detail ? errdetail_internal("%s", err->detail) : 0,
 			 err->hint ? errhint("%s", err->hint) : 0,
+			 err->context ? errcontext("%s", err->context) : 0,
 			 context ? errcontext("%s", context) : 0));
 }
 
@@ -334,6 +358,413 @@ tt_discard_results(PGconn *conn)
 		else if (status == PGRES_COPY_IN || status == PGRES_COPY_BOTH)
 			return -1;
 	}
+}
+
+/* send sql (one statement, extended protocol, when extended) and flush */
+static int
+send_and_flush(PGconn *conn, const char *sql, bool extended, bool single_row)
+{
+	if (extended ? !PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0) :
+		!PQsendQuery(conn, sql))
+		return -1;
+	if (single_row)
+		(void) PQsetSingleRowMode(conn);
+	return tt_flush(conn);
+}
+
+/*
+ * tt_send_query
+ *		Send query (simple protocol: it may hold several statements)
+ *		without blocking, in single-row mode when single_row is true.
+ *		Returns 0 when all of it went out, 1 when the rest must be flushed
+ *		once the socket is writable (tt_flush), -1 when the connection
+ *		failed.
+ */
+int
+tt_send_query(PGconn *conn, const char *query, bool single_row)
+{
+	return send_and_flush(conn, query, false, single_row);
+}
+
+/*
+ * tt_send_statement
+ *		tt_send_query() for exactly one statement, sent with the extended
+ *		protocol (PQsendQueryParams without parameters), where the server
+ *		refuses a text of several statements: the tracker's task queries.
+ */
+int
+tt_send_statement(PGconn *conn, const char *sql, bool single_row)
+{
+	return send_and_flush(conn, sql, true, single_row);
+}
+
+int
+tt_flush(PGconn *conn)
+{
+	int			r = PQflush(conn);
+
+	return r < 0 ? -1 : r;
+}
+
+/*
+ * tt_conn_has_input
+ *		Has the server sent anything on conn that libpq has not read yet
+ *		(data, EOF or a socket error)?  Peeks at the socket without reading
+ *		or waiting.  The executors call it before they read, to tell a node
+ *		that is silent from one that answers (see the liveness checks of
+ *		the two executors).  Never throws.
+ */
+bool
+tt_conn_has_input(PGconn *conn)
+{
+	pgsocket	sock;
+	char		c;
+	ssize_t		r;
+
+	if (conn == NULL)
+		return false;
+	sock = PQsocket(conn);
+	if (sock == PGINVALID_SOCKET)
+		return false;
+	r = recv(sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r >= 0)
+		return true;			/* data, or EOF */
+	return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
+/*
+ * tt_conn_poll_until
+ *		Advance a connection being established (tt_conn_poll) and give up on
+ *		it at deadline.  *poll gets the last PQconnectPoll() result.
+ *
+ * Returns 0 once connected, -1 when the attempt failed or ran out of time
+ * (the connection is then of no use: close it), else the WL_SOCKET_* event
+ * to wait for before the next call.  Never throws.
+ */
+int
+tt_conn_poll_until(PGconn *conn, TimestampTz deadline,
+				   PostgresPollingStatusType *poll)
+{
+	if (PQstatus(conn) == CONNECTION_BAD)
+		return -1;
+	*poll = tt_conn_poll(conn);
+	switch (*poll)
+	{
+		case PGRES_POLLING_OK:
+			return 0;
+		case PGRES_POLLING_FAILED:
+			return -1;
+		default:
+			if (GetCurrentTimestamp() >= deadline)
+				return -1;
+			return tt_poll_wait_events(*poll);
+	}
+}
+
+/*
+ * tt_conn_is_idle
+ *		Is conn connected, outside any transaction and running nothing (a
+ *		state in which it can be lent again)?  Reads nothing.
+ */
+bool
+tt_conn_is_idle(PGconn *conn)
+{
+	return PQstatus(conn) == CONNECTION_OK &&
+		PQtransactionStatus(conn) == PQTRANS_IDLE && !PQisBusy(conn);
+}
+
+/*
+ * tt_conn_check_idle
+ *		tt_conn_is_idle() for a connection that sat unused: first reads what
+ *		the server may have sent meanwhile, to notice one that went away
+ *		(its terminate message or EOF).  Never throws.
+ */
+bool
+tt_conn_check_idle(PGconn *conn)
+{
+	if (PQstatus(conn) != CONNECTION_OK)
+		return false;
+	if (!PQconsumeInput(conn))
+		return false;
+	return tt_conn_is_idle(conn);
+}
+
+/*
+ * tt_conn_in_query
+ *		Is conn running a query whose backend we can name (to cancel it)?
+ */
+bool
+tt_conn_in_query(PGconn *conn)
+{
+	return conn != NULL && PQstatus(conn) == CONNECTION_OK &&
+		PQtransactionStatus(conn) == PQTRANS_ACTIVE && PQbackendPID(conn) > 0;
+}
+
+/* the connection of q failed: it is over, and err says why */
+static void
+query_broken(TTRemoteQuery *q)
+{
+	q->done = true;
+	q->ok = false;
+	q->broken = true;
+	tt_remote_error_from_conn(q->conn, "08006", &q->err);
+}
+
+/*
+ * tt_remote_query_start
+ *		Prepare q to run sql (simple protocol, may hold several statements)
+ *		on conn, an established connection running nothing, or one still
+ *		being established by the caller (who then calls
+ *		tt_remote_query_advance only once it is connected).  sql must live
+ *		until q is done.  When keep_value is true, q->value gets the value
+ *		of a one-row, one-column result, or else the command tag, of the
+ *		last statement.
+ */
+void
+tt_remote_query_start(TTRemoteQuery *q, PGconn *conn, const char *sql,
+					  bool keep_value)
+{
+	memset(q, 0, sizeof(*q));
+	q->conn = conn;
+	q->sql = sql;
+	q->keep_value = keep_value;
+	q->sock = PGINVALID_SOCKET;
+}
+
+/*
+ * tt_remote_query_advance
+ *		Move q forward without waiting: send, flush, read the results.
+ *		When q is not done afterwards, q->sock and q->events tell what to
+ *		wait for.  Once done, q->ok tells whether every statement
+ *		succeeded; else q->err holds why: the first error result, or the
+ *		connection's error (08006, q->broken set) when the connection
+ *		failed before the query ended.  A COPY is refused (q->copy, and the
+ *		connection is broken for our purposes).  Never throws but on
+ *		out-of-memory.
+ */
+void
+tt_remote_query_advance(TTRemoteQuery *q)
+{
+	PGconn	   *conn = q->conn;
+
+	if (q->done)
+		return;
+	q->sock = PQsocket(conn);
+	if (!q->sent)
+	{
+		q->sent = true;
+		if (!PQsendQuery(conn, q->sql))
+		{
+			query_broken(q);
+			return;
+		}
+		q->flushing = true;
+	}
+	if (q->flushing)
+	{
+		int			r = tt_flush(conn);
+
+		if (r < 0)
+		{
+			query_broken(q);
+			return;
+		}
+		q->flushing = (r == 1);
+	}
+	if (!PQconsumeInput(conn))
+	{
+		query_broken(q);
+		return;
+	}
+	while (!PQisBusy(conn))
+	{
+		PGresult   *res = PQgetResult(conn);
+
+		if (res == NULL)
+		{
+			if (PQstatus(conn) != CONNECTION_OK && !q->failed)
+				query_broken(q);
+			q->done = true;
+			q->broken = (PQstatus(conn) != CONNECTION_OK);
+			q->ok = !q->failed && !q->broken;
+			return;
+		}
+		switch (PQresultStatus(res))
+		{
+			case PGRES_TUPLES_OK:
+				if (q->failed || !q->keep_value)
+					break;
+				if (PQntuples(res) == 1 && PQnfields(res) == 1)
+					q->value = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
+				else
+					q->value = pstrdup(PQcmdStatus(res));
+				break;
+			case PGRES_COMMAND_OK:
+			case PGRES_EMPTY_QUERY:
+				if (!q->failed && q->keep_value)
+					q->value = pstrdup(PQcmdStatus(res));
+				break;
+			case PGRES_COPY_IN:
+			case PGRES_COPY_OUT:
+			case PGRES_COPY_BOTH:
+				PQclear(res);
+				q->copy = true;
+				q->done = true;
+				q->ok = false;
+				q->broken = true;
+				return;
+			default:
+				if (!q->failed)
+				{
+					elog(DEBUG1, "task_tracker: query on %s:%s failed: %s",
+						 PQhost(conn), PQport(conn), PQresultErrorMessage(res));
+					tt_remote_error_from_result(conn, res, &q->err);
+				}
+				q->failed = true;
+				break;
+		}
+		PQclear(res);
+	}
+	if (PQstatus(conn) == CONNECTION_BAD)
+	{
+		query_broken(q);
+		return;
+	}
+	q->events = WL_SOCKET_READABLE | (q->flushing ? WL_SOCKET_WRITEABLE : 0);
+}
+
+/*
+ * tt_remote_cancel_sql
+ *		The query that cancels what the n backends pids[] of one node run,
+ *		sent over another connection to that node as the same role (a role
+ *		may cancel its own backends): libpq 15's PQcancel() blocks with no
+ *		timeout, so it is never used.  palloc'd.
+ */
+char *
+tt_remote_cancel_sql(const int *pids, int n)
+{
+	StringInfoData sql;
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.unnest('{");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&sql, "%s%d", i > 0 ? "," : "", pids[i]);
+	appendStringInfoString(&sql, "}'::pg_catalog.int4[]) AS pid");
+	return sql.data;
+}
+
+/*
+ * tt_remote_drain_until
+ *		Read what the n connections conns[] send until their (canceled)
+ *		query has ended, all of them at once, until deadline.  When reset is
+ *		true, a connection whose query ended and that is idle outside a
+ *		transaction (the cancel's error was read: its state is known) gets
+ *		DISCARD ALL, since the canceled query may have left session state
+ *		behind, and counts as reusable once that is done.
+ *
+ * outcome[i] says what became of conns[i]: TT_REMOTE_IDLE (reset, can be
+ * kept), TT_REMOTE_CLOSE (query over without a reset, or the connection
+ * failed: close it), TT_REMOTE_RUNNING (its query still runs).  Returns how
+ * many are still running.  Never throws but on out-of-memory; never blocks,
+ * and the wait is safe with interrupts held.
+ */
+int
+tt_remote_drain_until(PGconn **conns, int n, bool reset, TimestampTz deadline,
+					  uint32 wait_event_info, TTDrainOutcome *outcome)
+{
+	pgsocket   *socks;
+	uint32	   *events;
+	bool	   *resetting;
+	int			left = 0;
+	int			i;
+
+	socks = palloc(sizeof(pgsocket) * Max(n, 1));
+	events = palloc(sizeof(uint32) * Max(n, 1));
+	resetting = palloc0(sizeof(bool) * Max(n, 1));
+	for (i = 0; i < n; i++)
+		outcome[i] = TT_REMOTE_RUNNING;
+	for (;;)
+	{
+		int			nsocks = 0;
+
+		for (i = 0; i < n; i++)
+		{
+			PGconn	   *conn = conns[i];
+			bool		ended = false;
+			bool		failed = false;
+
+			if (outcome[i] != TT_REMOTE_RUNNING)
+				continue;
+			if (PQstatus(conn) != CONNECTION_OK)
+			{
+				outcome[i] = TT_REMOTE_CLOSE;
+				continue;
+			}
+			if (resetting[i])
+			{
+				/* DISCARD ALL in flight */
+				if (!PQconsumeInput(conn))
+					failed = true;
+				while (!failed && !PQisBusy(conn))
+				{
+					PGresult   *res = PQgetResult(conn);
+
+					if (res == NULL)
+					{
+						ended = true;
+						break;
+					}
+					if (PQresultStatus(res) != PGRES_COMMAND_OK)
+						failed = true;
+					PQclear(res);
+				}
+			}
+			else
+			{
+				int			r = tt_discard_results(conn);
+
+				ended = (r == 1);
+				failed = (r < 0);
+			}
+			if (ended && reset && !resetting[i] && !failed &&
+				PQstatus(conn) == CONNECTION_OK &&
+				PQtransactionStatus(conn) == PQTRANS_IDLE)
+			{
+				/* the canceled query is over: reset the session */
+				resetting[i] = true;
+				if (PQsendQuery(conn, "DISCARD ALL") && PQflush(conn) == 0)
+				{
+					socks[nsocks] = PQsocket(conn);
+					events[nsocks++] = WL_SOCKET_READABLE;
+					continue;
+				}
+				failed = true;
+			}
+			if (ended || failed || PQstatus(conn) != CONNECTION_OK)
+			{
+				outcome[i] = (ended && reset && resetting[i] && !failed) ?
+					TT_REMOTE_IDLE : TT_REMOTE_CLOSE;
+				continue;
+			}
+			socks[nsocks] = PQsocket(conn);
+			events[nsocks++] = WL_SOCKET_READABLE;
+		}
+		if (!tt_wait_sockets_until(nsocks, socks, events, deadline, wait_event_info))
+			break;
+	}
+	for (i = 0; i < n; i++)
+	{
+		if (outcome[i] != TT_REMOTE_RUNNING)
+			continue;
+		if (resetting[i])
+			outcome[i] = TT_REMOTE_CLOSE;	/* query over, but not the reset */
+		else
+			left++;
+	}
+	pfree(socks);
+	pfree(events);
+	pfree(resetting);
+	return left;
 }
 
 /*
@@ -475,4 +906,26 @@ tt_wait_sockets_raw(int n, pgsocket *socks, uint32 *events, bool *ready,
 			ready[pos - 2] = true;
 	}
 	ResetLatch(MyLatch);
+}
+
+/*
+ * tt_wait_sockets_until
+ *		tt_wait_sockets_raw() on n sockets for at most until deadline, for
+ *		the loops that drive several connections to a deadline.  Returns
+ *		false, without waiting, when there is nothing to wait for (n is 0)
+ *		or the deadline has passed.
+ */
+bool
+tt_wait_sockets_until(int n, pgsocket *socks, uint32 *events,
+					  TimestampTz deadline, uint32 wait_event_info)
+{
+	long		timeout;
+
+	if (n == 0)
+		return false;
+	timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+	if (timeout <= 0)
+		return false;
+	tt_wait_sockets_raw(n, socks, events, NULL, timeout, wait_event_info);
+	return true;
 }

@@ -37,14 +37,18 @@
  *	  limit citus.node_connection_timeout measured from the start of the
  *	  attempt.
  *
+ *	  Only the cache is here: everything said to a server (connecting,
+ *	  queries, the cancel query, draining) is src/common/remote.c's.
+ *
  *	  Cancel never blocks.  libpq 15's PQcancel() has no timeout: it
  *	  connects to the server, sends the request and waits for EOF with a
  *	  blocking recv(), forever when the node is frozen (SIGSTOP, a hung
  *	  machine: the kernel still accepts connections into the backlog).  So
- *	  it is never called here.  A query is canceled with
- *	  SELECT pg_cancel_backend(pid) over a spare connection of the same key
- *	  (tt_conncache_cancel_many), every node in parallel, in one wait
- *	  bounded by Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).
+ *	  it is never called.  A query is canceled with
+ *	  SELECT pg_cancel_backend(pid) (tt_remote_cancel_sql) over a spare
+ *	  connection of the same key (tt_conncache_cancel_many), every node in
+ *	  parallel, in one wait bounded by
+ *	  Min(citus.node_connection_timeout, TT_SIDE_CANCEL_TIMEOUT).
  *	  A node where that does not work in time is taken as not answering:
  *	  its busy connections are marked (TTConn.unanswered) and closed by the
  *	  callers instead of drained.  Closing does not block either (the
@@ -61,7 +65,6 @@
 #include "postgres.h"
 
 #include "commands/dbcommands.h"
-#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
@@ -228,15 +231,7 @@ conn_is_healthy(TTConn *c)
 	/* made before citus.node_conninfo last changed: connect anew */
 	if (c->conninfo_generation != tt_node_conninfo_generation)
 		return false;
-	if (PQstatus(c->conn) != CONNECTION_OK)
-		return false;
-	/* notice a server that went away (terminate message or EOF) */
-	if (!PQconsumeInput(c->conn))
-		return false;
-	if (PQstatus(c->conn) != CONNECTION_OK ||
-		PQtransactionStatus(c->conn) != PQTRANS_IDLE || PQisBusy(c->conn))
-		return false;
-	return true;
+	return tt_conn_check_idle(c->conn);
 }
 
 /* lend an idle healthy connection of entry, or return NULL; never throws */
@@ -397,35 +392,17 @@ tt_conncache_claim_extra(const char *host, int port, char **error)
 int
 tt_conncache_connect_poll(TTConn *c)
 {
+	int			r;
+
 	if (!c->connecting)
 		return PQstatus(c->conn) == CONNECTION_OK ? 0 : -1;
-
-	if (PQstatus(c->conn) == CONNECTION_BAD)
+	r = tt_conn_poll_until(c->conn, c->connect_deadline, &c->poll);
+	if (r <= 0)
 	{
 		c->connecting = false;
 		connect_ended(c);
-		return -1;
 	}
-	c->poll = tt_conn_poll(c->conn);
-	switch (c->poll)
-	{
-		case PGRES_POLLING_OK:
-			c->connecting = false;
-			connect_ended(c);
-			return 0;
-		case PGRES_POLLING_FAILED:
-			c->connecting = false;
-			connect_ended(c);
-			return -1;
-		default:
-			if (GetCurrentTimestamp() >= c->connect_deadline)
-			{
-				c->connecting = false;
-				connect_ended(c);
-				return -1;
-			}
-			return tt_poll_wait_events(c->poll);
-	}
+	return r;
 }
 
 /*
@@ -441,9 +418,7 @@ tt_conncache_release(TTConn *c, bool reusable)
 {
 	if (c == NULL)
 		return;
-	if (reusable && !c->connecting && c->conn != NULL &&
-		PQstatus(c->conn) == CONNECTION_OK &&
-		PQtransactionStatus(c->conn) == PQTRANS_IDLE && !PQisBusy(c->conn))
+	if (reusable && !c->connecting && c->conn != NULL && tt_conn_is_idle(c->conn))
 	{
 		ListCell   *lc;
 		int			idle = 0;
@@ -581,9 +556,10 @@ side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 
 	memset(q, 0, sizeof(*q));
 	q->sql = MemoryContextStrdup(conn_cache_cxt, sql);
+	tt_remote_query_start(&q->q, NULL, q->sql, false);
 	if (like == NULL || like->entry == NULL || like->entry->user_name == NULL)
 	{
-		q->done = true;
+		q->q.done = true;
 		return;
 	}
 	q->c = claim_idle(like->entry);
@@ -594,8 +570,10 @@ side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 		elog(DEBUG1, "task_tracker: no side connection to %s:%d: %s",
 			 like->entry->key.host, like->entry->key.port,
 			 error ? error : "no slot in the node's connection budget");
-		q->done = true;
+		q->q.done = true;
+		return;
 	}
+	q->q.conn = q->c->conn;
 }
 
 /*
@@ -614,89 +592,34 @@ tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql)
 
 /*
  * tt_side_query_advance
- *		Move a side query forward without waiting: finish connecting, send,
- *		read the results.  When it is not done afterwards, q->events and
- *		q->sock tell what to wait for.  Never throws.
+ *		Move a side query forward without waiting: finish connecting, then
+ *		the query itself (tt_remote_query_advance).  When it is not done
+ *		afterwards, q->q.events and q->q.sock tell what to wait for.  Never
+ *		throws.
  */
 void
 tt_side_query_advance(TTSideQuery *q)
 {
-	PGconn	   *conn;
-
-	if (q->done)
+	if (q->q.done)
 		return;
-	conn = q->c->conn;
-	q->sock = PQsocket(conn);
+	q->q.sock = PQsocket(q->c->conn);
 	if (q->c->connecting)
 	{
 		int			r = tt_conncache_connect_poll(q->c);
 
 		if (r < 0)
 		{
-			q->done = true;
+			q->q.done = true;
 			return;
 		}
 		if (r > 0)
 		{
-			q->events = r;
-			q->sock = PQsocket(conn);
+			q->q.events = r;
+			q->q.sock = PQsocket(q->c->conn);
 			return;
 		}
-		q->sock = PQsocket(conn);
 	}
-	if (!q->sent)
-	{
-		q->sent = true;
-		if (!PQsendQuery(conn, q->sql))
-		{
-			q->done = true;
-			return;
-		}
-		q->flushing = true;
-	}
-	if (q->flushing)
-	{
-		int			r = PQflush(conn);
-
-		if (r < 0)
-		{
-			q->done = true;
-			return;
-		}
-		q->flushing = (r == 1);
-	}
-	if (!PQconsumeInput(conn))
-	{
-		q->done = true;
-		return;
-	}
-	while (!PQisBusy(conn))
-	{
-		PGresult   *res = PQgetResult(conn);
-
-		if (res == NULL)
-		{
-			q->done = true;
-			q->ok = !q->failed && PQstatus(conn) == CONNECTION_OK;
-			return;
-		}
-		if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-			PQresultStatus(res) != PGRES_COMMAND_OK)
-		{
-			if (!q->failed)
-				elog(DEBUG1, "task_tracker: side query on %s:%d failed: %s",
-					 q->c->entry->key.host, q->c->entry->key.port,
-					 PQresultErrorMessage(res));
-			q->failed = true;
-		}
-		PQclear(res);
-	}
-	if (PQstatus(conn) == CONNECTION_BAD)
-	{
-		q->done = true;
-		return;
-	}
-	q->events = WL_SOCKET_READABLE | (q->flushing ? WL_SOCKET_WRITEABLE : 0);
+	tt_remote_query_advance(&q->q);
 }
 
 /*
@@ -708,12 +631,12 @@ void
 tt_side_query_finish(TTSideQuery *q)
 {
 	if (q->c != NULL)
-		tt_conncache_release(q->c, q->done && q->sent && !q->flushing);
+		tt_conncache_release(q->c, q->q.done && q->q.sent && !q->q.flushing);
 	q->c = NULL;
 	if (q->sql)
 		pfree(q->sql);
 	q->sql = NULL;
-	q->done = true;
+	q->q.done = true;
 }
 
 /* is c running a query whose backend we can name? */
@@ -721,9 +644,7 @@ static bool
 conn_is_busy(TTConn *c)
 {
 	return c != NULL && c->conn != NULL && !c->connecting &&
-		PQstatus(c->conn) == CONNECTION_OK &&
-		PQtransactionStatus(c->conn) == PQTRANS_ACTIVE &&
-		PQbackendPID(c->conn) > 0;
+		tt_conn_in_query(c->conn);
 }
 
 /*
@@ -748,6 +669,7 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 	TTSideQuery *side;
 	pgsocket   *socks;
 	uint32	   *events;
+	int		   *pids;
 	int			nentries = 0;
 	int			i,
 				k;
@@ -758,11 +680,13 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 	side = palloc0(sizeof(TTSideQuery) * n);
 	socks = palloc(sizeof(pgsocket) * n);
 	events = palloc(sizeof(uint32) * n);
+	pids = palloc(sizeof(int) * n);
 
 	/* one side query per node, naming all of its busy backends */
 	for (i = 0; i < n; i++)
 	{
-		StringInfoData sql;
+		char	   *sql;
+		int			npids = 0;
 		bool		seen = false;
 
 		if (!conn_is_busy(conns[i]) || conns[i]->unanswered)
@@ -773,47 +697,39 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 		if (seen)
 			continue;
 
-		initStringInfo(&sql);
-		appendStringInfoString(&sql, "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.unnest('{");
 		for (k = i; k < n; k++)
 		{
 			if (conn_is_busy(conns[k]) && conns[k]->entry == conns[i]->entry)
-				appendStringInfo(&sql, "%s%d", k > i ? "," : "",
-								 PQbackendPID(conns[k]->conn));
+				pids[npids++] = PQbackendPID(conns[k]->conn);
 		}
-		appendStringInfoString(&sql, "}'::pg_catalog.int4[]) AS pid");
-		tt_side_query_start(&side[nentries], conns[i], sql.data);
-		pfree(sql.data);
+		sql = tt_remote_cancel_sql(pids, npids);
+		tt_side_query_start(&side[nentries], conns[i], sql);
+		pfree(sql);
 		entries[nentries++] = conns[i]->entry;
 	}
 
 	for (;;)
 	{
 		int			nsocks = 0;
-		long		timeout;
 
 		for (k = 0; k < nentries; k++)
 		{
 			tt_side_query_advance(&side[k]);
-			if (side[k].done)
+			if (side[k].q.done)
 				continue;
-			if (side[k].sock == PGINVALID_SOCKET)
+			if (side[k].q.sock == PGINVALID_SOCKET)
 				continue;
-			socks[nsocks] = side[k].sock;
-			events[nsocks++] = side[k].events;
+			socks[nsocks] = side[k].q.sock;
+			events[nsocks++] = side[k].q.events;
 		}
-		if (nsocks == 0)
+		if (!tt_wait_sockets_until(nsocks, socks, events, deadline, TT_WAIT_EXECUTOR))
 			break;
-		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (timeout <= 0)
-			break;
-		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, TT_WAIT_EXECUTOR);
 	}
 
 	/* where it did not work: the caller closes those connections */
 	for (k = 0; k < nentries; k++)
 	{
-		if (!side[k].ok)
+		if (!side[k].q.ok)
 		{
 			elog(DEBUG1, "task_tracker: could not cancel queries on %s:%d in time; closing their connections",
 				 entries[k]->key.host, entries[k]->key.port);
@@ -827,6 +743,7 @@ cancel_many_until(TTConn **conns, int n, TimestampTz deadline)
 	pfree(side);
 	pfree(socks);
 	pfree(events);
+	pfree(pids);
 }
 
 /*
@@ -848,124 +765,59 @@ tt_conncache_cancel_many(TTConn **conns, int n)
 
 /*
  * drain_canceled
- *		Read what the n claimed connections conns[] send until their
- *		(canceled) query has ended, all of them at once for at most
- *		timeout_ms.  A connection whose query ended is given back: when
- *		keep is true and it is connected, idle and outside a transaction, it
- *		is in a known state (the cancel's error was read), so it is reset
- *		with DISCARD ALL (the canceled query may have left session state
- *		behind) and kept; otherwise it is closed.  Closing a connection only
- *		once its query has ended lets the remote backend stop that query
- *		before it notices the lost client.  Given-back entries become NULL;
+ *		Wait for the (canceled) queries of the n claimed connections conns[]
+ *		to end, all of them at once for at most timeout_ms
+ *		(tt_remote_drain_until), and give back those whose query ended:
+ *		kept when keep is true and their session could be reset with
+ *		DISCARD ALL, closed otherwise.  Connections still connecting, broken
+ *		or unanswered are closed at once.  Closing a connection only once
+ *		its query has ended lets the remote backend stop that query before
+ *		it notices the lost client.  Given-back entries become NULL;
  *		returns how many connections are still running their query (left
  *		in conns[]).  Never throws but on out-of-memory.
  */
 static int
 drain_canceled(TTConn **conns, int n, long timeout_ms, bool keep)
 {
-	pgsocket   *socks;
-	uint32	   *events;
-	bool	   *resetting;
-	TimestampTz deadline;
-	int			left = 0;
+	PGconn	  **pgconns;
+	int		   *index;
+	TTDrainOutcome *outcome;
+	int			m = 0;
+	int			left;
 	int			i;
 
-	socks = palloc(sizeof(pgsocket) * Max(n, 1));
-	events = palloc(sizeof(uint32) * Max(n, 1));
-	resetting = palloc0(sizeof(bool) * Max(n, 1));
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-	for (;;)
-	{
-		int			nsocks = 0;
-		long		timeout;
-
-		for (i = 0; i < n; i++)
-		{
-			TTConn	   *c = conns[i];
-			bool		ended = false;
-			bool		failed = false;
-
-			if (c == NULL)
-				continue;
-			if (c->connecting || c->conn == NULL || c->unanswered ||
-				PQstatus(c->conn) != CONNECTION_OK)
-			{
-				tt_conncache_release(c, false);
-				conns[i] = NULL;
-				continue;
-			}
-			if (resetting[i])
-			{
-				/* DISCARD ALL in flight */
-				if (!PQconsumeInput(c->conn))
-					failed = true;
-				while (!failed && !PQisBusy(c->conn))
-				{
-					PGresult   *res = PQgetResult(c->conn);
-
-					if (res == NULL)
-					{
-						ended = true;
-						break;
-					}
-					if (PQresultStatus(res) != PGRES_COMMAND_OK)
-						failed = true;
-					PQclear(res);
-				}
-			}
-			else
-			{
-				int			r = tt_discard_results(c->conn);
-
-				ended = (r == 1);
-				failed = (r < 0);
-			}
-			if (ended && keep && !resetting[i] && !failed &&
-				PQstatus(c->conn) == CONNECTION_OK &&
-				PQtransactionStatus(c->conn) == PQTRANS_IDLE)
-			{
-				/* the canceled query is over: reset the session */
-				resetting[i] = true;
-				if (PQsendQuery(c->conn, "DISCARD ALL") && PQflush(c->conn) == 0)
-				{
-					socks[nsocks] = PQsocket(c->conn);
-					events[nsocks++] = WL_SOCKET_READABLE;
-					continue;
-				}
-				failed = true;
-			}
-			if (ended || failed || PQstatus(c->conn) != CONNECTION_OK)
-			{
-				tt_conncache_release(c, ended && keep && resetting[i] && !failed);
-				conns[i] = NULL;
-				continue;
-			}
-			socks[nsocks] = PQsocket(c->conn);
-			events[nsocks++] = WL_SOCKET_READABLE;
-		}
-		if (nsocks == 0)
-			break;
-		timeout = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (timeout <= 0)
-			break;
-		tt_wait_sockets_raw(nsocks, socks, events, NULL, timeout, TT_WAIT_EXECUTOR);
-	}
+	pgconns = palloc(sizeof(PGconn *) * Max(n, 1));
+	index = palloc(sizeof(int) * Max(n, 1));
+	outcome = palloc(sizeof(TTDrainOutcome) * Max(n, 1));
 	for (i = 0; i < n; i++)
 	{
-		if (conns[i] == NULL)
+		TTConn	   *c = conns[i];
+
+		if (c == NULL)
 			continue;
-		if (resetting[i])
+		if (c->connecting || c->conn == NULL || c->unanswered)
 		{
-			/* its query is over, but not the reset: close it */
-			tt_conncache_release(conns[i], false);
+			tt_conncache_release(c, false);
 			conns[i] = NULL;
 			continue;
 		}
-		left++;
+		pgconns[m] = c->conn;
+		index[m++] = i;
 	}
-	pfree(socks);
-	pfree(events);
-	pfree(resetting);
+	left = tt_remote_drain_until(pgconns, m, keep,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 timeout_ms),
+								 TT_WAIT_EXECUTOR, outcome);
+	for (i = 0; i < m; i++)
+	{
+		if (outcome[i] == TT_REMOTE_RUNNING)
+			continue;
+		tt_conncache_release(conns[index[i]], outcome[i] == TT_REMOTE_IDLE);
+		conns[index[i]] = NULL;
+	}
+	pfree(pgconns);
+	pfree(index);
+	pfree(outcome);
 	return left;
 }
 

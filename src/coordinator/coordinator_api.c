@@ -392,11 +392,9 @@ typedef struct WorkerRun
 {
 	TTRegisteredNode *node;		/* the node */
 	TTConn	   *c;				/* its connection while running */
-	bool		sent;			/* command sent */
-	bool		flushing;		/* command not completely sent */
+	TTRemoteQuery q;			/* the command's run (src/common/remote.c) */
 	bool		done;			/* outcome known */
 	bool		success;		/* command succeeded */
-	bool		failed;			/* an error result arrived */
 	char	   *result;			/* value, command tag or error message */
 } WorkerRun;
 
@@ -440,6 +438,7 @@ static void
 worker_run_advance(WorkerRun *w, const char *command)
 {
 	PGconn	   *conn;
+	char	   *result;
 
 	if (w->done || w->c == NULL)
 		return;
@@ -453,85 +452,18 @@ worker_run_advance(WorkerRun *w, const char *command)
 		if (r != 0)
 			return;
 	}
-	if (!w->sent)
-	{
-		int			r = tt_send_query(conn, command, false);
-
-		w->sent = true;
-		if (r < 0)
-		{
-			worker_run_finish(w, false, tt_conn_error_message(conn), false);
-			return;
-		}
-		w->flushing = (r == 1);
-		w->result = NULL;
-	}
-	if (w->flushing)
-	{
-		int			r = tt_flush(conn);
-
-		if (r < 0)
-		{
-			worker_run_finish(w, false, tt_conn_error_message(conn), false);
-			return;
-		}
-		w->flushing = (r == 1);
-	}
-	if (!PQconsumeInput(conn))
-	{
-		worker_run_finish(w, false, tt_conn_error_message(conn), false);
+	if (w->q.conn == NULL)
+		tt_remote_query_start(&w->q, conn, command, true);
+	tt_remote_query_advance(&w->q);
+	if (!w->q.done)
 		return;
-	}
-	while (!PQisBusy(conn))
-	{
-		PGresult   *res = PQgetResult(conn);
-
-		if (res == NULL)
-		{
-			bool		ok = (PQstatus(conn) == CONNECTION_OK);
-
-			if (!ok && !w->failed)
-				worker_run_finish(w, false, tt_conn_error_message(conn), false);
-			else
-				worker_run_finish(w, !w->failed, w->result, ok);
-			return;
-		}
-		switch (PQresultStatus(res))
-		{
-			case PGRES_TUPLES_OK:
-				if (w->failed)
-					break;
-				if (PQntuples(res) == 1 && PQnfields(res) == 1)
-					w->result = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
-				else
-					w->result = pstrdup(PQcmdStatus(res));
-				break;
-			case PGRES_COMMAND_OK:
-			case PGRES_EMPTY_QUERY:
-				if (!w->failed)
-					w->result = pstrdup(PQcmdStatus(res));
-				break;
-			case PGRES_COPY_IN:
-			case PGRES_COPY_OUT:
-			case PGRES_COPY_BOTH:
-				PQclear(res);
-				worker_run_finish(w, false, pstrdup("COPY is not supported by run_on_workers"), false);
-				return;
-			default:
-				if (!w->failed)
-				{
-					TTRemoteError err;
-
-					tt_remote_error_from_result(conn, res, &err);
-					w->result = err.message;
-					w->failed = true;
-				}
-				break;
-		}
-		PQclear(res);
-	}
-	if (PQstatus(conn) == CONNECTION_BAD)
-		worker_run_finish(w, false, tt_conn_error_message(conn), false);
+	if (w->q.copy)
+		result = pstrdup("COPY is not supported by run_on_workers");
+	else if (w->q.ok)
+		result = w->q.value;
+	else
+		result = w->q.err.message;
+	worker_run_finish(w, w->q.ok, result, !w->q.broken);
 }
 
 static int
@@ -626,7 +558,7 @@ task_tracker_run_on_workers(PG_FUNCTION_ARGS)
 					events[n] = tt_poll_wait_events(w->c->poll);
 				}
 				else
-					events[n] = WL_SOCKET_READABLE | (w->flushing ? WL_SOCKET_WRITEABLE : 0);
+					events[n] = w->q.events;
 				if (sock == PGINVALID_SOCKET)
 				{
 					timeout = 0;

@@ -2,10 +2,10 @@
  *
  * executor.c
  *	  What the coordinator's two executors share: task queues, failover to
- *	  the next placement, turning remote rows into result tuples, sending
- *	  queries without blocking, the one wait on every socket and the latch,
- *	  and the cleanup that runs when a job fails, is canceled, or its
- *	  backend exits.
+ *	  the next placement, turning remote rows into result tuples, the one
+ *	  wait on every socket and the latch, and the cleanup that runs when a
+ *	  job fails, is canceled, or its backend exits.  Sending, cancelling
+ *	  and error mapping are the libpq module's (src/common/remote.c).
  *
  * Design
  *	  A job (TTJob) lives in a memory context of its own, a child of
@@ -24,15 +24,23 @@
  *	  depends on a node answering: a frozen node costs at most
  *	  Min(citus.node_connection_timeout, 2 s) before it is given up.
  *
- *	  Rows arrive in text format in single-row mode and go through the
- *	  column types' input functions straight into the result tuplestore,
- *	  which spills to disk past work_mem; no task's result is ever held
- *	  whole in memory.
+ *	  Rows arrive in text and go, row by row as they are read
+ *	  (tt_job_drain), through the column types' input functions straight
+ *	  into the result tuplestore, which spills to disk past work_mem; no
+ *	  task's result is ever held whole in memory.  They come as COPY text
+ *	  lines, split by the shared parser (src/common/copy_text.c,
+ *	  tt_job_store_copy_line): the COPY (query) TO STDOUT of a real-time
+ *	  task whose query allows it (tt_copy_query); the task-tracker
+ *	  executor's task_result_copy chunks (one-column rows, single-row
+ *	  mode), the rows sent along with a report, and from a worker at 1.0
+ *	  the COPY of task_result().  A real-time task whose query cannot run
+ *	  as COPY is read in single-row mode, a row per result (store_rows).
  *
  *	  Failover: a task that fails at a placement moves to the next
  *	  placement whose node is not down; when none is left, the job fails
- *	  with the task's remote error (its SQLSTATE, message, detail and hint,
- *	  with the node and task in the context).  A task whose rows have
+ *	  with the task's remote error (its SQLSTATE, message, detail, hint
+ *	  and remote context, then the node and task in our context:
+ *	  tt_raise_remote_error).  A task whose rows have
  *	  partly reached the result cannot move (its rows would be duplicated),
  *	  so it fails the job at once.
  *
@@ -43,8 +51,6 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
-
-#include <sys/socket.h>
 
 #include "access/xact.h"
 #include "common/pg_prng.h"
@@ -234,6 +240,7 @@ copy_error(TTRemoteError *dst, const TTRemoteError *src)
 	dst->message = src->message ? pstrdup(src->message) : pstrdup("unknown error");
 	dst->detail = src->detail ? pstrdup(src->detail) : NULL;
 	dst->hint = src->hint ? pstrdup(src->hint) : NULL;
+	dst->context = src->context ? pstrdup(src->context) : NULL;
 }
 
 /*
@@ -804,30 +811,6 @@ tt_job_drain(TTJob *job, PGconn *conn, TTTask *task, bool store, TTRemoteError *
 }
 
 /*
- * tt_send_query
- *		Send query (simple protocol) without blocking.  Returns 0 when all
- *		of it went out, 1 when the rest must be flushed once the socket is
- *		writable (tt_flush), -1 when the connection failed.
- */
-int
-tt_send_query(PGconn *conn, const char *query, bool single_row)
-{
-	if (!PQsendQuery(conn, query))
-		return -1;
-	if (single_row)
-		(void) PQsetSingleRowMode(conn);
-	return tt_flush(conn);
-}
-
-int
-tt_flush(PGconn *conn)
-{
-	int			r = PQflush(conn);
-
-	return r < 0 ? -1 : r;
-}
-
-/*
  * tt_ms_until
  *		Milliseconds from now to deadline, at least 0.
  */
@@ -835,32 +818,6 @@ long
 tt_ms_until(TimestampTz deadline)
 {
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-}
-
-/*
- * tt_conn_has_input
- *		Has the server sent anything on conn that libpq has not read yet
- *		(data, EOF or a socket error)?  Peeks at the socket without reading
- *		or waiting.  The executors call it before they read, to tell a node
- *		that is silent from one that answers (see the liveness checks of
- *		the two executors).  Never throws.
- */
-bool
-tt_conn_has_input(PGconn *conn)
-{
-	pgsocket	sock;
-	char		c;
-	ssize_t		r;
-
-	if (conn == NULL)
-		return false;
-	sock = PQsocket(conn);
-	if (sock == PGINVALID_SOCKET)
-		return false;
-	r = recv(sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (r >= 0)
-		return true;			/* data, or EOF */
-	return !(errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
 /*

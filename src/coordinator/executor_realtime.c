@@ -466,13 +466,13 @@ check_liveness(TTJob *job, TTNode *node, TimestampTz now, long *timeout)
 		probe_start = TimestampTzPlusMilliseconds(node->probe_deadline,
 												  -node_connection_timeout);
 		tt_side_query_advance(&node->probe);
-		if (node->probe.done && !node->probe.ok && !node->probe.sent &&
+		if (node->probe.q.done && !node->probe.q.ok && !node->probe.q.sent &&
 			node->heard_at < probe_start)
 		{
 			/* could not even connect: as good as no answer */
 			node->probe_deadline = now;
 		}
-		else if (node->probe.done || node->heard_at >= probe_start)
+		else if (node->probe.q.done || node->heard_at >= probe_start)
 		{
 			/* it answered (even with an error): alive */
 			probe_end(node);
@@ -590,12 +590,12 @@ tt_realtime_execute(TTJob *job)
 				if (left > 0 && (timeout < 0 || left < timeout))
 					timeout = left;
 			}
-			if (node->probing && !node->probe.done &&
-				node->probe.sock != PGINVALID_SOCKET)
+			if (node->probing && !node->probe.q.done &&
+				node->probe.q.sock != PGINVALID_SOCKET)
 			{
-				socks[n] = node->probe.sock;
+				socks[n] = node->probe.q.sock;
 				busy_node[n] = -1;
-				events[n++] = node->probe.events;
+				events[n++] = node->probe.q.events;
 			}
 			for (j = 0; j < node->nrt; j++)
 			{

@@ -179,31 +179,31 @@ cleanup_cancel(TTNode *node, pgsocket *sock, uint32 *events)
 	TTTrackerNode *tn = node->tn;
 
 	tt_side_query_advance(&tn->side);
-	if (!tn->side.done)
+	if (!tn->side.q.done)
 	{
-		if (tn->side.sock != PGINVALID_SOCKET)
+		if (tn->side.q.sock != PGINVALID_SOCKET)
 		{
-			*events = tn->side.events;
-			*sock = tn->side.sock;
+			*events = tn->side.q.events;
+			*sock = tn->side.q.sock;
 			return true;
 		}
-		tn->side.done = true;	/* cannot wait for it */
+		tn->side.q.done = true;	/* cannot wait for it */
 	}
-	if (tn->side.ok && !tn->clean_again)
+	if (tn->side.q.ok && !tn->clean_again)
 	{
 		/* cleaned up; drain the canceled query, briefly */
 		tn->cleanup_ok = true;
 		tn->drain_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
 		tn->cleanup_phase = TC_SETTLE;
 	}
-	else if (tn->side.ok)
+	else if (tn->side.q.ok)
 	{
 		/* c has been connected since before its query was canceled */
 		tn->cleanup_phase = TC_DRAIN;
 	}
 	else
 	{
-		bool		reached = tn->side.sent;
+		bool		reached = tn->side.q.sent;
 
 		tt_conncache_release(tn->c, false);
 		tn->c = NULL;

@@ -1390,16 +1390,15 @@ dispatch_query(RunningTask *rt)
 {
 	Session    *s = rt->session;
 	char	   *copy_sql = NULL;
-	int			sent;
 	int			flush;
 
 	if (rt->copy_len > 0)
 		copy_sql = tt_copy_wrap(rt->query, rt->copy_len);
-	sent = PQsendQueryParams(s->conn, copy_sql ? copy_sql : rt->query,
-							 0, NULL, NULL, NULL, NULL, 0);
+	flush = tt_send_statement(s->conn, copy_sql ? copy_sql : rt->query,
+							  rt->copy_len == 0);
 	if (copy_sql)
 		pfree(copy_sql);
-	if (!sent)
+	if (flush < 0)
 	{
 		rt->unusable = true;
 		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
@@ -1407,16 +1406,8 @@ dispatch_query(RunningTask *rt)
 	}
 	if (rt->copy_len == 0)
 	{
-		(void) PQsetSingleRowMode(s->conn);
 		pfree(rt->query);
 		rt->query = NULL;
-	}
-	flush = PQflush(s->conn);
-	if (flush < 0)
-	{
-		rt->unusable = true;
-		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
-		return false;
 	}
 	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
 	return true;
@@ -2241,8 +2232,8 @@ start_identity_check(Session *s)
 	int			flush;
 
 	s->state = SESSION_CHECKING;
-	if (!PQsendQueryParams(s->conn, IDENTITY_QUERY, 0, NULL, NULL, NULL, NULL, 0) ||
-		(flush = PQflush(s->conn)) < 0)
+	flush = tt_send_statement(s->conn, IDENTITY_QUERY, false);
+	if (flush < 0)
 	{
 		rt->unusable = true;
 		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));

@@ -625,14 +625,16 @@ push @EXPORT, qw(tt_skip_test tt_priv_helper tt_priv);
 
 =pod
 
-=item tt_start_proxy(server => $unix_socket, listen_unix => $path | listen_port => $port, [cut_marker => $text, cut_log => $file])
+=item tt_start_proxy(server => $unix_socket, listen_unix => $path | listen_port => $port, [cut_marker => $text, cut_log => $file, [inject => $bytes, inject_back => $n]])
 
 Start a byte-for-byte proxy (a child perl process) in front of a server's
 Unix socket, listening on a Unix socket path or on 127.0.0.1:port.  With
 cut_marker, the first connection on which the server sends that text is
 closed on both sides before the text is passed on, and "cut" is appended
-to cut_log.  Returns (IPC::Run harness, proxy pid); the caller ends it
-with kill_kill.
+to cut_log.  With inject as well, that connection is not closed: the
+bytes inject are slipped in inject_back bytes (default 0) before the text,
+and "injected" is appended to cut_log instead.  Returns (IPC::Run harness,
+proxy pid); the caller ends it with kill_kill.
 
 =cut
 
@@ -642,7 +644,8 @@ use warnings;
 use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
-my ($listen, $server_path, $marker, $log) = @ARGV;
+my ($listen, $server_path, $marker, $log, $inject, $back) = @ARGV;
+$inject = pack('H*', $inject);    # hex on the command line: it may hold NULs
 my $l;
 if ($listen =~ /^\d+$/)
 {
@@ -700,10 +703,15 @@ while (1)
 			{
 				$cut = 1;
 				open(my $lf, '>>', $log) or die;
-				print $lf "cut\n";
+				print $lf ($inject eq '' ? "cut\n" : "injected\n");
 				close($lf);
-				close_pair($fh);
-				next;
+				if ($inject eq '')
+				{
+					close_pair($fh);
+					next;
+				}
+				my $at = index($buf, $marker) - $back;
+				substr($buf, $at < 0 ? 0 : $at, 0) = $inject;
 			}
 			$tail{$fh} = substr($seen, -length($marker));
 		}
@@ -724,7 +732,8 @@ sub tt_start_proxy
 	my $listen = $o{listen_unix} // $o{listen_port};
 	my ($out, $err) = ('', '');
 	my $h = IPC::Run::start(
-		[ $^X, '-e', $tt_proxy_code, $listen, $o{server}, $o{cut_marker} // '', $o{cut_log} // '' ],
+		[ $^X, '-e', $tt_proxy_code, $listen, $o{server}, $o{cut_marker} // '', $o{cut_log} // '',
+		  unpack('H*', $o{inject} // ''), $o{inject_back} // 0 ],
 		'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(300));
 	$h->pump until $out =~ /ready (\d+)/;
 	return ($h, $1);

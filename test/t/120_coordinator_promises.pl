@@ -11,6 +11,12 @@
 #   (08006): the job fails naming the node and the task — it neither
 #   returns the partial rows nor fails over (its rows would be duplicated),
 #   although another placement is there;
+# * real-time, a task's remote error keeps the remote CONTEXT (the
+#   PL/pgSQL function on the worker that raised it), followed by ours
+#   naming the task, the node and the query (postgres_fdw's way); a
+#   connection cut in the middle of a task's rows, and an error libpq makes
+#   without a SQLSTATE (a proxy slips in a bad message), are connection
+#   failures (08006) naming the node;
 # * the jobs view while a task-tracker job runs: state 'running',
 #   tasks_total, tasks_done counting finished tasks, tasks_failed counting
 #   an attempt given up at a placement (failover); empty afterwards.
@@ -158,10 +164,78 @@ sub check_failed_job
 	tt_sql($coord, sprintf("SELECT task_tracker.remove_node(%s, %d)", tt_quote_literal($workers[0]->host), $closed_port));
 }
 
+# ---------------------------------------------------------------- remote errors
+# README "Run a job": the job fails with the task's remote error, its
+# SQLSTATE and message, and its remote CONTEXT (here: the PL/pgSQL function
+# on worker 1 that raised it) before ours naming the task, node and query.
+tt_sql($workers[0], q{CREATE FUNCTION public.tt_remote_boom() RETURNS int LANGUAGE plpgsql AS $f$
+BEGIN
+	RAISE EXCEPTION 'remote boom' USING ERRCODE = '22023';
+END
+$f$});
+{
+	my ($rc, $out, $err) = tt_psql($coord, qq{SET citus.task_executor = 'real-time';
+SELECT * FROM task_tracker.run_job(\$\$SELECT 'SELECT public.tt_remote_boom()' AS query, ARRAY['$place[0]'] AS placements\$\$) AS t(n int)},
+		verbose => 1);
+	isnt($rc, 0, 'remote error in a PL/pgSQL function: the job fails');
+	like($err, qr/ERROR:  22023: remote boom/, '... with the remote SQLSTATE and message') or diag($err);
+	like($err,
+		qr/CONTEXT:  PL\/pgSQL function tt_remote_boom\(\) line \d+ at RAISE\ntask 1 of job \d+ on node \Q$place[0]\E, query: SELECT public\.tt_remote_boom\(\)/,
+		'... keeping the remote CONTEXT, then naming the task, the node and the query') or diag($err);
+}
+tt_sql($workers[0], 'DROP FUNCTION public.tt_remote_boom()');
+
+# job_via_proxy(%opts): a real-time task of 10,000 rows on worker 1, through
+# a proxy (a Unix socket of its own, started with %opts) that acts as row
+# 5,000 passes; returns (the proxy's log, psql's exit code and stderr, the
+# placement)
+sub job_via_proxy
+{
+	my (%opts) = @_;
+	my $dir = PostgreSQL::Test::Utils::tempdir_short();
+	my ($proxy) = tt_start_proxy(
+		listen_unix => "$dir/.s.PGSQL." . $workers[0]->port,
+		server => $workers[0]->host . '/.s.PGSQL.' . $workers[0]->port,
+		cut_marker => 'cut-here', cut_log => "$dir/proxy.log", %opts);
+	my $node = sprintf('%s, %d', tt_quote_literal($dir), $workers[0]->port);
+	my $via_proxy = "$dir:" . $workers[0]->port;
+	tt_sql($coord, "SELECT task_tracker.add_node($node)");
+	my ($rc, $out, $err) = tt_psql($coord, qq{SET citus.task_executor = 'real-time';
+SELECT count(*) FROM task_tracker.run_job(\$\$SELECT \$q\$SELECT CASE WHEN g = 5000 THEN 'cut-' || 'here' ELSE repeat('x', 100) END FROM generate_series(1, 10000) g\$q\$ AS query, ARRAY['$via_proxy'] AS placements\$\$) AS t(v text)},
+		verbose => 1);
+	$proxy->kill_kill;
+	tt_sql($coord, "SELECT task_tracker.remove_node($node)");
+	return ((-e "$dir/proxy.log" ? slurp_file("$dir/proxy.log") : ''), $rc, $err, $via_proxy);
+}
+
+# The connection is cut: the job fails with a connection failure, 08006,
+# naming the node.
+{
+	my ($log, $rc, $err, $via_proxy) = job_via_proxy();
+	is($log, "cut\n", 'connection cut mid-task: the proxy cut it as the row passed');
+	isnt($rc, 0, '... the job fails');
+	like($err, qr/ERROR:  08006: /, '... with a connection failure (08006)') or diag($err);
+	like($err, qr/task 1 of job \d+ on node \Q$via_proxy\E/, '... naming the task and the node') or diag($err);
+}
+
+# A message of a type no server sends ('!') is slipped in before the row's
+# CopyData message (type 'd' and its length: 5 bytes): libpq makes an error
+# of it without a SQLSTATE, which is a connection failure (08006, as
+# postgres_fdw has it), not an internal error (XX000).
+{
+	my ($log, $rc, $err, $via_proxy) = job_via_proxy(inject => "!\0\0\0\4", inject_back => 5);
+	is($log, "injected\n", 'error without a SQLSTATE: the proxy slipped in a bad message');
+	isnt($rc, 0, '... the job fails');
+	like($err, qr/ERROR:  08006: unexpected response from server/, '... with a connection failure (08006), not XX000')
+	  or diag($err);
+	like($err, qr/task 1 of job \d+ on node \Q$via_proxy\E/, '... naming the task and the node') or diag($err);
+}
+
 for my $i (0, 1)
 {
 	tt_check_no_leftovers($workers[$i], 'worker ' . ($i + 1));
 }
 tt_check_no_leftovers($coord, 'coordinator');
 $_->stop for ($coord, @workers);
+
 done_testing();
