@@ -249,7 +249,5 @@ extern void tt_stats_wakeup(TimestampTz now);
 extern void tt_stats_set_connections(int n);
 
 extern const char *tt_status_name(TTTaskStatus status);
-extern void tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner);
-extern void tt_job_dir_path(char *path, size_t len, int64 job_id);
 
 #endif							/* TT_SHMEM_H */

@@ -70,7 +70,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_connection_cache.h"
 #include "coordinator/tt_coordinator.h"
 #include "coordinator/tt_node_budget.h"

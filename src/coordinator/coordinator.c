@@ -51,9 +51,8 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_coordinator.h"
-#include "coordinator/tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;
@@ -140,7 +139,6 @@ tt_coordinator_define_settings(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	tt_budget_define_settings();
 }
 
 Size
@@ -154,7 +152,6 @@ void
 tt_coordinator_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_coordinator_shmem_size());
-	tt_budget_shmem_request();
 }
 
 /*
@@ -181,7 +178,6 @@ tt_coordinator_shmem_init(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
-	tt_budget_shmem_init();
 }
 
 /*

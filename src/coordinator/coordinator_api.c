@@ -38,7 +38,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_executor.h"
 #include "coordinator/tt_node_registry.h"
 

@@ -56,7 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "common/tt_copy_text.h"
 #include "coordinator/tt_executor.h"
 #include "coordinator/tt_node_budget.h"

@@ -117,7 +117,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_executor.h"
 
 /* timeout of one wait_for_tasks call, ms */

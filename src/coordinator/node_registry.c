@@ -56,7 +56,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_node_registry.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_add_node);

@@ -70,10 +70,10 @@
 #include "storage/fd.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
 #include "worker/tt_persist.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"

@@ -70,10 +70,9 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
 #include "common/tt_copy_text.h"
 #include "worker/tt_result_file.h"
-#include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 #define TT_RESULT_MAGIC		"TTR2"
 #define TT_RESULT_MAGIC_1_0	"TTR1"	/* written by the 1.0 library */
@@ -110,6 +109,25 @@ tt_result_ensure_dir(void)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not create directory \"%s\": %m", TT_DATA_DIR)));
+}
+
+/*
+ * tt_job_dir_path / tt_task_file_path
+ *		The directory of a job's result files, and the result file of one
+ *		task.  They are built from numbers only: no text from SQL ever
+ *		reaches a path.
+ */
+void
+tt_job_dir_path(char *path, size_t len, int64 job_id)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT, TT_DATA_DIR, job_id);
+}
+
+void
+tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT "/task_%d.%u", TT_DATA_DIR,
+			 job_id, task_id, owner);
 }
 
 /*

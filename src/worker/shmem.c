@@ -41,9 +41,10 @@
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 TTShared   *tt_shared = NULL;
 HTAB	   *tt_task_hash = NULL;
@@ -781,21 +782,4 @@ tt_status_name(TTTaskStatus status)
 	if (status < 0 || status > TT_CANCELED)
 		return "unknown";
 	return status_names[status];
-}
-
-/*
- * Result files are addressed by numbers only: no text from SQL ever
- * reaches a path.
- */
-void
-tt_job_dir_path(char *path, size_t len, int64 job_id)
-{
-	snprintf(path, len, "%s/job_" INT64_FORMAT, TT_DATA_DIR, job_id);
-}
-
-void
-tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner)
-{
-	snprintf(path, len, "%s/job_" INT64_FORMAT "/task_%d.%u", TT_DATA_DIR,
-			 job_id, task_id, owner);
 }

@@ -71,11 +71,13 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "task_tracker.h"
-#include "worker/tt_result_file.h"
 #include "common/tt_copy_text.h"
-#include "worker/tt_shmem.h"
+#include "common/tt_settings.h"
 #include "common/tt_waits.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
+#include "worker/tt_tracker.h"
+#include "worker/tt_worker.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_assign_task);
 PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);
