@@ -1,6 +1,9 @@
 
-# Result files live under $PGDATA/pg_task_tracker/job_<id>/, are readable by
-# the server's OS user only, and cleanup_job leaves no file behind.
+# Where a task's result is kept and when it goes: result files live under
+# $PGDATA/pg_task_tracker/job_<id>/, are readable by the server's OS user
+# only, and cleanup_job leaves no file behind; small results stay in shared
+# memory and only larger ones get a file, both survive a restart; a job
+# nobody asks about expires with its files.
 
 use strict;
 use warnings;
@@ -11,7 +14,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use TaskTrackerTest;
 
-# results go to files whatever their size (in-memory results: 050_lifecycle.pl)
+# results go to files whatever their size (in-memory results: below)
 my $node = tt_node('files', conf => "citus.task_result_inline_size = 0\n");
 tt_create_role($node, 'alice');
 my $area = $node->data_dir . '/pg_task_tracker';
@@ -55,5 +58,42 @@ if (-d $area)
 	is(scalar(@left), 0, 'no result file anywhere') or diag("@left");
 }
 
+$node->stop;
+
+# ---- small results stay in shared memory, larger ones go to a file
+$node = tt_node('memory');
+tt_sql($node, q{SELECT task_tracker.assign_tasks(8, '{1,2}', ARRAY['SELECT g, md5(g::text) FROM generate_series(1, 10) g', 'SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 1000) g'])});
+ok(tt_wait_job($node, 8), 'job 8 finished');
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 1) AS t(g int, h text)"),
+	'10|55', 'small result reads back');
+is(tt_sql($node, "SELECT count(*), sum(g), min(length(h)) FROM task_tracker.task_result(8, 2) AS t(g int, h text)"),
+	'1000|500500|640', 'large result reads back');
+@files = glob($node->data_dir . '/pg_task_tracker/job_8/*');
+is(scalar(@files), 1, 'only the large result has a file')
+  or diag("files: @files");
+like($files[0] // '', qr{/task_2\.\d+$}, 'the file is the large task\'s');
+ok(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker') > 0, 'tracker view still reports texts');
+# a restart keeps both kinds of result
+$node->restart;
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 1) AS t(g int, h text)"),
+	'10|55', 'small in-memory result survives pg_ctl restart');
+is(tt_sql($node, "SELECT count(*), sum(g) FROM task_tracker.task_result(8, 2) AS t(g int, h text)"),
+	'1000|500500', 'file result survives pg_ctl restart');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(8)');
+
+# ---- job expiry: a job nobody asks about is reaped with its files
+tt_sql($node, q{ALTER SYSTEM SET citus.task_tracker_job_expiry = '1s'; SELECT pg_reload_conf();});
+tt_sql($node, q{SELECT task_tracker.assign_task(6, 1, 'SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 1000) g')});
+ok(tt_wait_job($node, 6), 'job 6 finished');
+ok(scalar(grep { $_ eq 'job_6' } tt_job_dirs($node)) == 1, 'job 6 has a result directory');
+my $pos = tt_log_position($node);
+ok($node->poll_query_until('postgres',
+		'SELECT count(*) = 0 FROM task_tracker.tasks WHERE job_id = 6'),
+	'expired job is removed by the tracker');
+$node->wait_for_log(qr/task tracker removed 1 jobs nobody asked about/, $pos);
+is(scalar(grep { $_ eq 'job_6' } tt_job_dirs($node)), 0, 'its directory is gone');
+tt_sql($node, q{ALTER SYSTEM RESET citus.task_tracker_job_expiry; SELECT pg_reload_conf();});
+
+tt_check_no_leftovers($node);
 $node->stop;
 done_testing();
