@@ -40,12 +40,12 @@ static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 void		_PG_init(void);
 
-static void tt_shmem_request(void);
-static void tt_shmem_startup(void);
-static void tt_process_utility(PlannedStmt *pstmt, const char *queryString,
-							   bool readOnlyTree, ProcessUtilityContext context,
-							   ParamListInfo params, QueryEnvironment *queryEnv,
-							   DestReceiver *dest, QueryCompletion *qc);
+static void request_shared_memory(void);
+static void start_shared_memory(void);
+static void run_utility_command(PlannedStmt *pstmt, const char *queryString,
+								bool readOnlyTree, ProcessUtilityContext context,
+								ParamListInfo params, QueryEnvironment *queryEnv,
+								DestReceiver *dest, QueryCompletion *qc);
 
 /*
  * _PG_init
@@ -69,11 +69,11 @@ _PG_init(void)
 	tt_preloaded = true;
 
 	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = tt_shmem_request;
+	shmem_request_hook = request_shared_memory;
 	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = tt_shmem_startup;
+	shmem_startup_hook = start_shared_memory;
 	prev_process_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = tt_process_utility;
+	ProcessUtility_hook = run_utility_command;
 
 	tt_worker_register_tracker();
 }
@@ -97,16 +97,16 @@ needs_unused_database(Node *stmt)
 }
 
 /*
- * tt_process_utility
+ * run_utility_command
  *		Close the tracker's idle sessions before a command that needs a
  *		database nobody is connected to (see the file header); then run the
  *		command as usual.
  */
 static void
-tt_process_utility(PlannedStmt *pstmt, const char *queryString,
-				   bool readOnlyTree, ProcessUtilityContext context,
-				   ParamListInfo params, QueryEnvironment *queryEnv,
-				   DestReceiver *dest, QueryCompletion *qc)
+run_utility_command(PlannedStmt *pstmt, const char *queryString,
+					bool readOnlyTree, ProcessUtilityContext context,
+					ParamListInfo params, QueryEnvironment *queryEnv,
+					DestReceiver *dest, QueryCompletion *qc)
 {
 	if (needs_unused_database(pstmt->utilityStmt))
 		tt_close_idle_sessions();
@@ -119,18 +119,23 @@ tt_process_utility(PlannedStmt *pstmt, const char *queryString,
 								params, queryEnv, dest, qc);
 }
 
+/*
+ * request_shared_memory / start_shared_memory
+ *		The shmem_request_hook and shmem_startup_hook: each role asks for,
+ *		then creates or attaches to, its own shared memory.
+ */
 static void
-tt_shmem_request(void)
+request_shared_memory(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	tt_shmem_request_space();
+	tt_shmem_request();
 	tt_coordinator_shmem_request();
 	tt_budget_shmem_request();
 }
 
 static void
-tt_shmem_startup(void)
+start_shared_memory(void)
 {
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();

@@ -201,7 +201,7 @@ extern HTAB *tt_task_hash;
 extern HTAB *tt_job_hash;
 extern HTAB *tt_user_hash;
 
-extern void tt_shmem_request_space(void);
+extern void tt_shmem_request(void);
 extern void tt_shmem_init(void);
 extern Size tt_shmem_size(void);
 extern void tt_shmem_check(void);

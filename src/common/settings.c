@@ -5,7 +5,7 @@
  *	  that the library is preloaded, and the check that it serves the SQL
  *	  objects installed in the current database; task_tracker.version().
  *
- *	  See docs/architecture.md, "The house", for versions and preloading.
+ *	  What the version check allows: README, "Versions and upgrading".
  *
  * Locking
  *	  None: settings are set by the GUC machinery, the version check keeps

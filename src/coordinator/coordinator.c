@@ -6,25 +6,7 @@
  *	  view.
  *
  * Design
- *	  Job ids must be unique even when several coordinators share the same
- *	  workers and across coordinator restarts, because a worker's tracker
- *	  keys its tasks by (job_id, task_id), and they must not be guessable:
- *	  a user who claims another user's next job id on a worker first
- *	  (assign_task under it) would make that job fail.  So every job id is
- *	  63 bits from pg_strong_random(), drawn per job (tt_new_job_id): a
- *	  thousand jobs running at once share an id with a chance of about
- *	  5 in 10^14, and nobody can predict one.  An id that others can see (the jobs view
- *	  shows it) can still be claimed on a node the job has not reached:
- *	  the task-tracker executor then takes a new id for that node
- *	  (src/coordinator/executor_task_tracker.c).
- *
- *	  The progress table has one slot per running job (twice MaxBackends
- *	  slots, so a backend may nest jobs).  A slot is filled and updated only
- *	  by the backend that owns the job; any session reads the table through
- *	  task_tracker.job_list() / the task_tracker.jobs view.  Other users'
- *	  jobs show only job_id, pid and user_name unless the viewer has the
- *	  privileges of that user or of pg_read_all_stats (as pg_stat_activity
- *	  does).
+ *	  docs/architecture.md, "Job ids" and "The jobs progress table".
  *
  * Locking
  *	  Each slot has its own spinlock, which protects every field of the

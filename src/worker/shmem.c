@@ -5,24 +5,7 @@
  *	  the dynamic area for query and error texts.
  *
  * Design
- *	  Tasks live in a shared hash keyed by (job_id, task_id) of capacity
- *	  citus.max_tracked_tasks_per_node; each entry is a fixed-size TTTrackedTask
- *	  (no text inside).  Query and error texts are allocated in a DSA area
- *	  created in place inside the main segment, so memory grows with the
- *	  text actually stored, not with a fixed slot size.  Jobs live in a
- *	  second hash; each job links its tasks, and the tasks that reached a
- *	  final state but were not yet reported to wait_for_tasks, so no
- *	  operation on one job ever scans the whole table.  Tasks waiting to run
- *	  are linked, oldest assignment first, in TTShared->pending, so the
- *	  tracker picks the next task in O(1) whatever the queue length.
- *
- *	  Each user's tasks are counted in a third, small hash (TTUser), so
- *	  that assigning checks the user's share of the table
- *	  (citus.max_tracked_tasks_per_user) in O(1).  The DSA area is capped
- *	  with dsa_set_size_limit() at tt_area_limit(): the in-place segment,
- *	  citus.task_result_memory for in-memory results and a fixed allowance
- *	  for query and error texts, so neither a flood of results nor of long
- *	  queries can take more shared memory than that.
+ *	  docs/architecture.md, "Shared state and its lock".
  *
  * Locking
  *	  See tt_shmem.h for the rule, field by field.  Every function below
@@ -102,7 +85,7 @@ tt_shmem_size(void)
 }
 
 void
-tt_shmem_request_space(void)
+tt_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_shmem_size());
 	RequestNamedLWLockTranche("task_tracker", 2);
