@@ -17,14 +17,14 @@
  *		failed, text_bytes and result_bytes;
  *	  - TTUser->ntasks.
  *	  Shared mode is enough to read any of these; changing one needs
- *	  exclusive mode.  Exception: the tracker compares close_idle_request
- *	  with close_idle_done without the lock once a pass, as a hint only (a
- *	  requester bumps the request under the lock, then sets the tracker's
- *	  latch, so a bump missed is seen in the next pass).  One exception: the tracker, the only process that
- *	  adds to result_bytes, reads it without the lock to decide whether a
- *	  result may stay in memory (it can only have shrunk since).  A session that only reads (task_status, a wait
- *	  that finds nothing new, the views, the result readers) takes shared
- *	  mode.
+ *	  exclusive mode.  A session that only reads (task_status, a wait that
+ *	  finds nothing new, the views, the result readers) takes shared mode.
+ *	  Two reads without the lock, by the tracker, as hints:
+ *	  - close_idle_request against close_idle_done, once a pass (a
+ *		requester bumps the request under the lock, then sets the tracker's
+ *		latch, so a bump missed is seen in the next pass);
+ *	  - result_bytes, of which it is the only process that adds, to decide
+ *		whether a result may stay in memory (it can only have shrunk since).
  *
  *	  Atomics, no lock:
  *	  - TTTrackedJob->last_access: "someone asked about the job" is recorded by
