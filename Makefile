@@ -2,9 +2,11 @@
 MODULE_big = task_tracker
 OBJS = \
 	src/task_tracker.o \
+	src/common/settings.o \
 	src/common/remote.o \
 	src/common/conn_auth.o \
 	src/common/copy_text.o \
+	src/worker/worker.o \
 	src/worker/shmem.o \
 	src/worker/result_file.o \
 	src/worker/persist.o \

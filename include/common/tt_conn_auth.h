@@ -24,8 +24,8 @@ extern char *node_conninfo;
 extern uint64 tt_node_conninfo_generation;
 
 extern void tt_node_conninfo_define_setting(void);
-extern int	tt_node_conninfo_append(const char **keywords, const char **values,
-									int n, int size);
+extern int	tt_node_conninfo_options(const char *const **keywords,
+									 const char *const **values);
 
 extern bool tt_is_auth_failure(const char *sqlstate, const char *message);
 extern void tt_auth_error(TTRemoteError *err, const char *message,

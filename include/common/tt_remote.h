@@ -29,8 +29,10 @@ typedef struct TTConnTarget
 	const char *dbname;			/* database */
 	const char *client_encoding;	/* NULL: server default */
 	const char *application_name;	/* fallback_application_name */
-	bool		other_node;		/* another node: add citus.node_conninfo's
-								 * options (src/common/conn_auth.c) */
+	int			noptions;		/* more libpq options, added after these: */
+	const char *const *option_keywords;	/* e.g. citus.node_conninfo's for
+										 * another node (tt_node_conninfo_options) */
+	const char *const *option_values;	/* their values */
 } TTConnTarget;
 
 /* A remote error kept as data (copied out of a PGresult / PGconn). */

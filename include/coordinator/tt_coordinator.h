@@ -1,22 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * tt_coordinator.h
- *	  Hooks through which module initialisation reaches the coordinator
- *	  side (node registry, executors, jobs view), and the coordinator's
- *	  settings.
- *
- * The coordinator is made of:
- *	  src/coordinator/coordinator.c			settings, shared memory: job ids and the jobs
- *								progress table (task_tracker.jobs)
- *	  src/coordinator/node_registry.c		add_node / remove_node, placement lookup
- *	  src/coordinator/connection_cache.c	per-backend libpq connection cache
- *	  src/coordinator/executor.c			what both executors share: the job, its tasks
- *								and nodes, rows into the result, failover,
- *								error and cancel cleanup
- *	  src/coordinator/executor_realtime.c	the real-time executor
- *	  src/coordinator/executor_task_tracker.c	the task-tracker executor
- *	  src/coordinator/executor_task_tracker_cleanup.c	... its cleanup
- *	  src/coordinator/coordinator_api.c		run_job and run_on_workers
+ *	  The coordinator's settings, the hooks through which module
+ *	  initialisation reaches the coordinator side, job ids and the jobs
+ *	  progress table (src/coordinator/coordinator.c).  The coordinator's
+ *	  files: docs/architecture.md, "The house".
  *
  *-------------------------------------------------------------------------
  */

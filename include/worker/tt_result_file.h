@@ -84,4 +84,8 @@ extern void tt_result_remove_detached(char *path);
 extern int	tt_result_remove_all(void);
 extern void tt_result_ensure_dir(void);
 
+/* paths of result files: built from numbers only */
+extern void tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner);
+extern void tt_job_dir_path(char *path, size_t len, int64 job_id);
+
 #endif							/* TT_RESULT_FILE_H */

@@ -17,14 +17,14 @@
  *		failed, text_bytes and result_bytes;
  *	  - TTUser->ntasks.
  *	  Shared mode is enough to read any of these; changing one needs
- *	  exclusive mode.  Exception: the tracker compares close_idle_request
- *	  with close_idle_done without the lock once a pass, as a hint only (a
- *	  requester bumps the request under the lock, then sets the tracker's
- *	  latch, so a bump missed is seen in the next pass).  One exception: the tracker, the only process that
- *	  adds to result_bytes, reads it without the lock to decide whether a
- *	  result may stay in memory (it can only have shrunk since).  A session that only reads (task_status, a wait
- *	  that finds nothing new, the views, the result readers) takes shared
- *	  mode.
+ *	  exclusive mode.  A session that only reads (task_status, a wait that
+ *	  finds nothing new, the views, the result readers) takes shared mode.
+ *	  Two reads without the lock, by the tracker, as hints:
+ *	  - close_idle_request against close_idle_done, once a pass (a
+ *		requester bumps the request under the lock, then sets the tracker's
+ *		latch, so a bump missed is seen in the next pass);
+ *	  - result_bytes, of which it is the only process that adds, to decide
+ *		whether a result may stay in memory (it can only have shrunk since).
  *
  *	  Atomics, no lock:
  *	  - TTTrackedJob->last_access: "someone asked about the job" is recorded by
@@ -201,7 +201,7 @@ extern HTAB *tt_task_hash;
 extern HTAB *tt_job_hash;
 extern HTAB *tt_user_hash;
 
-extern void tt_shmem_request_space(void);
+extern void tt_shmem_request(void);
 extern void tt_shmem_init(void);
 extern Size tt_shmem_size(void);
 extern void tt_shmem_check(void);
@@ -249,7 +249,5 @@ extern void tt_stats_wakeup(TimestampTz now);
 extern void tt_stats_set_connections(int n);
 
 extern const char *tt_status_name(TTTaskStatus status);
-extern void tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner);
-extern void tt_job_dir_path(char *path, size_t len, int64 job_id);
 
 #endif							/* TT_SHMEM_H */

@@ -207,26 +207,26 @@ tt_node_conninfo_define_setting(void)
 }
 
 /*
- * tt_node_conninfo_append
- *		Append the options of citus.node_conninfo to the keyword/value
- *		arrays of a connection to another node, from position n on, at most
- *		up to size - 1 (the last place is the terminating NULL, which the
- *		caller sets).  Returns the new count.  Never throws; the strings
+ * tt_node_conninfo_options
+ *		The options of citus.node_conninfo, for a connection to another node
+ *		(TTConnTarget.option_keywords / option_values): returns their number
+ *		and points *keywords and *values at them.  Never throws; the arrays
  *		stay valid until the setting changes.
  */
 int
-tt_node_conninfo_append(const char **keywords, const char **values,
-						int n, int size)
+tt_node_conninfo_options(const char *const **keywords, const char *const **values)
 {
 	const NodeConninfoOptions *opts = node_conninfo_options;
 
-	for (int i = 0; opts != NULL && i < opts->n && n < size - 1; i++)
+	if (opts == NULL)
 	{
-		keywords[n] = opts->keywords[i];
-		values[n] = opts->values[i];
-		n++;
+		*keywords = NULL;
+		*values = NULL;
+		return 0;
 	}
-	return n;
+	*keywords = (const char *const *) opts->keywords;
+	*values = (const char *const *) opts->values;
+	return opts->n;
 }
 
 /*

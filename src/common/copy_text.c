@@ -3,31 +3,14 @@
  * copy_text.c
  *	  COPY's text format, the one form in which task results are stored
  *	  and moved: splitting and de-escaping a line into values, and escaping
- *	  a value into a line.
+ *	  a value into a line; and which statements run as COPY (<query>) TO
+ *	  STDOUT, from their raw parse tree (tt_copy_statement_length,
+ *	  tt_copy_wrap).
  *
  * Design
- *	  A line is what COPY ... TO STDOUT (text format, the defaults) sends
- *	  for one row: the values in their types' text output, separated by
- *	  tabs, a NULL written as \N, and in a value a backslash, tab, newline,
- *	  carriage return, backspace, form feed and vertical tab written as
- *	  \\, \t, \n, \r, \b, \f and \v; every other byte as it is.  So a raw
- *	  newline byte only ever ends a row, and a line can be found with
- *	  memchr.  Reading de-escapes exactly like COPY FROM's text format
- *	  (which also accepts octal \ooo and hex \xhh escapes and takes \c as c
- *	  for any other c), so anything COPY TO writes reads back byte for
- *	  byte.  Values are left in the encoding they came in: the tracker's
- *	  sessions use the database's encoding as client_encoding, and every
- *	  server encoding is ASCII-safe, so working byte by byte is exact.
- *
- *	  Which statements run as COPY (statement) TO STDOUT is decided here
- *	  too, from the raw parse tree (tt_copy_statement_length), and the
- *	  COPY text is built here (tt_copy_wrap): the worker decides it at
- *	  assignment for the tracker, the real-time executor per task.
- *
- *	  Users: the tracker escapes the values of statements it cannot run as
- *	  COPY (src/worker/tracker.c, through src/worker/result_file.c); task_result()
- *	  (src/worker/result_file.c) and both coordinator executors (src/coordinator/executor.c,
- *	  src/coordinator/executor_task_tracker.c) split lines.
+ *	  docs/architecture.md, "Flow of one task" (steps 3 to 6); the format
+ *	  is COPY's text format with its defaults, read back exactly as COPY
+ *	  FROM reads it.
  *
  * Locking
  *	  None: pure functions on the caller's memory.

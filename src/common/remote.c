@@ -16,7 +16,7 @@
  *	  keyword/value arrays: user and database names travel as values and
  *	  can never inject connection options, whatever characters they hold.
  *	  Connections to another node also get the options of
- *	  citus.node_conninfo (src/common/conn_auth.c), after the product's own.
+ *	  the caller's extra options (citus.node_conninfo, src/common/conn_auth.c), after the product's own.
  *	  Each connection holds one external file descriptor reservation from
  *	  fd.c (AcquireExternalFD) from tt_conn_start() until tt_conn_finish().
  *	  Every connection gets a notice receiver, so libpq never writes to the
@@ -53,7 +53,6 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "common/tt_conn_auth.h"
 #include "common/tt_remote.h"
 #include "common/tt_waits.h"
 
@@ -105,8 +104,11 @@ tt_conn_start(const TTConnTarget *target, char **error)
 		keywords[n] = "client_encoding";
 		values[n++] = target->client_encoding;
 	}
-	if (target->other_node)
-		n = tt_node_conninfo_append(keywords, values, n, lengthof(keywords));
+	for (int i = 0; i < target->noptions && n < lengthof(keywords) - 1; i++)
+	{
+		keywords[n] = target->option_keywords[i];
+		values[n++] = target->option_values[i];
+	}
 	keywords[n] = NULL;
 	values[n] = NULL;
 

@@ -73,7 +73,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_connection_cache.h"
 #include "coordinator/tt_coordinator.h"
 #include "coordinator/tt_node_budget.h"
@@ -193,7 +193,9 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	/* text travels in this database's encoding, as postgres_fdw does */
 	target.client_encoding = GetDatabaseEncodingName();
 	target.application_name = "task_tracker coordinator";
-	target.other_node = true;
+	/* another node: citus.node_conninfo's options (TLS, passfile) */
+	target.noptions = tt_node_conninfo_options(&target.option_keywords,
+											   &target.option_values);
 
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)

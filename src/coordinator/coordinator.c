@@ -6,25 +6,7 @@
  *	  view.
  *
  * Design
- *	  Job ids must be unique even when several coordinators share the same
- *	  workers and across coordinator restarts, because a worker's tracker
- *	  keys its tasks by (job_id, task_id), and they must not be guessable:
- *	  a user who claims another user's next job id on a worker first
- *	  (assign_task under it) would make that job fail.  So every job id is
- *	  63 bits from pg_strong_random(), drawn per job (tt_new_job_id): a
- *	  thousand jobs running at once share an id with a chance of about
- *	  5 in 10^14, and nobody can predict one.  An id that others can see (the jobs view
- *	  shows it) can still be claimed on a node the job has not reached:
- *	  the task-tracker executor then takes a new id for that node
- *	  (src/coordinator/executor_task_tracker.c).
- *
- *	  The progress table has one slot per running job (twice MaxBackends
- *	  slots, so a backend may nest jobs).  A slot is filled and updated only
- *	  by the backend that owns the job; any session reads the table through
- *	  task_tracker.job_list() / the task_tracker.jobs view.  Other users'
- *	  jobs show only job_id, pid and user_name unless the viewer has the
- *	  privileges of that user or of pg_read_all_stats (as pg_stat_activity
- *	  does).
+ *	  docs/architecture.md, "Job ids" and "The jobs progress table".
  *
  * Locking
  *	  Each slot has its own spinlock, which protects every field of the
@@ -51,10 +33,9 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "common/tt_conn_auth.h"
 #include "coordinator/tt_coordinator.h"
-#include "coordinator/tt_node_budget.h"
 
 /* settings */
 int			task_executor = TT_EXECUTOR_REAL_TIME;
@@ -141,8 +122,6 @@ tt_coordinator_define_settings(void)
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
-	tt_budget_define_settings();
-	tt_node_conninfo_define_setting();
 }
 
 Size
@@ -156,7 +135,6 @@ void
 tt_coordinator_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_coordinator_shmem_size());
-	tt_budget_shmem_request();
 }
 
 /*
@@ -183,7 +161,6 @@ tt_coordinator_shmem_init(void)
 		}
 	}
 	LWLockRelease(AddinShmemInitLock);
-	tt_budget_shmem_init();
 }
 
 /*

@@ -4,21 +4,8 @@
  *	  The coordinator's SQL entry points: run_job() and run_on_workers().
  *
  * Design
- *	  run_job(task_list) runs the task list query through SPI (as the
- *	  calling user; the plans of the last few task lists are kept, so a
- *	  task list that is run again is not parsed and planned again), copies
- *	  the tasks into a job of its own memory context,
- *	  and checks every placement against the node registry before any
- *	  remote work starts: a job may only target registered active nodes.
- *	  It then draws a job id, publishes the job in the progress table and
- *	  hands it to the executor chosen by citus.task_executor.  Rows go into
- *	  the materialized result (a tuplestore that spills past work_mem).
- *	  Whatever happens, the executor's cleanup runs: from PG_CATCH on
- *	  ERROR, from the abort callback (src/coordinator/executor.c) on FATAL.
- *
- *	  run_on_workers(command) sends one command to every active node at
- *	  once over the connection cache and reports each node's outcome as a
- *	  row; a failing node is a row with success = false, not an error.
+ *	  docs/architecture.md, "A job from start to end"; run_on_workers:
+ *	  README, "Run a command on every worker".
  *
  * Locking
  *	  None beyond what SPI takes to read the task list and the registry.
@@ -38,7 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "common/tt_conn_auth.h"
 #include "coordinator/tt_executor.h"
 #include "coordinator/tt_node_registry.h"

@@ -62,7 +62,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "common/tt_conn_auth.h"
 #include "common/tt_copy_text.h"
 #include "coordinator/tt_executor.h"

@@ -59,7 +59,7 @@
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_executor.h"
 
 /*

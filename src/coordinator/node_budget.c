@@ -93,7 +93,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_connection_cache.h"
 #include "coordinator/tt_node_budget.h"
 #include "common/tt_waits.h"

@@ -5,30 +5,7 @@
  *	  remove_node(), set_node_active(), and the lookups the executors do.
  *
  * Design
- *	  The registry is the table task_tracker.node_registry (dumped by
- *	  pg_dump as extension configuration); task_tracker.nodes is a view
- *	  over it.  Only superusers change it.  Jobs may only target registered
- *	  active nodes, so a user cannot make the server connect anywhere else.
- *
- *	  Executors look nodes up often (every placement of every task), so
- *	  each backend keeps a copy of the table, loaded through SPI on first
- *	  use and thrown away on a relcache invalidation of the table.  Any
- *	  change to the table, by these functions or by plain DML, fires a
- *	  statement trigger that sends that invalidation at commit.  The copy
- *	  is marked valid only once a load has completed and no invalidation
- *	  arrived during it: a load cut short by an error or a cancel (a lock
- *	  wait on the table, statement_timeout) leaves it invalid, and the next
- *	  lookup loads it again.
- *
- *	  Node names are resolved to numeric addresses here, before a job
- *	  starts (tt_node_resolve, at most once per TT_ADDRESS_TTL per name and
- *	  backend), and every coordinator connection passes them to libpq as
- *	  hostaddr (tt_node_address, from src/coordinator/connection_cache.c).  libpq
- *	  would otherwise call getaddrinfo() inside PQconnectStartParams and
- *	  PQconnectPoll, which blocks without regard for interrupts; the
- *	  executors' cleanup opens connections with interrupts held, where
- *	  such a wait must not happen.  A name that cannot be resolved is left
- *	  to libpq (its error is the one users know).
+ *	  docs/architecture.md, "Node registry".
  *
  * Locking
  *	  The table is read under MVCC like any other; add_node() and
@@ -56,7 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "coordinator/tt_node_registry.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_add_node);

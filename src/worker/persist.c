@@ -5,46 +5,12 @@
  *	  clean up after a crash, when the tracker starts.
  *
  * Design
- *	  On SIGTERM (pg_ctl stop, smart or fast) the tracker has already
- *	  stopped its running tasks and put them back in the queue; it then
- *	  writes every task to $PGDATA/pg_task_tracker/tasks.state (written to
- *	  a temporary name, fsynced and renamed, so a half-written file is
- *	  never read).  When the tracker starts on freshly initialised shared
- *	  memory it loads that file and removes it.  If there is no file but
- *	  the directory exists, the previous run did not stop cleanly (kill -9,
- *	  immediate stop, crash): the table starts empty, every leftover job
- *	  directory is removed, and a LOG line says so.
+ *	  docs/architecture.md, "Stop, start, crash".
  *
- *	  Saving can fail: a full disk, an I/O error, no memory for the copy.
- *	  The partial temporary file is then removed at once (on a full disk
- *	  that gives its space back), the LOG line says why and how many tasks
- *	  are lost, and a marker, tasks.state.lost, records the same in a few
- *	  bytes, which fit where the partial file was (if the area cannot take
- *	  even that, say it is read-only, the marker goes to
- *	  $PGDATA/pg_task_tracker.lost, as autoprewarm keeps its file in
- *	  $PGDATA).  There is nothing to
- *	  restore at the next start, so the table starts empty and the leftover
- *	  job directories are removed as after a crash, but the marker lets the
- *	  LOG line tell the truth: the last stop was clean, its save failed.
- *	  (A smaller second save, say without the finished tasks, would
- *	  restore some jobs half: a coordinator then assigns again the tasks
- *	  the tracker lost, but a task that had finished would run twice.  All
- *	  or nothing is the rule, as for a crash.)
- *
- *	  The format is private and versioned: "TTS4", then, per task in
- *	  assignment order, a byte 1 and the record; a byte 0 ends the file.
- *	  A file of the previous version ("TTS3", written by the 1.0 library,
- *	  whose records lack copy_len) is read too: its queued tasks run as
- *	  plain statements.  In-memory results are saved as they are stored
- *	  (tt_result_file.h reads both the current and the 1.0 format).
- *
- *	  The reader trusts nothing in the file.  Every length is checked
- *	  against what is left of the file before anything is allocated, every
- *	  field against its valid values, and a task seen twice is damage.  A
- *	  damaged (truncated, overwritten) or unreadable file is restored up to
- *	  the damage, kept as tasks.state.corrupt for inspection, and a WARNING
- *	  says what was wrong; the tracker then starts normally.  After any
- *	  restore, job directories no restored task uses are removed.
+ *	  Format (private, versioned): "TTS4", then per task, in assignment
+ *	  order, a byte 1 and the record; a byte 0 ends the file.  "TTS3" (the
+ *	  1.0 library's, whose records lack copy_len) is read too: its queued
+ *	  tasks run as plain statements.
  *
  * Locking
  *	  Saving reads the table under TTShared->lock in shared mode and
@@ -70,10 +36,10 @@
 #include "storage/fd.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
 #include "worker/tt_persist.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 #define TT_STATE_FILE		TT_DATA_DIR "/tasks.state"
 #define TT_STATE_TMP		TT_DATA_DIR "/tasks.state.tmp"
@@ -492,7 +458,7 @@ typedef struct PendingTask
 #define TT_RESTORE_BATCH_BYTES	(4 * 1024 * 1024)
 
 /*
- * restore_one
+ * restore_task
  *		Insert one saved task whose record has been checked.  Caller holds
  *		the lock exclusively.  Returns 1 when the task is restored, 0 when
  *		it is dropped because the table is full (with a WARNING), -1 with
@@ -500,7 +466,7 @@ typedef struct PendingTask
  *		left for its query text; nothing is inserted then).
  */
 static int
-restore_one(const PendingTask *p, char **problem)
+restore_task(const PendingTask *p, char **problem)
 {
 	const SavedTask *s = &p->s;
 	TTTrackedJob	   *job;
@@ -617,7 +583,7 @@ restore_batch(PendingTask *batch, int nbatch, StateReader *r, bool *stopped)
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < nbatch && !*stopped; i++)
 	{
-		switch (restore_one(&batch[i], &r->problem))
+		switch (restore_task(&batch[i], &r->problem))
 		{
 			case 1:
 				n++;
@@ -733,7 +699,7 @@ check_saved_task(const SavedTask *s, const StateReader *r)
 		(Size) Max(s->error_len, 0) >= MaxAllocSize ||
 		(Size) Max(s->result_len, 0) >= MaxAllocSize)
 		return "a text length is invalid";
-	/* a task saved twice is found when it is inserted (restore_one) */
+	/* a task saved twice is found when it is inserted (restore_task) */
 	return NULL;
 }
 

@@ -6,41 +6,14 @@
  *	  (task_result_copy), and removing the files of a job.
  *
  * Design
- *	  A result is stored in COPY's text format (see src/common/copy_text.c), the
- *	  form the rows come in when the tracker runs a task as COPY (<query>)
- *	  TO STDOUT, so those rows are stored exactly as they arrive; for the
- *	  statements that cannot run as COPY the tracker escapes each value
- *	  the same way (tt_result_add).  One format:
+ *	  docs/architecture.md, "Flow of one task" (steps 4 to 6).
  *
- *		"TTR2", uint32 ncols (native byte order: a result never leaves
- *		its server), then one line per row, each ending in a newline.
- *
- *	  The tracker collects the result in a 64 kB buffer.  A result that
- *	  stays within citus.task_result_inline_size is kept in shared memory
- *	  (the task's "inline" result, see tracker.c): most tasks never touch
- *	  the disk.  A larger one goes to $PGDATA/pg_task_tracker/job_<job>/
- *	  task_<task>.<owner oid>, created with owner-only permissions when the
- *	  buffer first overflows.  The path is built from numbers only, so no
- *	  SQL input ever reaches the file system.
- *
- *	  A reader (TTResultReader) reads either form back: task_result()
- *	  splits each line and turns each value into a Datum with the input
- *	  function of the caller's column type, into a tuplestore (which
- *	  spills to disk beyond work_mem); task_result_copy() hands out the
- *	  lines as they are, in chunks of whole lines, so the coordinator's
- *	  fetch costs the worker a file read.  Results written by the 1.0
- *	  library ("TTR1": type oids, then per value an int32 length, -1 for
- *	  NULL, and the text bytes), which a server restart may have kept, are
- *	  read too: the reader turns each of their rows into a COPY text line.
- *
- *	  Rows are stored in the encoding of the database the task ran in.  A
- *	  reader told that encoding (tt_result_reader_set_encoding) converts
- *	  each line or chunk to the reading session's database encoding with
- *	  pg_any_to_server(), after checking the bytes are valid in the
- *	  stored encoding: the caller gets the right characters or an error
- *	  (22021 invalid bytes, 22P05 no equivalent), never other bytes.  A
- *	  chunk is whole lines, and COPY text's delimiters are ASCII, so a
- *	  chunk never splits a character.
+ *	  Format: "TTR2", uint32 ncols (native byte order: a result never
+ *	  leaves its server), then one line of COPY text per row, each ending
+ *	  in a newline.  "TTR1" (the 1.0 library's: type oids, then per value
+ *	  an int32 length, -1 for NULL, and the bytes) is read too, each row
+ *	  turned into a COPY text line.  Paths are built from numbers only
+ *	  (tt_task_file_path).
  *
  * Locking
  *	  None: a file is written only by the tracker while its task runs and
@@ -70,10 +43,9 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
 #include "common/tt_copy_text.h"
 #include "worker/tt_result_file.h"
-#include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 #define TT_RESULT_MAGIC		"TTR2"
 #define TT_RESULT_MAGIC_1_0	"TTR1"	/* written by the 1.0 library */
@@ -110,6 +82,25 @@ tt_result_ensure_dir(void)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not create directory \"%s\": %m", TT_DATA_DIR)));
+}
+
+/*
+ * tt_job_dir_path / tt_task_file_path
+ *		The directory of a job's result files, and the result file of one
+ *		task.  They are built from numbers only: no text from SQL ever
+ *		reaches a path.
+ */
+void
+tt_job_dir_path(char *path, size_t len, int64 job_id)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT, TT_DATA_DIR, job_id);
+}
+
+void
+tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner)
+{
+	snprintf(path, len, "%s/job_" INT64_FORMAT "/task_%d.%u", TT_DATA_DIR,
+			 job_id, task_id, owner);
 }
 
 /*
@@ -382,8 +373,12 @@ tt_result_error(TTResultWriter *w, const char **sqlstate)
 	return psprintf("could not write result file \"%s\": %m", w->path);
 }
 
+/*
+ * error_truncated
+ *		The stored result ends in the middle of a header or row: throw.
+ */
 static void
-truncated(TTResultReader *r)
+error_truncated(TTResultReader *r)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_DATA_CORRUPTED),
@@ -448,7 +443,7 @@ reader_header(TTResultReader *r)
 	uint32		ncols;
 
 	if (!reader_fill(r, TT_RESULT_HEADER_SIZE))
-		truncated(r);
+		error_truncated(r);
 	memcpy(&ncols, r->buf + r->start + 4, sizeof(ncols));
 	if (memcmp(r->buf + r->start, TT_RESULT_MAGIC, 4) == 0)
 		r->legacy = false;
@@ -468,7 +463,7 @@ reader_header(TTResultReader *r)
 	{
 		/* then the type oids of the columns, which nothing needs */
 		if (!reader_fill(r, ncols * sizeof(uint32)))
-			truncated(r);
+			error_truncated(r);
 		r->start += ncols * sizeof(uint32);
 		initStringInfo(&r->line);
 	}
@@ -591,7 +586,7 @@ legacy_next_line(TTResultReader *r)
 		int32		len;
 
 		if (!reader_fill(r, sizeof(len)))
-			truncated(r);
+			error_truncated(r);
 		memcpy(&len, r->buf + r->start, sizeof(len));
 		r->start += sizeof(len);
 		if (i > 0)
@@ -602,7 +597,7 @@ legacy_next_line(TTResultReader *r)
 			continue;
 		}
 		if (!reader_fill(r, len))
-			truncated(r);
+			error_truncated(r);
 		tt_copy_text_append(&r->line, r->buf + r->start, len);
 		r->start += len;
 	}
@@ -649,7 +644,7 @@ tt_result_next_line(TTResultReader *r, char **line, int *len)
 		if (!reader_fill(r, scanned + 1))
 		{
 			if (r->end > r->start)
-				truncated(r);
+				error_truncated(r);
 			return false;
 		}
 	}

@@ -5,24 +5,7 @@
  *	  the dynamic area for query and error texts.
  *
  * Design
- *	  Tasks live in a shared hash keyed by (job_id, task_id) of capacity
- *	  citus.max_tracked_tasks_per_node; each entry is a fixed-size TTTrackedTask
- *	  (no text inside).  Query and error texts are allocated in a DSA area
- *	  created in place inside the main segment, so memory grows with the
- *	  text actually stored, not with a fixed slot size.  Jobs live in a
- *	  second hash; each job links its tasks, and the tasks that reached a
- *	  final state but were not yet reported to wait_for_tasks, so no
- *	  operation on one job ever scans the whole table.  Tasks waiting to run
- *	  are linked, oldest assignment first, in TTShared->pending, so the
- *	  tracker picks the next task in O(1) whatever the queue length.
- *
- *	  Each user's tasks are counted in a third, small hash (TTUser), so
- *	  that assigning checks the user's share of the table
- *	  (citus.max_tracked_tasks_per_user) in O(1).  The DSA area is capped
- *	  with dsa_set_size_limit() at tt_area_limit(): the in-place segment,
- *	  citus.task_result_memory for in-memory results and a fixed allowance
- *	  for query and error texts, so neither a flood of results nor of long
- *	  queries can take more shared memory than that.
+ *	  docs/architecture.md, "Shared state and its lock".
  *
  * Locking
  *	  See tt_shmem.h for the rule, field by field.  Every function below
@@ -41,9 +24,10 @@
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
+#include "worker/tt_worker.h"
 
 TTShared   *tt_shared = NULL;
 HTAB	   *tt_task_hash = NULL;
@@ -101,7 +85,7 @@ tt_shmem_size(void)
 }
 
 void
-tt_shmem_request_space(void)
+tt_shmem_request(void)
 {
 	RequestAddinShmemSpace(tt_shmem_size());
 	RequestNamedLWLockTranche("task_tracker", 2);
@@ -781,21 +765,4 @@ tt_status_name(TTTaskStatus status)
 	if (status < 0 || status > TT_CANCELED)
 		return "unknown";
 	return status_names[status];
-}
-
-/*
- * Result files are addressed by numbers only: no text from SQL ever
- * reaches a path.
- */
-void
-tt_job_dir_path(char *path, size_t len, int64 job_id)
-{
-	snprintf(path, len, "%s/job_" INT64_FORMAT, TT_DATA_DIR, job_id);
-}
-
-void
-tt_task_file_path(char *path, size_t len, int64 job_id, int32 task_id, Oid owner)
-{
-	snprintf(path, len, "%s/job_" INT64_FORMAT "/task_%d.%u", TT_DATA_DIR,
-			 job_id, task_id, owner);
 }

@@ -115,7 +115,9 @@
 #include "utils/varlena.h"
 #include "mb/pg_wchar.h"
 
-#include "task_tracker.h"
+#include "common/tt_settings.h"
+#include "worker/tt_tracker.h"
+#include "worker/tt_worker.h"
 #include "worker/tt_persist.h"
 #include "common/tt_copy_text.h"
 #include "common/tt_conn_auth.h"

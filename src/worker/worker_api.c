@@ -7,38 +7,8 @@
  *	  and tracker views.
  *
  * Design
- *	  Everything a backend does to the task table happens here, in the
- *	  calling user's backend: the assigning user is GetUserId(), checked
- *	  against the owner of every task and job touched.  Input is validated
- *	  completely (NULLs, ranges, length, parse) before the table is locked,
- *	  and a batch is applied all or nothing.  The raw parse that checks a
- *	  query also decides whether the tracker may run it as COPY (<query>)
- *	  TO STDOUT, the cheap way to get its rows in the stored format (see
- *	  tt_result_file.h).  Waiting (wait_for_tasks, wait_for_task_results,
- *	  cleanup_job, start-up readiness) is a condition-variable sleep on the
- *	  job's slot (tt_job_cv): only events of that job (or of the few jobs
- *	  sharing its slot) wake the session.
- *
- *	  wait_for_task_results reports like wait_for_tasks and also hands out
- *	  the rows of succeeded tasks whose result is kept in shared memory,
- *	  so that a small task costs its caller no fetch.  A task reported
- *	  with its rows is dropped at once (no cleanup_job needed for it) only
- *	  in the session that assigned it: every session records a stamp in
- *	  the tasks it assigns (TTTrackedTask->assigner), so another session waiting
- *	  on the same job (a monitor, a superuser) never takes a task away
- *	  from the session that will fetch it.  Dropping is not transactional:
- *	  rows handed out but lost on the way (a cut connection) are gone from
- *	  this node, and the caller runs the task again (at least once).
- *
- *	  Results and error texts are stored in the encoding of the database
- *	  the task ran in (TTTrackedTask->encoding).  A session of a database with
- *	  another encoding gets them converted (pg_any_to_server, which checks
- *	  the bytes), or error 22P05/22021 when a character has no equivalent
- *	  or the bytes are not valid; wait_for_task_results hands out rows
- *	  only when no conversion is needed (else task_result_copy, which
- *	  converts, fetches them).  The tasks view, which must not fail,
- *	  shows a text of another encoding converted when that cannot fail (to
- *	  UTF8) and otherwise with its non-ASCII bytes as '?'.
+ *	  docs/architecture.md, "Processes", "Task state machine" and
+ *	  "Flow of one task" (steps 1, 6 and 7).
  *
  * Locking
  *	  Each function takes TTShared->lock once (a wait once per wake-up),
@@ -71,11 +41,13 @@
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
-#include "task_tracker.h"
-#include "worker/tt_result_file.h"
 #include "common/tt_copy_text.h"
-#include "worker/tt_shmem.h"
+#include "common/tt_settings.h"
 #include "common/tt_waits.h"
+#include "worker/tt_result_file.h"
+#include "worker/tt_shmem.h"
+#include "worker/tt_tracker.h"
+#include "worker/tt_worker.h"
 
 PG_FUNCTION_INFO_V1(task_tracker_assign_task);
 PG_FUNCTION_INFO_V1(task_tracker_assign_tasks);
@@ -264,11 +236,11 @@ may_act_for(Oid owner)
 }
 
 /*
- * assign
+ * queue_new_tasks
  *		Queue n tasks of one job for the current user, all or nothing.
  */
 static void
-assign(int64 job_id, NewTask *tasks, int n)
+queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 {
 	Oid			owner = GetUserId();
 	bool		is_super = superuser();
@@ -444,7 +416,7 @@ task_tracker_assign_task(PG_FUNCTION_ARGS)
 	task.task_id = PG_GETARG_INT32(1);
 	task.query = text_to_cstring(query);
 	task.query_len = strlen(task.query);
-	assign(PG_GETARG_INT64(0), &task, 1);
+	queue_new_tasks(PG_GETARG_INT64(0), &task, 1);
 	PG_RETURN_VOID();
 }
 
@@ -490,7 +462,7 @@ task_tracker_assign_tasks(PG_FUNCTION_ARGS)
 		tasks[i].query = TextDatumGetCString(query_datums[i]);
 		tasks[i].query_len = strlen(tasks[i].query);
 	}
-	assign(PG_GETARG_INT64(0), tasks, nids);
+	queue_new_tasks(PG_GETARG_INT64(0), tasks, nids);
 	PG_RETURN_VOID();
 }
 
@@ -560,7 +532,7 @@ typedef struct Reported
 } Reported;
 
 /*
- * What wait_for_task_results asks of take_reported(): the rows of the
+ * What wait_for_task_results asks of take_reports(): the rows of the
  * succeeded tasks it reports, when kept in shared memory, within a budget.
  */
 typedef struct ResultRequest
@@ -592,7 +564,7 @@ typedef struct SeenJob
 static HTAB *seen_jobs = NULL;
 static long seen_prune_at = SEEN_JOBS_MIN_PRUNE;
 
-/* take_reported(): the report needs the lock in exclusive mode */
+/* take_reports(): the report needs the lock in exclusive mode */
 #define TAKE_NEEDS_EXCLUSIVE	(-2)
 
 /*
@@ -714,7 +686,7 @@ convert_for_view(const char *text, int encoding)
 }
 
 /*
- * give_result
+ * attach_reported_rows
  *		For wait_for_task_results: hand out the rows of a reported succeeded
  *		task if they may go with its report, and say whether the task may be
  *		dropped.  They may go when the caller may read them (owner or
@@ -731,7 +703,7 @@ convert_for_view(const char *text, int encoding)
  *		Caller holds the lock; r describes task.
  */
 static void
-give_result(TTTrackedJob *job, TTTrackedTask *task, Reported *r, ResultRequest *want)
+attach_reported_rows(TTTrackedJob *job, TTTrackedTask *task, Reported *r, ResultRequest *want)
 {
 	Size		len = 0;
 	const char *rows = NULL;
@@ -771,12 +743,12 @@ give_result(TTTrackedJob *job, TTTrackedTask *task, Reported *r, ResultRequest *
 }
 
 /*
- * take_reported
+ * take_reports
  *		The job's tasks that reached a final state since this backend last
  *		asked (each caller is told of every final state once).  Returns how
  *		many, -1 if the job does not exist for this user.  With want
  *		(wait_for_task_results), also the rows of the succeeded ones (see
- *		give_result), and the tasks whose rows went out in this session are
+ *		attach_reported_rows), and the tasks whose rows went out in this session are
  *		dropped; when that was the job's last task, the job goes too, and
  *		want->detached is its renamed directory for the caller to remove
  *		after releasing the lock.
@@ -790,7 +762,7 @@ give_result(TTTrackedJob *job, TTTrackedTask *task, Reported *r, ResultRequest *
  *		whatever the job's history of final states.
  */
 static int
-take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
+take_reports(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 {
 	TTTrackedJob	   *job = tt_job_lookup(job_id, false, InvalidOid);
 	SeenJob    *seen;
@@ -879,7 +851,7 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 	{
 		for (int i = 0; i < n; i++)
 		{
-			give_result(job, tasks[i], &(*out)[i], want);
+			attach_reported_rows(job, tasks[i], &(*out)[i], want);
 			if ((*out)[i].dropped)
 				tasks[ndrop++] = tasks[i];
 		}
@@ -900,18 +872,18 @@ take_reported(int64 job_id, Reported **out, ResultRequest *want, bool exclusive)
 }
 
 /*
- * wait_reported
+ * wait_for_reports
  *		The body of wait_for_tasks and wait_for_task_results: sleep
  *		(interruptibly, on the job's condition variable) until at least one
  *		task of the job reached a final state not yet reported to this
  *		session, or the timeout passes, and return the reports; want as for
- *		take_reported.  The result's columns are wait_for_tasks', plus
+ *		take_reports.  The result's columns are wait_for_tasks', plus
  *		result and dropped when want is given.  Looking takes the lock in
  *		shared mode; only handing out (and dropping) rows takes it
  *		exclusively.
  */
 static void
-wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultRequest *want)
+wait_for_reports(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultRequest *want)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	ConditionVariable *cv = tt_job_cv(job_id);
@@ -935,12 +907,12 @@ wait_reported(FunctionCallInfo fcinfo, int64 job_id, int32 timeout_ms, ResultReq
 		long		left;
 
 		LWLockAcquire(tt_shared->lock, LW_SHARED);
-		n = take_reported(job_id, &reported, want, false);
+		n = take_reports(job_id, &reported, want, false);
 		LWLockRelease(tt_shared->lock);
 		if (n == TAKE_NEEDS_EXCLUSIVE)
 		{
 			LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-			n = take_reported(job_id, &reported, want, true);
+			n = take_reports(job_id, &reported, want, true);
 			LWLockRelease(tt_shared->lock);
 			tt_job_wake_pending();
 		}
@@ -1009,7 +981,7 @@ Datum
 task_tracker_wait_for_tasks(PG_FUNCTION_ARGS)
 {
 	require_args(fcinfo, 2, "job_id", "timeout_ms");
-	wait_reported(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), NULL);
+	wait_for_reports(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), NULL);
 	return (Datum) 0;
 }
 
@@ -1048,7 +1020,7 @@ task_tracker_wait_for_task_results(PG_FUNCTION_ARGS)
 	want.budget = PG_GETARG_INT32(2);
 	want.columns = PG_ARGISNULL(3) ? -1 : PG_GETARG_INT32(3);
 	want.inline_ok = (client == GetDatabaseEncoding() || client == PG_SQL_ASCII);
-	wait_reported(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), &want);
+	wait_for_reports(fcinfo, PG_GETARG_INT64(0), PG_GETARG_INT32(1), &want);
 	return (Datum) 0;
 }
 

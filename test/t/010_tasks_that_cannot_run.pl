@@ -1,8 +1,9 @@
 
-# Failure cases of SPEC §7 that need their own server set-up: a full task
-# table, a role that cannot log in or lacks CONNECT, a role or database
-# dropped while its tasks are queued, and the library not preloaded.  Every
-# case gets a clear error with a SQLSTATE and the tracker keeps working.
+# Tasks that cannot be queued or cannot run, and the library not preloaded
+# (SPEC §7): a full task table, a role that cannot log in or lacks CONNECT,
+# a role or database dropped while its tasks are queued.  Every case gets a
+# clear error with a SQLSTATE and the tracker keeps working.  (Where results
+# are kept, and job expiry: 009_result_storage.pl.)
 
 use strict;
 use warnings;
@@ -13,7 +14,8 @@ use Test::More;
 use TaskTrackerTest;
 
 my $node = tt_node('bad', conf => "citus.max_tracked_tasks_per_node = 8\n"
-	  . "citus.max_tracked_tasks_per_user = 8\n");
+	  . "citus.max_tracked_tasks_per_user = 8\n"
+	  . "citus.task_max_attempts = 2\n");
 tt_create_role($node, 'alice');
 my ($rc, $out, $err);
 
@@ -47,12 +49,16 @@ tt_sql($node, 'SELECT task_tracker.cleanup_job(101)', user => 'alice');
 tt_sql($node, 'CREATE ROLE nologin_role NOLOGIN');
 tt_sql($node, q{SET ROLE nologin_role; SELECT task_tracker.assign_task(110, 0, 'SELECT 1')});
 tt_wait_job($node, 110, tasks => 1);
-is( tt_sql($node, q{SELECT status, error_sqlstate, error ~ 'not permitted to log in' FROM task_tracker.tasks WHERE job_id = 110}),
-	'permanently_failed|08001|t', 'a role without LOGIN: the task fails (08001) with the login error');
+is( tt_sql($node, q{SELECT status, attempts, error_sqlstate, error ~ 'not permitted to log in' FROM task_tracker.tasks WHERE job_id = 110}),
+	'permanently_failed|2|08001|t',
+	'a role without LOGIN: the task fails (08001) with the login error, after citus.task_max_attempts attempts');
 
-# --- a role without CONNECT on the task's database
-tt_sql($node, 'CREATE DATABASE private; REVOKE CONNECT ON DATABASE private FROM PUBLIC');
+# --- a role without CONNECT on the task's database (it had it, and lost it
+# before its task ran: the tracker must not connect on its behalf)
+tt_sql($node, 'CREATE DATABASE private; REVOKE CONNECT ON DATABASE private FROM PUBLIC;'
+	  . ' GRANT CONNECT ON DATABASE private TO alice');
 tt_sql($node, 'CREATE EXTENSION task_tracker', dbname => 'private');
+tt_sql($node, 'REVOKE CONNECT ON DATABASE private FROM alice');
 tt_sql($node, q{SET ROLE alice; SELECT task_tracker.assign_task(111, 0, 'SELECT 1')},
 	dbname => 'private');
 tt_wait_job($node, 111, tasks => 1);
@@ -80,8 +86,10 @@ tt_sql($node, q{SELECT task_tracker.assign_task(121, 0, 'SELECT current_user')},
 tt_sql($node, q{SELECT task_tracker.assign_task(122, 0, 'SELECT current_database()')}, user => 'alice',
 	dbname => 'doomed');
 tt_sql($node, q{SELECT task_tracker.assign_task(123, 0, 'SELECT 123')}, user => 'alice');
+is( tt_sql($node, 'SELECT job_id, status, database_name FROM task_tracker.tasks WHERE job_id IN (121, 122) ORDER BY 1'),
+	"121|assigned|postgres\n122|assigned|doomed", "dave's task and the task in doomed are queued");
 tt_sql($node, 'DROP ROLE dave');
-tt_sql($node, 'DROP DATABASE doomed WITH (FORCE)');
+tt_sql($node, 'DROP DATABASE doomed');
 $gate->query_safe('SELECT pg_advisory_unlock(12)');
 $gate->quit;
 
@@ -90,9 +98,9 @@ tt_wait_job($node, 121, tasks => 1);
 tt_wait_job($node, 122, tasks => 1);
 tt_wait_job($node, 123, user => 'alice', tasks => 1);
 is( tt_sql($node, q{SELECT status, error_sqlstate, error ~ 'role "dave" does not exist' FROM task_tracker.tasks WHERE job_id = 121}),
-	'permanently_failed|08001|t', 'dropped role: its queued task fails with the login error');
+	'permanently_failed|08001|t', 'dropped role: its queued task fails with the login error, naming the role');
 is( tt_sql($node, q{SELECT status, error_sqlstate, error ~ 'database "doomed" does not exist' FROM task_tracker.tasks WHERE job_id = 122}),
-	'permanently_failed|08001|t', 'dropped database: its queued task fails with the server message');
+	'permanently_failed|08001|t', 'dropped database: its queued task fails with the server message, naming the database');
 is(tt_sql($node, 'SELECT x FROM task_tracker.task_result(123, 0) AS t(x int)', user => 'alice'),
 	'123', 'the tracker keeps working');
 is( tt_sql($node, "SELECT count(*) FROM task_tracker.tasks WHERE job_id IN (120, 123) AND status = 'succeeded'"),
@@ -101,6 +109,7 @@ is( tt_sql($node, "SELECT count(*) FROM task_tracker.tasks WHERE job_id IN (120,
 tt_sql($node, 'SELECT task_tracker.cleanup_job(j) FROM unnest(ARRAY[120, 121, 122, 123]) j');
 tt_sql($node, 'ALTER SYSTEM RESET citus.max_running_tasks_per_node');
 tt_check_no_leftovers($node);
+tt_sql($node, 'DROP DATABASE private');
 $node->stop;
 
 # --- the library not preloaded
@@ -111,11 +120,14 @@ $plain->start;
 is($rc, 0, 'not preloaded: CREATE EXTENSION works') or diag($err);
 ($rc, $out, $err) = $plain->psql('postgres', q{\set VERBOSITY verbose
 SELECT task_tracker.assign_task(1, 0, 'SELECT 1')});
-like($err, qr/55000/, 'not preloaded: assign_task fails with 55000');
-like($err, qr/shared_preload_libraries/, '... telling what to do');
+isnt($rc, 0, 'not preloaded: assign_task fails');
+like($err, qr/55000: task_tracker must be loaded via shared_preload_libraries/,
+	'... with 55000, naming shared_preload_libraries');
+like($err, qr/HINT:  Add task_tracker to shared_preload_libraries and restart the server/,
+	'... telling what to do');
 ($rc, $out, $err) = $plain->psql('postgres', q{\set VERBOSITY verbose
 SELECT * FROM task_tracker.tasks});
-like($err, qr/shared_preload_libraries/, 'not preloaded: the tasks view says so too');
+like($err, qr/must be loaded via shared_preload_libraries/, 'not preloaded: the tasks view says so too');
 unlike($err, qr/FATAL|connection to server was lost/, 'not preloaded: no session is lost');
 $plain->stop;
 

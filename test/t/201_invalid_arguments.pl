@@ -1,14 +1,17 @@
 
-# Bad input, table driven (SPEC §7, README "Errors you can get"): every
-# worker SQL function (wait_for_task_results too) with NULLs, empty strings,
-# out-of-range and extreme ids, a 100 MB query text, invalid UTF-8, SQL
-# failing at parse, plan and run time, transaction control, statements that
-# try to leak session state (SET ROLE, SET SESSION AUTHORIZATION, settings)
-# into the next task of the same user, COPY to the client, a task killing
-# its own session, duplicate assignment, unknown tasks and wrong column
-# definition lists.
+# Invalid arguments, table driven (SPEC §7, README "Errors you can get"):
+# every worker SQL function (wait_for_task_results too) with NULLs, empty
+# strings, out-of-range and extreme ids, a 100 MB query text and a text over
+# a session's own citus.max_task_query_size, invalid UTF-8, SQL failing at
+# parse (the position points into the task's text), plan and run time,
+# transaction control, statements that try to leak session state (SET ROLE,
+# SET SESSION AUTHORIZATION, settings) into the next task of the same user,
+# COPY to the client, a task killing its own session, duplicate assignment,
+# unknown tasks and wrong column definition lists; waits that time out
+# return nothing and drop nothing.
 #
-# Each case must fail with its documented SQLSTATE; throughout, a job of
+# Each case must fail with its documented SQLSTATE, message, DETAIL and
+# HINT; throughout, a job of
 # another user that was queued before (one task running, one finished)
 # survives, the tracker and the postmaster keep their pids, and nothing
 # crashes.
@@ -44,6 +47,7 @@ my $postmaster = tt_postmaster_pid($node);
 # blocks on an advisory lock held by the test until the end; task 1 finishes
 # at once and its result must still be there at the end.
 my $gate = $node->background_psql('postgres');
+$gate->set_query_timer_restart();	# it lives as long as the test, not one timeout
 $gate->query_safe('SELECT pg_advisory_lock(900)');
 tt_sql($node, q{SELECT task_tracker.assign_tasks(900, '{0,1}', ARRAY[
 	'SELECT pg_advisory_xact_lock_shared(900), ''sentinel-0''::text',
@@ -86,6 +90,8 @@ my @cases = (
 	[ q{SELECT * FROM task_tracker.wait_for_task_results(1, 0, NULL)}, '22004', 'max_bytes must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.task_result(NULL, 1) AS t(x int)}, '22004', 'job_id must not be NULL' ],
 	[ q{SELECT * FROM task_tracker.task_result(1, NULL) AS t(x int)}, '22004', 'task_id must not be NULL' ],
+	[ q{SELECT task_tracker.task_result_copy(NULL, 0)}, '22004', 'job_id must not be NULL' ],
+	[ q{SELECT task_tracker.task_result_copy(1, NULL)}, '22004', 'task_id must not be NULL' ],
 	[ q{SELECT task_tracker.cleanup_job(NULL)}, '22004', 'job_id must not be NULL' ],
 
 	# empty query texts
@@ -96,29 +102,34 @@ my @cases = (
 	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1",""}')}, '42601', 'task query must not be empty' ],
 
 	# ids out of range
-	[ q{SELECT task_tracker.assign_task(0, 1, 'SELECT 1')}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT task_tracker.assign_task(-1, 1, 'SELECT 1')}, '22003', 'job id -1 is out of range' ],
-	[ q{SELECT task_tracker.assign_task(-9223372036854775808, 1, 'SELECT 1')}, '22003', 'job id -9223372036854775808 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(0, 1, 'SELECT 1')}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.assign_task(-1, 1, 'SELECT 1')}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.assign_task(-9223372036854775808, 1, 'SELECT 1')}, '22003', 'job id -9223372036854775808 is out of range\\nDETAIL:  Job ids are positive\\.' ],
 	[ q{SELECT task_tracker.assign_task(9223372036854775808::bigint, 1, 'SELECT 1')}, '22003', 'bigint out of range' ],
-	[ q{SELECT task_tracker.assign_task(1, -1, 'SELECT 1')}, '22003', 'task id -1 is out of range' ],
-	[ q{SELECT task_tracker.assign_task(1, -2147483648, 'SELECT 1')}, '22003', 'task id -2147483648 is out of range' ],
+	[ q{SELECT task_tracker.assign_task(1, -1, 'SELECT 1')}, '22003', 'task id -1 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
+	[ q{SELECT task_tracker.assign_task(1, -2147483648, 'SELECT 1')}, '22003', 'task id -2147483648 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
 	[ q{SELECT task_tracker.assign_task(1, 2147483648::int, 'SELECT 1')}, '22003', 'integer out of range' ],
-	[ q{SELECT task_tracker.assign_tasks(0, '{1}', '{"SELECT 1"}')}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT task_tracker.assign_tasks(1, '{0,-1}', '{"SELECT 1","SELECT 2"}')}, '22003', 'task id -1 is out of range' ],
-	[ q{SELECT * FROM task_tracker.wait_for_tasks(0, 0)}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT * FROM task_tracker.wait_for_tasks(-1, 0)}, '22003', 'job id -1 is out of range' ],
-	[ q{SELECT * FROM task_tracker.wait_for_task_results(0, 0)}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT * FROM task_tracker.wait_for_task_results(-9223372036854775808, 0, 0, 0)}, '22003', 'job id -9223372036854775808 is out of range' ],
-	[ q{SELECT task_tracker.cleanup_job(0)}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT task_tracker.cleanup_job(-1)}, '22003', 'job id -1 is out of range' ],
+	[ q{SELECT task_tracker.assign_tasks(0, '{1}', '{"SELECT 1"}')}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,-1}', '{"SELECT 1","SELECT 2"}')}, '22003', 'task id -1 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,-5}', '{"SELECT 1","SELECT 2"}')}, '22003', 'task id -5 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
+	[ q{SELECT task_tracker.assign_tasks(-501, '{0}', '{"SELECT 1"}')}, '22003', 'job id -501 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(0, 0)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.wait_for_tasks(-1, 0)}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(0, 0)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(-9223372036854775808, 0, 0, 0)}, '22003', 'job id -9223372036854775808 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.wait_for_task_results(-9223372036854775808, 0)}, '22003', 'job id -9223372036854775808 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.cleanup_job(0)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.cleanup_job(-1)}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
 	# an id that can never exist is out of range for every function
-	[ q{SELECT task_tracker.task_status(0, 0)}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT task_tracker.task_status(-1, 0)}, '22003', 'job id -1 is out of range' ],
-	[ q{SELECT task_tracker.task_status(1, -1)}, '22003', 'task id -1 is out of range' ],
-	[ q{SELECT * FROM task_tracker.task_result(-1, 0) AS t(x int)}, '22003', 'job id -1 is out of range' ],
-	[ q{SELECT * FROM task_tracker.task_result(1, -1) AS t(x int)}, '22003', 'task id -1 is out of range' ],
-	[ q{SELECT task_tracker.task_result_copy(0, 0)}, '22003', 'job id 0 is out of range' ],
-	[ q{SELECT task_tracker.task_result_copy(1, -1)}, '22003', 'task id -1 is out of range' ],
+	[ q{SELECT task_tracker.task_status(0, 0)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.task_status(-1, 0)}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.task_status(1, -1)}, '22003', 'task id -1 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
+	[ q{SELECT * FROM task_tracker.task_result(-1, 0) AS t(x int)}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.task_result(0, 0) AS t(x text)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT * FROM task_tracker.task_result(1, -1) AS t(x int)}, '22003', 'task id -1 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
+	[ q{SELECT task_tracker.task_result_copy(0, 0)}, '22003', 'job id 0 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.task_result_copy(-1, 0)}, '22003', 'job id -1 is out of range\\nDETAIL:  Job ids are positive\\.' ],
+	[ q{SELECT task_tracker.task_result_copy(1, -1)}, '22003', 'task id -1 is out of range\\nDETAIL:  Task ids are zero or positive\\.' ],
 	[ q{SELECT task_tracker.task_result_copy(1, 0, -1)}, '22023', 'skip_rows must not be negative' ],
 	[ q{SELECT task_tracker.task_result_copy(1, 0, 0, -1)}, '22023', 'columns must not be negative' ],
 	[ q{SELECT * FROM task_tracker.wait_for_tasks(1, -1)}, '22023', 'timeout_ms must not be negative' ],
@@ -142,16 +153,23 @@ my @cases = (
 
 	# batches: shapes and duplicates
 	[ q{SELECT task_tracker.assign_tasks(1, '{1,2}', '{"SELECT 1","SELECT 2","SELECT 3"}')}, '2202E', 'task_ids has 2 elements but queries has 3' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,1}', '{"SELECT 1"}')}, '2202E', 'task_ids has 2 elements but queries has 1' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0}', '{"SELECT 1","SELECT 2"}')}, '2202E', 'task_ids has 1 elements but queries has 2' ],
 	[ q{SELECT task_tracker.assign_tasks(1, '{{1,2},{3,4}}', '{{"SELECT 1","SELECT 2"},{"SELECT 3","SELECT 4"}}')}, '2202E', 'task_ids and queries must be one-dimensional arrays' ],
 	[ q{SELECT task_tracker.assign_tasks(1, '{3,1,3}', '{"SELECT 1","SELECT 2","SELECT 3"}')}, '42710', 'task id 3 appears more than once in the batch' ],
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,0}', '{"SELECT 1","SELECT 2"}')}, '42710', 'task id 0 appears more than once in the batch' ],
 
 	# parse errors, several statements, transaction control
-	[ q{SELECT task_tracker.assign_task(1, 1, 'SELEC 1')}, '42601', 'syntax error at or near "SELEC"' ],
-	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT (1')}, '42601', 'syntax error at end of input' ],
+	# the error position points into the task's query, not the calling statement
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELEC 1')}, '42601', 'syntax error at or near "SELEC"\nLINE 1: SELEC 1\n {8}\^\nQUERY:  SELEC 1\n' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT (1')}, '42601', 'syntax error at end of input\nLINE 1: SELECT \(1\n {17}\^\nQUERY:  SELECT \(1\n' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, E'SELECT 1 +\n\n  FROM')}, '42601', 'syntax error at or near "FROM"\nLINE 3:   FROM\n {10}\^\nQUERY:  SELECT 1 \+\n\n  FROM\n' ],
+	# a batch with one query that does not parse adds nothing (counted below)
+	[ q{SELECT task_tracker.assign_tasks(1, '{0,1,2}', '{"SELECT 1","SELEC 2","SELECT 3"}')}, '42601', 'syntax error at or near "SELEC"' ],
 	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT ''unterminated')}, '42601', 'unterminated quoted string' ],
-	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1; SELECT 2')}, '0A000', 'a task must be a single statement' ],
-	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1;;SELECT 2;')}, '0A000', 'a task must be a single statement' ],
-	(map { [ "SELECT task_tracker.assign_task(1, 1, '$_')", '0A000', 'transaction control statements cannot be run as tasks' ] }
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1; SELECT 2')}, '0A000', 'a task must be a single statement\nHINT:  Assign one task per statement\.' ],
+	[ q{SELECT task_tracker.assign_task(1, 1, 'SELECT 1;;SELECT 2;')}, '0A000', 'a task must be a single statement\nHINT:  Assign one task per statement\.' ],
+	(map { [ "SELECT task_tracker.assign_task(1, 1, '$_')", '0A000', 'transaction control statements cannot be run as tasks\nDETAIL:  Each task runs in a transaction of its own\.' ] }
 	  ('BEGIN', 'START TRANSACTION', 'COMMIT', 'END', 'ROLLBACK', 'ABORT', 'SAVEPOINT s',
 		'RELEASE SAVEPOINT s', 'ROLLBACK TO SAVEPOINT s', "PREPARE TRANSACTION ''x''",
 		"COMMIT PREPARED ''x''", "ROLLBACK PREPARED ''x''", 'begin; ')),
@@ -183,6 +201,25 @@ is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 2'), '0
 is(tt_sql($node, "SELECT task_tracker.cleanup_job($big)", user => 'alice'), '',
 	'cleanup_job of an unknown job: nothing to do');
 
+# citus.max_task_query_size: only a superuser sets it, also for a session
+tt_expect_error($node, 'SET citus.max_task_query_size = 64', '42501',
+	'permission denied to set parameter "citus\.max_task_query_size"', 'a user sets max_task_query_size',
+	user => 'alice');
+my $over64 = 'SELECT ' . ('1+' x 40) . '1';
+tt_expect_error($node,
+	"SET citus.max_task_query_size = 64; SET ROLE alice; SELECT task_tracker.assign_task(4, 0, '$over64')",
+	'54000', 'task query is 88 bytes, more than citus\.max_task_query_size \(64 bytes\)\nHINT:  Increase citus\.max_task_query_size\.',
+	'a session limit of 64 bytes');
+tt_expect_error($node,
+	"SET citus.max_task_query_size = 64; SET ROLE alice; SELECT task_tracker.assign_tasks(4, '{0,1}', ARRAY['SELECT 1', '$over64'])",
+	'54000', 'task query is 88 bytes, more than citus\.max_task_query_size \(64 bytes\)\nHINT:  Increase citus\.max_task_query_size\.',
+	'a session limit of 64 bytes, in a batch');
+tt_sql($node, "SET citus.max_task_query_size = 64; SET ROLE alice; SELECT task_tracker.assign_task(4, 0, 'SELECT ' || repeat('1', 57))");
+is(tt_sql($node, 'SELECT length(query) FROM task_tracker.tasks WHERE job_id = 4', user => 'alice'),
+	'64', 'a query of exactly the session limit is a task');
+tt_wait_job($node, 4, user => 'alice', tasks => 1);
+tt_sql($node, 'SELECT task_tracker.cleanup_job(4)', user => 'alice');
+
 # --- 2. extreme but valid ids work, and cleanup removes them
 # (a result over 64 kB, so that it goes to a file, not to shared memory)
 tt_sql($node, qq{SELECT task_tracker.assign_task($big, 2147483647, 'SELECT ''edge''::text, repeat(''x'', 70000)')},
@@ -196,9 +233,62 @@ ok(scalar(grep { $_ eq "job_$big" } tt_job_dirs($node)), '... with a job directo
 tt_sql($node, qq{SELECT task_tracker.cleanup_job($big)}, user => 'alice');
 ok(!grep({ $_ eq "job_$big" } tt_job_dirs($node)), '... which cleanup_job removes');
 
+# a task of a job that exists, and a job that does not: not found
+tt_expect_error($node, 'SELECT task_tracker.task_status(1, 7)', '42704',
+	'task \(job 1, task 7\) not found', 'task_status of an unknown task of a known job', user => 'alice');
+tt_expect_error($node, 'SELECT task_tracker.task_status(999999, 0)', '42704',
+	'task \(job 999999, task 0\) not found', 'task_status of an unknown job', user => 'alice');
+tt_expect_error($node, 'SELECT * FROM task_tracker.task_result(1, 7) AS t(x int)', '42704',
+	'task \(job 1, task 7\) not found', 'task_result of an unknown task of a known job', user => 'alice');
+tt_expect_error($node, 'SELECT task_tracker.task_result_copy(1, 7)', '42704',
+	'task \(job 1, task 7\) not found', 'task_result_copy of an unknown task of a known job', user => 'alice');
+
+# waits that time out return nothing, and wait_for_task_results drops
+# nothing (a session is told of each final task once: the first wait here
+# takes the one report of job 1)
+is( tt_sql($node, q{SELECT count(*) FROM task_tracker.wait_for_tasks(1, 60000);
+		SELECT count(*) FROM task_tracker.wait_for_tasks(1, 10);
+		SELECT count(*) FROM task_tracker.wait_for_task_results(1, 10);}, user => 'alice'),
+	"1\n0\n0", 'wait_for_tasks and wait_for_task_results with nothing new: no rows after their timeout');
+is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 1'), '1',
+	'... and the task is still there');
+
+# column definition lists and column counts that do not fit (task 0 of job 1
+# has one column, "0")
+tt_expect_error($node, 'SELECT * FROM task_tracker.task_result(1, 0) AS t(x uuid)', '22P02',
+	'invalid input syntax for type uuid: "0"', 'a value that does not fit its column type', user => 'alice');
+tt_expect_error($node, 'SELECT task_tracker.task_result_copy(1, 0, 0, 2)', '42804',
+	'task result has 1 columns but the column definition list has 2', 'task_result_copy asked for 2 columns',
+	user => 'alice');
+is( tt_sql($node, q{SELECT translate(c, E'\t\n', '|$') FROM task_tracker.task_result_copy(1, 0, 0, 1) c},
+		user => 'alice'),
+	'0$', 'task_result_copy with the right column count: the stored line');
+
+# a trailing semicolon and comments are fine
+tt_sql($node, q{SELECT task_tracker.assign_tasks(5, '{0,1}', ARRAY['SELECT 1;', E'-- comment\nSELECT 2 /* more */'])},
+	user => 'alice');
+tt_wait_job($node, 5, user => 'alice', tasks => 2);
+is( tt_sql($node, q{SELECT string_agg(status || ':' || x, ',' ORDER BY task_id) FROM task_tracker.tasks,
+		LATERAL task_tracker.task_result(5, task_id) AS t(x int) WHERE job_id = 5}, user => 'alice'),
+	'succeeded:1,succeeded:2', 'a trailing semicolon and comments: the tasks run');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(5)', user => 'alice');
+
+# duplicate assignment of a task that may not have finished yet (no DETAIL:
+# its status may be assigned, running or succeeded by now)
+tt_sql($node, q{SELECT task_tracker.assign_task(6, 0, 'SELECT 1')}, user => 'alice');
+tt_expect_error($node, q{SELECT task_tracker.assign_task(6, 0, 'SELECT 1')},
+	'42710', 'task \(job 6, task 0\) is already assigned', 'duplicate assignment, same query', user => 'alice');
+tt_expect_error($node, q{SELECT task_tracker.assign_task(6, 0, 'SELECT 2')},
+	'42710', 'task \(job 6, task 0\) is already assigned', 'duplicate assignment, another query', user => 'alice');
+tt_wait_job($node, 6, user => 'alice', tasks => 1);
+is(tt_sql($node, 'SELECT query, status FROM task_tracker.tasks WHERE job_id = 6'),
+	'SELECT 1|succeeded', '... the task kept its query and ran once');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(6)', user => 'alice');
+
 # duplicate assignment of a finished (succeeded) task
 tt_expect_error($node, q{SELECT task_tracker.assign_task(1, 0, 'SELECT 0')},
-	'42710', 'task \(job 1, task 0\) is already assigned', 'duplicate assignment', user => 'alice');
+	'42710', 'task \(job 1, task 0\) is already assigned\nDETAIL:  Its status is succeeded; only failed or canceled tasks can be assigned again\.',
+	'duplicate assignment', user => 'alice');
 tt_expect_error($node, q{SELECT task_tracker.assign_tasks(1, '{5,0}', '{"SELECT 5","SELECT 0"}')},
 	'42710', 'task \(job 1, task 0\) is already assigned', 'duplicate assignment in a batch', user => 'alice');
 is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 1'), '1',
@@ -212,7 +302,7 @@ tt_expect_error($node, q{SELECT * FROM task_tracker.task_result(1, 0) AS t(a int
 my $mem_before = tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker');
 tt_expect_error($node,
 	q{SELECT task_tracker.assign_task(3, 0, 'SELECT ' || repeat('x', 100 * 1024 * 1024))},
-	'54000', 'task query is 104857607 bytes, more than citus\.max_task_query_size \(1048576 bytes\)',
+	'54000', 'task query is 104857607 bytes, more than citus\.max_task_query_size \(1048576 bytes\)\nHINT:  Increase citus\.max_task_query_size\.',
 	'100 MB query', user => 'alice');
 tt_expect_error($node,
 	q{SELECT task_tracker.assign_tasks(3, '{0,1}', ARRAY['SELECT 1', 'SELECT ' || repeat('x', 100 * 1024 * 1024)])},
@@ -267,8 +357,12 @@ for my $t (@task_errors)
 	like($error // '', qr/$msg/, "task '$q': error kept");
 	is($attempts, '3', "task '$q': tried citus.task_max_attempts times");
 	tt_expect_error($node, "SELECT * FROM task_tracker.task_result($job, 0) AS t(x int)",
-		'55000', "task \\(job $job, task 0\\) has no result", "task '$q': no result", user => 'alice');
+		'55000', "task \\(job $job, task 0\\) has no result\\nDETAIL:  Its status is permanently_failed; only succeeded tasks have results\\.",
+		"task '$q': no result", user => 'alice');
 }
+tt_expect_error($node, 'SELECT task_tracker.task_result_copy(11, 0)', '55000',
+	'task \(job 11, task 0\) has no result\nDETAIL:  Its status is permanently_failed; only succeeded tasks have results\.',
+	'task_result_copy of a failed task: no result', user => 'alice');
 # wait_for_tasks reports the error and its SQLSTATE once
 tt_sql($node, q{SELECT task_tracker.assign_task(19, 0, 'SELECT * FROM no_such_table')}, user => 'alice');
 my ($first19, $again19) = split /\n/, tt_sql($node, q{

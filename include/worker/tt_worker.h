@@ -1,35 +1,25 @@
 /*-------------------------------------------------------------------------
  *
- * task_tracker.h
- *	  Settings and declarations shared by every part of task_tracker.
+ * tt_worker.h
+ *	  The worker side's settings, its data directory, and the registration
+ *	  of the tracker background worker (src/worker/worker.c).
  *
  * The C variables carry the names of the settings they back (Citus's
- * names, see README "Configuration").  They are set by the GUC machinery
- * only; nothing else writes them.
+ * names, see README "Configuration"); only the GUC machinery writes them.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef TASK_TRACKER_H
-#define TASK_TRACKER_H
-
-/*
- * The library's version, which task_tracker.version() returns: the newest
- * version of the extension's SQL objects (sql/task_tracker--*.sql) this
- * library serves.  It serves every older one too, so a database whose
- * extension is not updated yet keeps working; a newer one is refused
- * (tt_check_sql_version).
- */
-#define TASK_TRACKER_VERSION	"1.2"
+#ifndef TT_WORKER_H
+#define TT_WORKER_H
 
 /* Directory under $PGDATA holding result files and the saved task table */
 #define TT_DATA_DIR				"pg_task_tracker"
 
-/* settings (module init: src/task_tracker.c) */
+/* settings (defined in src/worker/worker.c) */
 extern int	max_tracked_tasks_per_node;	/* capacity of the task table */
 extern int	max_tracked_tasks_per_user;	/* one user's share, -1: 3/4 of it */
 extern int	max_running_tasks_per_node;	/* tasks run at once */
 extern int	task_tracker_delay;		/* ms between housekeeping passes */
-extern int	node_connection_timeout;	/* ms to establish a connection */
 extern int	max_task_query_size;	/* bytes of query text per task */
 extern int	task_max_attempts;		/* attempts before permanently_failed */
 extern int	task_tracker_job_expiry;	/* s a job may go unasked for */
@@ -39,12 +29,8 @@ extern char *task_tracker_host;		/* where the tracker connects */
 extern int	task_result_inline_size;	/* bytes: results kept in memory */
 extern int	task_result_memory;		/* kB: all in-memory results together */
 
-/* true when loaded through shared_preload_libraries */
-extern bool tt_preloaded;
+/* called from _PG_init */
+extern void tt_worker_define_settings(void);
+extern void tt_worker_register_tracker(void);
 
-extern void tt_check_preloaded(void);
-extern void tt_close_idle_sessions(void);	/* src/worker/tracker.c */
-extern int	tt_running_limit_budget(void);	/* src/worker/tracker.c */
-extern void tt_check_sql_version(void);
-
-#endif							/* TASK_TRACKER_H */
+#endif							/* TT_WORKER_H */
