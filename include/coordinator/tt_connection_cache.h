@@ -30,6 +30,8 @@ typedef struct TTConn
 								 * delivered in time: close it, do not wait */
 	bool		throttled;		/* holds a connect turn of the node budget
 								 * (tt_budget_connect_begin) */
+	bool		learning;		/* connected, asking the node for its budget
+								 * (tt_budget_learn_query) */
 } TTConn;
 
 /*

@@ -369,6 +369,48 @@ tt_conncache_claim_extra(const char *host, int port, char **error)
 }
 
 /*
+ * learn_budget
+ *		Part of setting up c: read the node's answer to
+ *		tt_budget_learn_query and hand it to tt_budget_learn.  Returns as
+ *		tt_conncache_connect_poll does; the connection is ready (0) once the
+ *		answer is read, whatever it was (a node that cannot tell keeps the
+ *		budget unknown, and the next connection asks again).
+ */
+static int
+learn_budget(TTConn *c)
+{
+	c->poll = PGRES_POLLING_READING;
+	if (PQflush(c->conn) < 0 || !PQconsumeInput(c->conn))
+	{
+		c->connecting = c->learning = false;
+		connect_ended(c);
+		return -1;
+	}
+	while (!PQisBusy(c->conn))
+	{
+		PGresult   *res = PQgetResult(c->conn);
+
+		if (res == NULL)
+		{
+			c->connecting = c->learning = false;
+			connect_ended(c);
+			return 0;
+		}
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			!PQgetisnull(res, 0, 0))
+			tt_budget_learn(c->entry->budget_node, atoi(PQgetvalue(res, 0, 0)));
+		PQclear(res);
+	}
+	if (GetCurrentTimestamp() >= c->connect_deadline)
+	{
+		c->connecting = c->learning = false;
+		connect_ended(c);
+		return -1;
+	}
+	return WL_SOCKET_READABLE;
+}
+
+/*
  * tt_conncache_connect_poll
  *		Advance a connection being set up.
  *
@@ -389,10 +431,22 @@ tt_conncache_connect_poll(TTConn *c)
 		connect_ended(c);
 		return -1;
 	}
+	if (c->learning)
+		return learn_budget(c);
 	c->poll = tt_conn_poll(c->conn);
 	switch (c->poll)
 	{
 		case PGRES_POLLING_OK:
+			{
+				const char *sql = tt_budget_learn_query(c->entry->budget_node);
+
+				if (sql != NULL && PQsendQuery(c->conn, sql))
+				{
+					/* the node's budget is not known yet: ask it first */
+					c->learning = true;
+					return learn_budget(c);
+				}
+			}
 			c->connecting = false;
 			connect_ended(c);
 			return 0;
