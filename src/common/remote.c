@@ -40,6 +40,8 @@
 #include "common/tt_waits.h"
 
 static void tt_notice_receiver(void *arg, const PGresult *res);
+static char *copy_error_message(PGconn *conn);
+static void take_sqlstate(char *msg, char *sqlstate);
 
 /* bumped whenever a libpq socket may have been opened or closed */
 static uint64 socket_generation = 1;
@@ -169,34 +171,15 @@ location_prefix(void)
 }
 
 /*
- * tt_conn_connect_error
- *		The error of a failed connection attempt (palloc'd), and whether it
- *		is transient: the server too busy to take a session
- *		(53300: "sorry, too many clients already", the remaining slots
- *		reserved for superusers, a role's or database's connection limit),
- *		not accepting connections now (57P03), the connection refused
- *		with EAGAIN (a Unix socket's listen queue is full; no local port
- *		free; the postmaster could not fork), or no socket to be had
- *		(EMFILE, ENFILE: this process or the system is out of file
- *		descriptors for now).
- *
- * libpq keeps the SQLSTATE of an error the server sends during start-up to
- * itself; only the text is there, in PQerrorMessage.  Connections are
- * therefore started in PQERRORS_VERBOSE mode (tt_conn_start, until
- * tt_conn_poll sees them established), where the text
- * carries it ("FATAL:  53300: sorry, too many clients already") and ends
- * with a "LOCATION:  ..." line; both are removed again here, so the message
- * kept reads exactly as libpq's default one.  An error libpq makes itself
- * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
- * gets from the same C library in the same process.  Every other failure —
- * authentication, a missing role or database, NOLOGIN, no CONNECT
- * privilege, a connection refused outright — is not transient.
+ * take_sqlstate
+ *		Remove what PQERRORS_VERBOSE adds to the server's error in msg (the
+ *		SQLSTATE after the severity, the LOCATION line), so that it reads as
+ *		libpq's default text; the SQLSTATE goes to sqlstate (6 bytes), left
+ *		as it is when msg has none.
  */
-char *
-tt_conn_connect_error(PGconn *conn, bool *transient)
+static void
+take_sqlstate(char *msg, char *sqlstate)
 {
-	char	   *msg = tt_conn_error_message(conn);
-	char		sqlstate[6] = "";
 	char	   *p;
 
 	/* the server's error: "SEVERITY:  XXXXX: message" */
@@ -238,6 +221,39 @@ tt_conn_connect_error(PGconn *conn, bool *transient)
 			break;
 		}
 	}
+}
+
+/*
+ * tt_conn_connect_error
+ *		The error of a failed connection attempt (palloc'd), and whether it
+ *		is transient: the server too busy to take a session
+ *		(53300: "sorry, too many clients already", the remaining slots
+ *		reserved for superusers, a role's or database's connection limit),
+ *		not accepting connections now (57P03), the connection refused
+ *		with EAGAIN (a Unix socket's listen queue is full; no local port
+ *		free; the postmaster could not fork), or no socket to be had
+ *		(EMFILE, ENFILE: this process or the system is out of file
+ *		descriptors for now).
+ *
+ * libpq keeps the SQLSTATE of an error the server sends during start-up to
+ * itself; only the text is there, in PQerrorMessage.  Connections are
+ * therefore started in PQERRORS_VERBOSE mode (tt_conn_start, until
+ * tt_conn_poll sees them established), where the text
+ * carries it ("FATAL:  53300: sorry, too many clients already") and ends
+ * with a "LOCATION:  ..." line; both are removed again here, so the message
+ * kept reads exactly as libpq's default one.  An error libpq makes itself
+ * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
+ * gets from the same C library in the same process.  Every other failure —
+ * authentication, a missing role or database, NOLOGIN, no CONNECT
+ * privilege, a connection refused outright — is not transient.
+ */
+char *
+tt_conn_connect_error(PGconn *conn, bool *transient)
+{
+	char	   *msg = copy_error_message(conn);
+	char		sqlstate[6] = "";
+
+	take_sqlstate(msg, sqlstate);
 
 	if (sqlstate[0] != '\0')
 		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
@@ -263,10 +279,30 @@ tt_poll_wait_events(PostgresPollingStatusType status)
 /*
  * tt_conn_error_message
  *		PQerrorMessage() copied into the current memory context, without the
- *		trailing newline, never empty.
+ *		trailing newline, never empty; for a connection still being set up
+ *		(verbose error mode, see tt_conn_start) without the SQLSTATE and
+ *		LOCATION that mode adds.
  */
 char *
 tt_conn_error_message(PGconn *conn)
+{
+	char	   *msg = copy_error_message(conn);
+	char		sqlstate[6];
+
+	if (conn != NULL)
+	{
+		PGVerbosity v = PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+
+		(void) PQsetErrorVerbosity(conn, v);
+		if (v == PQERRORS_VERBOSE)
+			take_sqlstate(msg, sqlstate);
+	}
+	return msg;
+}
+
+/* PQerrorMessage() copied, without the trailing newline, never empty */
+static char *
+copy_error_message(PGconn *conn)
 {
 	const char *msg = conn ? PQerrorMessage(conn) : NULL;
 	char	   *copy;
