@@ -172,15 +172,26 @@ dispatch(TTJob *job, TTNode *node)
 		return;
 	if (node->pending.len == 0)
 	{
+		int			open = 0;
+
 		/*
 		 * Nothing queued here: give idle connections back at once (cached
 		 * or closed, see tt_conncache_release), so that other sessions can
-		 * have their slots; the job's reserved slot stays.
+		 * have their slots, but one: the job's reserved slot stays anyway,
+		 * and while sessions wait for the node the connection given back
+		 * would be closed, and a task that fails over to the node later
+		 * would need a new one.
 		 */
 		for (i = 0; i < node->nrt; i++)
+			if (node->rt[i].c != NULL)
+				open++;
+		for (i = 0; i < node->nrt && open > 1; i++)
 			if (node->rt[i].c != NULL && !node->rt[i].c->connecting &&
 				node->rt[i].task == NULL)
+			{
 				slot_close(&node->rt[i], true);
+				open--;
+			}
 		return;
 	}
 

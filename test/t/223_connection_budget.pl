@@ -131,7 +131,9 @@ for my $w (@workers)
 	my ($n, $max) = split /\|/, tt_sql($w, 'SELECT count(*), max(conns) FROM public.samples');
 	note($w->name . ": $n samples, at most $max coordinator connections");
 	cmp_ok($max, '<=', $budget, $w->name . ": coordinator connections never above the budget ($max)");
-	cmp_ok($max, '>=', $budget / 2, $w->name . ": the budget was used ($max)");
+	# reserved slots whose connection is being set up count but are not
+	# seen on the worker
+	cmp_ok($max, '>=', $budget / 3, $w->name . ": the budget was used ($max)");
 }
 my ($nsamples, $max_in_use, $max_waiting) =
   split /\|/, tt_sql($coord, 'SELECT count(*), max(conns), max(waiting) FROM public.samples');
