@@ -35,7 +35,8 @@
  *	  attempt; the caller waits on the socket in its own WaitEventSet and
  *	  calls tt_conncache_connect_poll(), which also enforces the wall-clock
  *	  limit citus.node_connection_timeout measured from the start of the
- *	  attempt.
+ *	  attempt, and asks a node whose budget is not known yet for it
+ *	  (tt_budget_learn_query) before the connection is used.
  *
  *	  Cancel never blocks.  libpq 15's PQcancel() has no timeout: it
  *	  connects to the server, sends the request and waits for EOF with a
@@ -412,7 +413,9 @@ learn_budget(TTConn *c)
 
 /*
  * tt_conncache_connect_poll
- *		Advance a connection being set up.
+ *		Advance a connection being set up.  Once libpq has established it,
+ *		the first connection to a node whose budget is not known yet asks
+ *		the node (learn_budget) before it counts as connected.
  *
  * Returns 0 once connected, the WL_SOCKET_* event to wait for while still
  * connecting, or -1 when the attempt failed or its wall-clock time ran out
