@@ -140,6 +140,7 @@ typedef struct TTBudgetNode
 	int			idle;			/* idle cached connections among them */
 	int			waiting;		/* backends waiting for a first slot */
 	int			connecting;		/* connection attempts in flight */
+	int			turn_waiters;	/* backends waiting for a connect turn */
 	uint64		attempts_ended; /* connection attempts ended so far */
 	ConditionVariable cv;		/* signalled when a slot is given back */
 	ConditionVariable connect_cv;	/* signalled when an attempt ends */
@@ -152,6 +153,7 @@ typedef struct TTBudgetCell
 	uint16		pins;			/* jobs holding a reserved slot */
 	uint16		connecting;		/* its connection attempts in flight */
 	bool		waiting;		/* waiting for a first slot there */
+	bool		turn_waiting;	/* waiting for a connect turn there */
 	bool		drop;			/* asked to close its idle connections */
 } TTBudgetCell;
 
@@ -367,6 +369,8 @@ clear_row(int row, bool *wake)
 		}
 		if (c->waiting)
 			n->waiting--;
+		if (c->turn_waiting)
+			n->turn_waiters--;
 		memset(c, 0, sizeof(*c));
 	}
 	budget->rows[row].drop_pending = false;
@@ -499,6 +503,7 @@ tt_budget_node(const char *host, int port)
 		strlcpy(n->host, host, sizeof(n->host));
 		n->port = port;
 		n->learned = n->in_use = n->holders = n->idle = n->waiting = n->connecting = 0;
+		n->turn_waiters = 0;
 		index = free_slot;
 	}
 	LWLockRelease(budget->lock);
@@ -950,6 +955,12 @@ tt_budget_unreserve(const int *nodes, int n)
  *		returns false when there is none.  A true return must be matched by
  *		tt_budget_connect_end once the attempt has ended, well or not.
  *
+ *		Turns are handed out in order: while backends wait for one, a free
+ *		turn is left to them (the longest waiting is woken first), not taken
+ *		by a backend that just came (without that, waiters were overtaken
+ *		again and again and some jobs waited many seconds for a first
+ *		connection).  Extra connections (wait false) never take one then.
+ *
  *		No deadlock: a waiting backend that holds a turn already (an attempt
  *		of its own in flight, which nobody drives while it waits) takes one
  *		at once, beyond the cap; callers that can wait for their own
@@ -963,58 +974,98 @@ tt_budget_unreserve(const int *nodes, int n)
 bool
 tt_budget_connect_begin(int node, bool wait)
 {
-	bool		ok = false;
-	bool		stuck = false;
-	uint64		seen = 0;
-	TimestampTz until = 0;
+	volatile bool queued = false;
+	volatile bool ok = false;
+	volatile bool stuck = false;
+	volatile uint64 seen = 0;
+	volatile TimestampTz until = 0;
+	TTBudgetNode *n;
 
 	if (node < 0 || !attach())
 		return true;
-	for (;;)
+	n = &budget->nodes[node];
+	PG_TRY();
 	{
-		TTBudgetNode *n = &budget->nodes[node];
-
-		LWLockAcquire(budget->lock, LW_EXCLUSIVE);
-		if (n->connecting < TT_MAX_CONNECTING ||
-			(wait && (my_turns > 0 || stuck)))
+		for (;;)
 		{
-			n->connecting++;
-			cell_of(my_row, node)->connecting++;
-			my_turns++;
-			ok = true;
-		}
-		else if (until == 0 || n->attempts_ended != seen)
-		{
-			/* the queue moves: wait for it (again) from now on */
-			seen = n->attempts_ended;
-			until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-												node_connection_timeout);
-		}
-		LWLockRelease(budget->lock);
-		if (ok || !wait)
-			break;
-
-		ConditionVariablePrepareToSleep(&n->connect_cv);
-		LWLockAcquire(budget->lock, LW_SHARED);
-		ok = n->connecting < TT_MAX_CONNECTING || n->attempts_ended != seen;
-		LWLockRelease(budget->lock);
-		if (!ok)
-		{
-			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-
-			if (left <= 0)
-				stuck = true;
-			else
+			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+			/* a free turn goes to the waiters first (woken in order) */
+			if ((n->connecting < TT_MAX_CONNECTING &&
+				 (n->turn_waiters == 0 || queued)) ||
+				(wait && (my_turns > 0 || stuck)))
 			{
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 left, TT_WAIT_EXECUTOR);
-				ResetLatch(MyLatch);
+				n->connecting++;
+				cell_of(my_row, node)->connecting++;
+				my_turns++;
+				ok = true;
+				if (queued)
+				{
+					n->turn_waiters--;
+					cell_of(my_row, node)->turn_waiting = false;
+				}
+				queued = false;
 			}
+			else if (wait)
+			{
+				if (!queued)
+				{
+					n->turn_waiters++;
+					cell_of(my_row, node)->turn_waiting = true;
+				}
+				queued = true;
+				if (until == 0 || n->attempts_ended != seen)
+				{
+					/* the queue moves: wait for it (again) from now on */
+					seen = n->attempts_ended;
+					until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														node_connection_timeout);
+				}
+			}
+			LWLockRelease(budget->lock);
+			if (ok || !wait)
+				break;
+
+			ConditionVariablePrepareToSleep(&n->connect_cv);
+			LWLockAcquire(budget->lock, LW_SHARED);
+			ok = n->connecting < TT_MAX_CONNECTING || n->attempts_ended != seen;
+			LWLockRelease(budget->lock);
+			if (!ok)
+			{
+				long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+
+				if (left <= 0)
+					stuck = true;
+				else
+				{
+					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 left, TT_WAIT_EXECUTOR);
+					ResetLatch(MyLatch);
+				}
+			}
+			ConditionVariableCancelSleep();
+			ok = false;
+			CHECK_FOR_INTERRUPTS();
 		}
-		ConditionVariableCancelSleep();
-		ok = false;
-		CHECK_FOR_INTERRUPTS();
 	}
+	PG_CATCH();
+	{
+		bool		room = false;
+
+		ConditionVariableCancelSleep();
+		if (queued)
+		{
+			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+			n->turn_waiters--;
+			cell_of(my_row, node)->turn_waiting = false;
+			room = n->connecting < TT_MAX_CONNECTING;
+			LWLockRelease(budget->lock);
+		}
+		/* a turn given back may have woken us: pass it on */
+		if (room)
+			ConditionVariableSignal(&n->connect_cv);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	return ok;
 }
 
