@@ -242,6 +242,21 @@ else:
         if d:
             rows[-1]["figure"] += " %.0f MB/s" % (mb / (d["median_ms"] / 1000))
 
+# ---------------------------------------------------------------- row 10
+for rid, ex in (("10a", "real_time"), ("10b", "task_tracker")):
+    name = "4/16/64 sessions of 16-task jobs, %s: jobs/s (failed)" % ex.replace("_", "-")
+    runs = {c: get("r10_%s_%d" % (ex, c)) for c in (4, 16, 64)}
+    na = next((r[1] for r in runs.values() if r[0] is None), None)
+    if na is not None:
+        add(rid, name, na=na, target=">= 0.8x, 0 failed")
+        continue
+    d = {c: r[0] for c, r in runs.items()}
+    failed = sum(x["failed"] for x in d.values())
+    ratio = d[64]["jobs_per_s"] / d[4]["jobs_per_s"] if d[4]["jobs_per_s"] else None
+    add(rid, name, "  ".join("%d: %.1f/s (%d)" % (c, d[c]["jobs_per_s"], d[c]["failed"]) for c in (4, 16, 64)),
+        "4 sessions %.1f/s" % d[4]["jobs_per_s"], ratio, ">= 0.8x, 0 failed",
+        verdict(ratio is not None and ratio >= 0.8 and failed == 0), data=d)
+
 # ---------------------------------------------------------------- print
 headers = ["row", "workload", "figure", "yardstick", "ratio", "target", "result"]
 table = []

@@ -79,6 +79,7 @@ typedef enum TTDrainOutcome
 
 extern PGconn *tt_conn_start(const TTConnTarget *target, char **error);
 extern void tt_conn_finish(PGconn *conn);
+extern char *tt_conn_connect_error(PGconn *conn, bool *transient);
 extern PostgresPollingStatusType tt_conn_poll(PGconn *conn);
 extern uint32 tt_poll_wait_events(PostgresPollingStatusType status);
 extern char *tt_conn_error_message(PGconn *conn);

@@ -34,6 +34,8 @@ typedef struct TTConn
 								 * (tt_budget_connect_begin) */
 	uint64		conninfo_generation;	/* tt_node_conninfo_generation when
 										 * it was started */
+	bool		learning;		/* connected, asking the node for its budget
+								 * (tt_budget_learn_query) */
 } TTConn;
 
 /*

@@ -39,5 +39,8 @@ extern void tt_budget_unreserve(const int *nodes, int n);
 extern void tt_budget_process_drops(void);
 extern bool tt_budget_connect_begin(int node, bool wait);
 extern void tt_budget_connect_end(int node);
+extern int	tt_budget_turns_held(void);
+extern const char *tt_budget_learn_query(int node);
+extern void tt_budget_learn(int node, int connections);
 
 #endif							/* TT_NODE_BUDGET_H */

@@ -42,6 +42,7 @@
  */
 #include "postgres.h"
 
+#include <errno.h>
 #include <sys/socket.h>
 
 #include "lib/stringinfo.h"
@@ -57,6 +58,8 @@
 #include "common/tt_waits.h"
 
 static void tt_notice_receiver(void *arg, const PGresult *res);
+static char *copy_error_message(PGconn *conn);
+static void take_sqlstate(char *msg, char *sqlstate);
 
 /* bumped whenever a libpq socket may have been opened or closed */
 static uint64 socket_generation = 1;
@@ -129,6 +132,8 @@ tt_conn_start(const TTConnTarget *target, char **error)
 		return NULL;
 	}
 	PQsetNoticeReceiver(conn, tt_notice_receiver, NULL);
+	/* until established, errors carry their SQLSTATE (tt_conn_connect_error) */
+	(void) PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
 	return conn;
 }
 
@@ -165,8 +170,121 @@ tt_conn_poll(PGconn *conn)
 	socket_generation++;
 	st = PQconnectPoll(conn);
 	if (st == PGRES_POLLING_OK)
+	{
 		(void) PQsetnonblocking(conn, 1);
+		/* later errors read as libpq's defaults */
+		(void) PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+	}
 	return st;
+}
+
+/*
+ * location_prefix
+ *		What libpq puts before the source location of an error in verbose
+ *		mode, in the language of its messages.
+ */
+static const char *
+location_prefix(void)
+{
+#ifdef ENABLE_NLS
+	return dgettext("libpq5-" PG_MAJORVERSION, "LOCATION:  ");
+#else
+	return "LOCATION:  ";
+#endif
+}
+
+/*
+ * take_sqlstate
+ *		Remove what PQERRORS_VERBOSE adds to the server's error in msg (the
+ *		SQLSTATE after the severity, the LOCATION line), so that it reads as
+ *		libpq's default text; the SQLSTATE goes to sqlstate (6 bytes), left
+ *		as it is when msg has none.
+ */
+static void
+take_sqlstate(char *msg, char *sqlstate)
+{
+	char	   *p;
+
+	/* the server's error: "SEVERITY:  XXXXX: message" */
+	for (p = strstr(msg, ":  "); p != NULL; p = strstr(p + 1, ":  "))
+	{
+		char	   *code = p + 3;
+		int			i;
+
+		for (i = 0; i < 5; i++)
+		{
+			if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
+				break;
+		}
+		if (i == 5 && code[5] == ':' && code[6] == ' ')
+		{
+			const char *prefix = location_prefix();
+			size_t		plen = strlen(prefix);
+			char	   *line = NULL;
+			char	   *nl;
+
+			memcpy(sqlstate, code, 5);
+			memmove(code, code + 7, strlen(code + 7) + 1);
+
+			/* the last LOCATION line after it (its own text comes first) */
+			for (nl = strchr(code, '\n'); nl != NULL; nl = strchr(nl + 1, '\n'))
+			{
+				if (strncmp(nl + 1, prefix, plen) == 0)
+					line = nl;
+			}
+			if (line != NULL)
+			{
+				char	   *next = strchr(line + 1, '\n');
+
+				if (next != NULL)
+					memmove(line, next, strlen(next) + 1);
+				else
+					*line = '\0';
+			}
+			break;
+		}
+	}
+}
+
+/*
+ * tt_conn_connect_error
+ *		The error of a failed connection attempt (palloc'd), and whether it
+ *		is transient: the server too busy to take a session
+ *		(53300: "sorry, too many clients already", the remaining slots
+ *		reserved for superusers, a role's or database's connection limit),
+ *		not accepting connections now (57P03), the connection refused
+ *		with EAGAIN (a Unix socket's listen queue is full; no local port
+ *		free; the postmaster could not fork), or no socket to be had
+ *		(EMFILE, ENFILE: this process or the system is out of file
+ *		descriptors for now).
+ *
+ * libpq keeps the SQLSTATE of an error the server sends during start-up to
+ * itself; only the text is there, in PQerrorMessage.  Connections are
+ * therefore started in PQERRORS_VERBOSE mode (tt_conn_start, until
+ * tt_conn_poll sees them established), where the text
+ * carries it ("FATAL:  53300: sorry, too many clients already") and ends
+ * with a "LOCATION:  ..." line; both are removed again here, so the message
+ * kept reads exactly as libpq's default one.  An error libpq makes itself
+ * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
+ * gets from the same C library in the same process.  Every other failure —
+ * authentication, a missing role or database, NOLOGIN, no CONNECT
+ * privilege, a connection refused outright — is not transient.
+ */
+char *
+tt_conn_connect_error(PGconn *conn, bool *transient)
+{
+	char	   *msg = copy_error_message(conn);
+	char		sqlstate[6] = "";
+
+	take_sqlstate(msg, sqlstate);
+
+	if (sqlstate[0] != '\0')
+		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
+	else
+		*transient = (strstr(msg, strerror(EAGAIN)) != NULL ||
+					  strstr(msg, strerror(EMFILE)) != NULL ||
+					  strstr(msg, strerror(ENFILE)) != NULL);
+	return msg;
 }
 
 /*
@@ -184,10 +302,30 @@ tt_poll_wait_events(PostgresPollingStatusType status)
 /*
  * tt_conn_error_message
  *		PQerrorMessage() copied into the current memory context, without the
- *		trailing newline, never empty.
+ *		trailing newline, never empty; for a connection still being set up
+ *		(verbose error mode, see tt_conn_start) without the SQLSTATE and
+ *		LOCATION that mode adds.
  */
 char *
 tt_conn_error_message(PGconn *conn)
+{
+	char	   *msg = copy_error_message(conn);
+	char		sqlstate[6];
+
+	if (conn != NULL)
+	{
+		PGVerbosity v = PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+
+		(void) PQsetErrorVerbosity(conn, v);
+		if (v == PQERRORS_VERBOSE)
+			take_sqlstate(msg, sqlstate);
+	}
+	return msg;
+}
+
+/* PQerrorMessage() copied, without the trailing newline, never empty */
+static char *
+copy_error_message(PGconn *conn)
 {
 	const char *msg = conn ? PQerrorMessage(conn) : NULL;
 	char	   *copy;

@@ -35,7 +35,8 @@
  *	  attempt; the caller waits on the socket in its own WaitEventSet and
  *	  calls tt_conncache_connect_poll(), which also enforces the wall-clock
  *	  limit citus.node_connection_timeout measured from the start of the
- *	  attempt.
+ *	  attempt, and asks a node whose budget is not known yet for it
+ *	  (tt_budget_learn_query) before the connection is used.
  *
  *	  Only the cache is here: everything said to a server (connecting,
  *	  queries, the cancel query, draining) is src/common/remote.c's.
@@ -383,8 +384,52 @@ tt_conncache_claim_extra(const char *host, int port, char **error)
 }
 
 /*
+ * learn_budget
+ *		Part of setting up c: read the node's answer to
+ *		tt_budget_learn_query and hand it to tt_budget_learn.  Returns as
+ *		tt_conncache_connect_poll does; the connection is ready (0) once the
+ *		answer is read, whatever it was (a node that cannot tell keeps the
+ *		budget unknown, and the next connection asks again).
+ */
+static int
+learn_budget(TTConn *c)
+{
+	c->poll = PGRES_POLLING_READING;
+	if (PQflush(c->conn) < 0 || !PQconsumeInput(c->conn))
+	{
+		c->connecting = c->learning = false;
+		connect_ended(c);
+		return -1;
+	}
+	while (!PQisBusy(c->conn))
+	{
+		PGresult   *res = PQgetResult(c->conn);
+
+		if (res == NULL)
+		{
+			c->connecting = c->learning = false;
+			connect_ended(c);
+			return 0;
+		}
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+			!PQgetisnull(res, 0, 0))
+			tt_budget_learn(c->entry->budget_node, atoi(PQgetvalue(res, 0, 0)));
+		PQclear(res);
+	}
+	if (GetCurrentTimestamp() >= c->connect_deadline)
+	{
+		c->connecting = c->learning = false;
+		connect_ended(c);
+		return -1;
+	}
+	return WL_SOCKET_READABLE;
+}
+
+/*
  * tt_conncache_connect_poll
- *		Advance a connection being set up.
+ *		Advance a connection being set up.  Once libpq has established it,
+ *		the first connection to a node whose budget is not known yet asks
+ *		the node (learn_budget) before it counts as connected.
  *
  * Returns 0 once connected, the WL_SOCKET_* event to wait for while still
  * connecting, or -1 when the attempt failed or its wall-clock time ran out
@@ -398,7 +443,20 @@ tt_conncache_connect_poll(TTConn *c)
 
 	if (!c->connecting)
 		return PQstatus(c->conn) == CONNECTION_OK ? 0 : -1;
+	if (c->learning)
+		return learn_budget(c);
 	r = tt_conn_poll_until(c->conn, c->connect_deadline, &c->poll);
+	if (r == 0)
+	{
+		const char *sql = tt_budget_learn_query(c->entry->budget_node);
+
+		if (sql != NULL && PQsendQuery(c->conn, sql))
+		{
+			/* the node's budget is not known yet: ask it first */
+			c->learning = true;
+			return learn_budget(c);
+		}
+	}
 	if (r <= 0)
 	{
 		c->connecting = false;

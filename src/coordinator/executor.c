@@ -315,43 +315,34 @@ tt_node_set_down(TTJob *job, TTNode *node, const TTRemoteError *err)
 }
 
 /*
- * connect_refused
- *		Did the connection attempt fail because the server turned it away
- *		for now (too many clients, 53300; starting or shutting down, 57P03)
- *		or the socket could not be had (EAGAIN)?  libpq 15 reports no
- *		SQLSTATE for a failed connection, so this goes by the server's
- *		message (untranslated: lc_messages C on the workers is assumed).
- */
-static bool
-connect_refused(const char *msg)
-{
-	return msg != NULL &&
-		(strstr(msg, "too many clients") != NULL ||
-		 strstr(msg, "connection slots are reserved") != NULL ||
-		 strstr(msg, "the database system is starting up") != NULL ||
-		 strstr(msg, "the database system is shutting down") != NULL ||
-		 strstr(msg, "the database system is not yet accepting connections") != NULL ||
-		 strstr(msg, "Resource temporarily unavailable") != NULL);
-}
-
-/*
  * tt_connect_failure
  *		A new connection c to node failed or ran out of
  *		citus.node_connection_timeout (tt_conncache_connect_poll returned
  *		-1; c is not released yet).  Fills *err (08001) with why, and
  *		returns whether the failure may be passing: the node is there but
- *		turned the attempt away for now (connect_refused), or it did not
- *		answer in time (it may only be slow: slow is not dead).  Anything
- *		else (a closed port, authentication...) is no passing failure.  An
- *		authentication failure (tt_is_auth_failure) sets node->auth_failed
- *		and gets the message, DETAIL and HINT of tt_auth_error: trying
- *		again cannot help.
+ *		turned the attempt away for now (53300 too many connections, 57P03
+ *		cannot connect now, EAGAIN: by SQLSTATE and errno, see
+ *		tt_conn_connect_error), or it did not answer in time (it may only be
+ *		slow: slow is not dead).  Anything else (a closed port,
+ *		authentication...) is no passing failure.  An authentication failure
+ *		(tt_is_auth_failure) sets node->auth_failed and gets the message,
+ *		DETAIL and HINT of tt_auth_error: trying again cannot help.
  *		Both executors use it.  Throws only on out-of-memory.
  */
 bool
 tt_connect_failure(TTNode *node, TTConn *c, TTRemoteError *err)
 {
-	tt_remote_error_from_conn(c->conn, "08001", err);
+	bool		transient;
+
+	memset(err, 0, sizeof(*err));
+	strlcpy(err->sqlstate, "08001", sizeof(err->sqlstate));
+	if (!c->connecting && PQstatus(c->conn) != CONNECTION_BAD)
+	{
+		err->message = psprintf("could not connect to node %s: timeout expired",
+								node->name);
+		return true;
+	}
+	err->message = tt_conn_connect_error(c->conn, &transient);
 	if (tt_is_auth_failure(NULL, err->message))
 	{
 		const char *user_name;
@@ -363,13 +354,7 @@ tt_connect_failure(TTNode *node, TTConn *c, TTRemoteError *err)
 		node->auth_failed = true;
 		return false;
 	}
-	if (!c->connecting && PQstatus(c->conn) != CONNECTION_BAD)
-	{
-		err->message = psprintf("could not connect to node %s: timeout expired",
-								node->name);
-		return true;
-	}
-	return connect_refused(err->message);
+	return transient;
 }
 
 /*

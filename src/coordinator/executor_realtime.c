@@ -61,6 +61,7 @@
 
 #include "common/tt_settings.h"
 #include "coordinator/tt_executor.h"
+#include "coordinator/tt_node_budget.h"
 
 /*
  * Slow start: while a node's tasks wait and all the job's connections there
@@ -152,8 +153,10 @@ slot_start_task(TTJob *job, TTNode *node, TTRtConn *slot, TTTask *task)
  *		being set up at once than there are established ones (at least
  *		one), none before node->connect_after (backoff after a refused or
  *		slow attempt).  The first connection to a node uses the
- *		job's reserved budget slot (tt_job_reserve); further ones are taken
- *		only when the coordinator's budget has a slot free
+ *		job's reserved budget slot (tt_job_reserve), and starts only while
+ *		no other attempt of the job holds a connect turn; further ones are
+ *		taken only when the coordinator's budget has a slot free within the
+ *		session's fair share and a connect turn is free
  *		(tt_conncache_claim_extra), else the tasks wait for the job's own
  *		connections.
  */
@@ -169,15 +172,26 @@ dispatch(TTJob *job, TTNode *node)
 		return;
 	if (node->pending.len == 0)
 	{
+		int			open = 0;
+
 		/*
 		 * Nothing queued here: give idle connections back at once (cached
 		 * or closed, see tt_conncache_release), so that other sessions can
-		 * have their slots; the job's reserved slot stays.
+		 * have their slots, but one: the job's reserved slot stays anyway,
+		 * and while sessions wait for the node the connection given back
+		 * would be closed, and a task that fails over to the node later
+		 * would need a new one.
 		 */
 		for (i = 0; i < node->nrt; i++)
+			if (node->rt[i].c != NULL)
+				open++;
+		for (i = 0; i < node->nrt && open > 1; i++)
 			if (node->rt[i].c != NULL && !node->rt[i].c->connecting &&
 				node->rt[i].task == NULL)
+			{
 				slot_close(&node->rt[i], true);
+				open--;
+			}
 		return;
 	}
 
@@ -228,7 +242,16 @@ dispatch(TTJob *job, TTNode *node)
 		if (slot->c != NULL)
 			continue;
 		if (established + connecting == 0)
+		{
+			/*
+			 * Our attempt to another node holds a connect turn: let it end
+			 * first (its socket wakes us), rather than take a turn here
+			 * beyond the node's pacing (tt_budget_connect_begin).
+			 */
+			if (tt_budget_turns_held() > 0)
+				return;
 			slot->c = tt_conncache_claim(node->host, node->port, &error);
+		}
 		else
 			slot->c = tt_conncache_claim_extra(node->host, node->port, &error);
 		if (slot->c == NULL && error == NULL)

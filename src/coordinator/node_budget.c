@@ -19,6 +19,12 @@
  *	  connections that cancel or clean up (TT_SLOT_FORCE), which are short
  *	  lived and are what frees the slots.
  *
+ *	  The budget of a node is citus.max_shared_pool_size, or by default
+ *	  what the node itself says it can take: the first connection to it
+ *	  asks (tt_budget_learn_query: its max_connections less the reserved
+ *	  and task-tracker connections) before it is used; until then the
+ *	  budget is TT_MAX_CONNECTING.
+ *
  *	  Every connection of the coordinator goes through the connection cache
  *	  (src/coordinator/connection_cache.c), which asks for a slot before it connects
  *	  (tt_budget_open) and gives it back when it closes (tt_budget_close):
@@ -29,8 +35,12 @@
  *	  while it waits for that reservation it holds no slot but idle cached
  *	  connections, which it closes when asked.  A job with its reservation
  *	  can always run all its tasks over its reserved connections; further
- *	  connections (TT_SLOT_EXTRA) are only taken when a slot is free and no
- *	  session waits for a first one, never waited for.  run_on_workers
+ *	  connections (TT_SLOT_EXTRA) are only taken when a slot is free, no
+ *	  session waits for a first one and the backend holds less than its
+ *	  fair share of the budget (fair_share), never waited for.  The fair
+ *	  share keeps many sessions from trading slots back and forth: each
+ *	  slot taken for an extra connection beyond it would be given back at
+ *	  the end of the job and cost the next job a new connection.  run_on_workers
  *	  takes its first connections in node order (TT_SLOT_FIRST), so those
  *	  waits form no cycle either.
  *
@@ -48,7 +58,10 @@
  *	  flight per node over all sessions (tt_budget_connect_begin); the
  *	  others wait for their turn before they start, so that a storm of new
  *	  sessions does not make every attempt run into
- *	  citus.node_connection_timeout at once.
+ *	  citus.node_connection_timeout at once.  The cap holds as long as the
+ *	  attempts in flight make progress; only a backend that holds a turn
+ *	  already, or whose wait saw no attempt end for that timeout, goes
+ *	  beyond it (their owners may be waiting for something else).
  *
  *	  Idle cached connections hold slots too.  A waiter that finds none
  *	  free asks one session that keeps an idle connection to the node to
@@ -70,7 +83,8 @@
  * Locking
  *	  One LWLock (tranche "task_tracker node budget") protects the node
  *	  table and all rows; it is held only for short scans.  A row's
- *	  drop_pending flag is read without it as a hint.
+ *	  drop_pending flag and a node's learned budget are read without it as
+ *	  hints (tt_budget_process_drops, tt_budget_learn_query).
  *
  *-------------------------------------------------------------------------
  */
@@ -119,10 +133,15 @@ typedef struct TTBudgetNode
 	bool		used;			/* entry names a node */
 	char		host[TT_BUDGET_HOST_LEN];	/* node name */
 	int			port;			/* node port */
+	int			learned;		/* budget learned from the node, 0 while
+								 * unknown (tt_budget_learn) */
 	int			in_use;			/* slots charged over all backends */
+	int			holders;		/* backends charged at least one slot */
 	int			idle;			/* idle cached connections among them */
 	int			waiting;		/* backends waiting for a first slot */
 	int			connecting;		/* connection attempts in flight */
+	int			turn_waiters;	/* backends waiting for a connect turn */
+	uint64		attempts_ended; /* connection attempts ended so far */
 	ConditionVariable cv;		/* signalled when a slot is given back */
 	ConditionVariable connect_cv;	/* signalled when an attempt ends */
 } TTBudgetNode;
@@ -134,6 +153,7 @@ typedef struct TTBudgetCell
 	uint16		pins;			/* jobs holding a reserved slot */
 	uint16		connecting;		/* its connection attempts in flight */
 	bool		waiting;		/* waiting for a first slot there */
+	bool		turn_waiting;	/* waiting for a connect turn there */
 	bool		drop;			/* asked to close its idle connections */
 } TTBudgetCell;
 
@@ -181,8 +201,8 @@ tt_budget_define_settings(void)
 {
 	DefineCustomIntVariable("citus.max_shared_pool_size",
 							"Connections all sessions of this coordinator together may hold to one node.",
-							"0 (the default) means the coordinator's max_connections; -1 means no limit. "
-							"Set it below each worker's max_connections minus its reserved and task tracker connections.",
+							"0 (the default) means what each node can take, learned when the coordinator first connects to it "
+							"(its max_connections less superuser_reserved_connections and citus.max_running_tasks_per_node); -1 means no limit.",
 							&max_shared_pool_size,
 							0, -1, INT_MAX / 2,
 							PGC_SIGHUP, 0,
@@ -254,15 +274,46 @@ tt_budget_shmem_init(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* the budget of a node now: INT_MAX when unlimited */
+/*
+ * budget_limit
+ *		The budget of a node now (caller holds the lock): INT_MAX when
+ *		unlimited; with the default setting (0) what was learned from the
+ *		node when the coordinator first connected to it (tt_budget_learn),
+ *		and TT_MAX_CONNECTING until then, so that a burst of sessions does
+ *		not take more slots than the node may have before it is known.
+ */
 static int
-budget_limit(void)
+budget_limit(int node)
 {
 	if (max_shared_pool_size < 0)
 		return INT_MAX;
-	if (max_shared_pool_size == 0)
-		return MaxConnections;
-	return max_shared_pool_size;
+	if (max_shared_pool_size > 0)
+		return max_shared_pool_size;
+	if (budget->nodes[node].learned > 0)
+		return budget->nodes[node].learned;
+	return TT_MAX_CONNECTING;
+}
+
+/*
+ * fair_share
+ *		The connections one backend may hold to node beyond its first one
+ *		when others want slots there too (caller holds the lock): the
+ *		budget divided by the backends holding or waiting for slots, at
+ *		least 1.  Extra connections beyond it are not opened, and not kept
+ *		idle: at 64 sessions on a budget of 90, every session keeps one
+ *		connection and reuses it, instead of sessions taking free slots for
+ *		extra connections that others then need (a connection costs the
+ *		worker a backend start, more than a short task).
+ */
+static int
+fair_share(int node)
+{
+	TTBudgetNode *n = &budget->nodes[node];
+	int			limit = budget_limit(node);
+
+	if (limit == INT_MAX)
+		return INT_MAX;
+	return Max(1, limit / Max(1, n->holders + n->waiting));
 }
 
 static inline TTBudgetCell *
@@ -275,6 +326,20 @@ static inline int
 cell_units(TTBudgetCell *c)
 {
 	return Max((int) c->conns, c->pins > 0 ? 1 : 0);
+}
+
+/* the cell of node changed from before units: adjust the node (lock held) */
+static void
+recharge(int node, TTBudgetCell *c, int before)
+{
+	TTBudgetNode *n = &budget->nodes[node];
+	int			after = cell_units(c);
+
+	n->in_use += after - before;
+	if (before == 0 && after > 0)
+		n->holders++;
+	else if (before > 0 && after == 0)
+		n->holders--;
 }
 
 /* give back whatever row holds (lock held); returns nodes to wake as bits */
@@ -292,16 +357,20 @@ clear_row(int row, bool *wake)
 		if (u > 0)
 		{
 			n->in_use -= u;
+			n->holders--;
 			wake[i] = true;
 		}
 		n->idle -= c->idle;
 		if (c->connecting > 0)
 		{
 			n->connecting -= c->connecting;
+			n->attempts_ended += c->connecting;
 			wake[i] = true;
 		}
 		if (c->waiting)
 			n->waiting--;
+		if (c->turn_waiting)
+			n->turn_waiters--;
 		memset(c, 0, sizeof(*c));
 	}
 	budget->rows[row].drop_pending = false;
@@ -433,7 +502,8 @@ tt_budget_node(const char *host, int port)
 		n->used = true;
 		strlcpy(n->host, host, sizeof(n->host));
 		n->port = port;
-		n->in_use = n->idle = n->waiting = n->connecting = 0;
+		n->learned = n->in_use = n->holders = n->idle = n->waiting = n->connecting = 0;
+		n->turn_waiters = 0;
 		index = free_slot;
 	}
 	LWLockRelease(budget->lock);
@@ -463,11 +533,12 @@ tt_budget_node(const char *host, int port)
  *		With the lock held: charge what nodes[0..n-1] need, all or nothing.
  *		pin: reserve a slot for a job on each (a new unit only where the
  *		backend holds none); otherwise: one more connection to nodes[0] (a
- *		new unit unless a reserved slot has no connection yet).  Returns -1
- *		when taken, or the index (into nodes) of a node without room.
+ *		new unit unless a reserved slot has no connection yet).  nolimit:
+ *		take it whatever the budget says.  Returns -1 when taken, or the
+ *		index (into nodes) of a node without room.
  */
 static int
-try_take(const int *nodes, int n, bool pin, int limit)
+try_take(const int *nodes, int n, bool pin, bool nolimit)
 {
 	int			i;
 
@@ -476,7 +547,8 @@ try_take(const int *nodes, int n, bool pin, int limit)
 		TTBudgetCell *c = cell_of(my_row, nodes[i]);
 		bool		needs = pin ? cell_units(c) == 0 : (int) c->conns >= cell_units(c);
 
-		if (needs && budget->nodes[nodes[i]].in_use >= limit)
+		if (needs && !nolimit &&
+			budget->nodes[nodes[i]].in_use >= budget_limit(nodes[i]))
 			return i;
 	}
 	for (i = 0; i < n; i++)
@@ -488,7 +560,7 @@ try_take(const int *nodes, int n, bool pin, int limit)
 			c->pins++;
 		else
 			c->conns++;
-		budget->nodes[nodes[i]].in_use += cell_units(c) - before;
+		recharge(nodes[i], c, before);
 	}
 	return -1;
 }
@@ -541,7 +613,7 @@ static bool
 room_for_waiter(int node)
 {
 	return budget->nodes[node].waiting > 0 &&
-		budget->nodes[node].in_use < budget_limit();
+		budget->nodes[node].in_use < budget_limit(node);
 }
 
 /*
@@ -569,7 +641,7 @@ wait_and_take(const int *nodes, int n, bool pin)
 			bool		own_idle = false;
 
 			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
-			blocked = try_take(nodes, n, pin, budget_limit());
+			blocked = try_take(nodes, n, pin, false);
 			if (blocked >= 0)
 			{
 				int			node = nodes[blocked];
@@ -612,7 +684,7 @@ wait_and_take(const int *nodes, int n, bool pin)
 			/* sleep until a slot of that node is given back */
 			ConditionVariablePrepareToSleep(&budget->nodes[waiting_on].cv);
 			LWLockAcquire(budget->lock, LW_SHARED);
-			blocked = budget->nodes[waiting_on].in_use >= budget_limit();
+			blocked = budget->nodes[waiting_on].in_use >= budget_limit(waiting_on);
 			LWLockRelease(budget->lock);
 			if (blocked)
 			{
@@ -659,12 +731,10 @@ wait_and_take(const int *nodes, int n, bool pin)
 bool
 tt_budget_open(int node, TTSlotKind kind)
 {
-	int			limit;
 	bool		ok;
 
 	if (node < 0 || !attach())
 		return true;
-	limit = budget_limit();
 
 	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
 	if (kind == TT_SLOT_FORCE ||
@@ -674,20 +744,23 @@ tt_budget_open(int node, TTSlotKind kind)
 		int			before = cell_units(c);
 
 		c->conns++;
-		budget->nodes[node].in_use += cell_units(c) - before;
+		recharge(node, c, before);
 		ok = true;
 	}
 	else if (kind == TT_SLOT_EXTRA)
 	{
 		TTBudgetCell *c = cell_of(my_row, node);
+		TTBudgetNode *n = &budget->nodes[node];
 
+		/* a reserved slot without its connection, or a free fair share */
 		ok = (c->conns < cell_units(c)) ||
-			(budget->nodes[node].waiting == 0 && budget->nodes[node].in_use < limit);
+			(n->waiting == 0 && n->in_use < budget_limit(node) &&
+			 (int) c->conns < fair_share(node));
 		if (ok)
-			(void) try_take(&node, 1, false, INT_MAX);
+			(void) try_take(&node, 1, false, true);
 	}
 	else
-		ok = (try_take(&node, 1, false, limit) < 0);
+		ok = (try_take(&node, 1, false, false) < 0);
 	LWLockRelease(budget->lock);
 
 	if (!ok && kind == TT_SLOT_FIRST)
@@ -722,7 +795,7 @@ tt_budget_close(int node, bool idle)
 		c->idle--;
 		budget->nodes[node].idle--;
 	}
-	budget->nodes[node].in_use -= before - cell_units(c);
+	recharge(node, c, before);
 	freed = before > cell_units(c);
 	LWLockRelease(budget->lock);
 	if (freed)
@@ -763,10 +836,11 @@ tt_budget_idle(int node, bool idle)
  *		while sessions wait for a slot there or the node is over its budget.
  *		Otherwise up to citus.max_cached_conns_per_worker idle ones per node;
  *		and up to max_idle (the caller's per-key cap) while the node has a
- *		free slot: spare idle connections make the next job and the cancel
- *		of a failed one cheap (a new connection to a loaded worker can take
- *		seconds), and cost nobody anything while nobody waits (a session
- *		that comes to wait has them closed on request).
+ *		free slot and the backend holds no more than its fair share there
+ *		(fair_share): spare idle connections make the next job and the
+ *		cancel of a failed one cheap (a new connection to a loaded worker
+ *		can take seconds), and cost nobody anything while nobody waits (a
+ *		session that comes to wait has them closed on request).
  *		Never throws.
  */
 bool
@@ -778,15 +852,16 @@ tt_budget_keep_idle(int node, int idle_now, int max_idle)
 
 	if (node < 0 || budget == NULL || my_row < 0)
 		return idle_now < Max(max_cached_conns_per_worker, max_idle);
-	limit = budget_limit();
 	LWLockAcquire(budget->lock, LW_SHARED);
+	limit = budget_limit(node);
 	idle = Max(idle_now, (int) cell_of(my_row, node)->idle);
 	if (budget->nodes[node].waiting > 0 || budget->nodes[node].in_use > limit)
 		keep = false;
 	else if (idle < max_cached_conns_per_worker)
 		keep = true;
 	else
-		keep = idle < max_idle && budget->nodes[node].in_use < limit;
+		keep = idle < max_idle && budget->nodes[node].in_use < limit &&
+			(int) cell_of(my_row, node)->conns <= fair_share(node);
 	LWLockRelease(budget->lock);
 	return keep;
 }
@@ -823,7 +898,7 @@ tt_budget_reserve(const int *nodes, int n)
 			want[nwant++] = nodes[i];
 	}
 	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
-	ok = (try_take(want, nwant, true, budget_limit()) < 0);
+	ok = (try_take(want, nwant, true, false) < 0);
 	LWLockRelease(budget->lock);
 	if (!ok)
 		wait_and_take(want, nwant, true);
@@ -862,7 +937,7 @@ tt_budget_unreserve(const int *nodes, int n)
 		before = cell_units(c);
 		if (c->pins > 0)
 			c->pins--;
-		budget->nodes[nodes[i]].in_use -= before - cell_units(c);
+		recharge(nodes[i], c, before);
 		if (before > cell_units(c))
 			wake[nodes[i]] = true;
 	}
@@ -880,57 +955,128 @@ tt_budget_unreserve(const int *nodes, int n)
  *		returns false when there is none.  A true return must be matched by
  *		tt_budget_connect_end once the attempt has ended, well or not.
  *
- *		No deadlock: a backend that holds a turn already (an attempt of its
- *		own in flight, which nobody drives while it waits) takes one at once,
- *		and no wait lasts longer than citus.node_connection_timeout (then it
- *		takes a turn beyond the cap): turns are held by attempts, and an
- *		attempt whose owner waits for something else must not stop others.
+ *		Turns are handed out in order: while backends wait for one, a free
+ *		turn is left to them (the longest waiting is woken first), not taken
+ *		by a backend that just came (without that, waiters were overtaken
+ *		again and again and some jobs waited many seconds for a first
+ *		connection).  Extra connections (wait false) never take one then.
+ *
+ *		No deadlock: a waiting backend that holds a turn already (an attempt
+ *		of its own in flight, which nobody drives while it waits) takes one
+ *		at once, beyond the cap; callers that can wait for their own
+ *		attempt first do so (tt_budget_turns_held).  And when no attempt to
+ *		the node ended for citus.node_connection_timeout while a backend
+ *		waited (their owners wait for something else), it takes a turn
+ *		beyond the cap too.  Attempts that merely take long (a loaded
+ *		worker) keep the others waiting: letting them all in at once would
+ *		make every attempt slower, until they all time out together.
  */
 bool
 tt_budget_connect_begin(int node, bool wait)
 {
-	bool		ok = false;
-	TimestampTz until;
+	volatile bool queued = false;
+	volatile bool ok = false;
+	volatile bool stuck = false;
+	volatile uint64 seen = 0;
+	volatile TimestampTz until = 0;
+	TTBudgetNode *n;
 
 	if (node < 0 || !attach())
 		return true;
-	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), node_connection_timeout);
-	if (my_turns > 0)
-		wait = false;
-	for (;;)
+	n = &budget->nodes[node];
+	PG_TRY();
 	{
-		bool		over = GetCurrentTimestamp() >= until;
-
-		LWLockAcquire(budget->lock, LW_EXCLUSIVE);
-		if (budget->nodes[node].connecting < TT_MAX_CONNECTING || over ||
-			my_turns > 0)
+		for (;;)
 		{
-			budget->nodes[node].connecting++;
-			cell_of(my_row, node)->connecting++;
-			my_turns++;
-			ok = true;
-		}
-		LWLockRelease(budget->lock);
-		if (ok || !wait)
-			break;
+			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+			/* a free turn goes to the waiters first (woken in order) */
+			if ((n->connecting < TT_MAX_CONNECTING &&
+				 (n->turn_waiters == 0 || queued)) ||
+				(wait && (my_turns > 0 || stuck)))
+			{
+				n->connecting++;
+				cell_of(my_row, node)->connecting++;
+				my_turns++;
+				ok = true;
+				if (queued)
+				{
+					n->turn_waiters--;
+					cell_of(my_row, node)->turn_waiting = false;
+				}
+				queued = false;
+			}
+			else if (wait)
+			{
+				if (!queued)
+				{
+					n->turn_waiters++;
+					cell_of(my_row, node)->turn_waiting = true;
+				}
+				queued = true;
+				if (until == 0 || n->attempts_ended != seen)
+				{
+					/* the queue moves: wait for it (again) from now on */
+					seen = n->attempts_ended;
+					until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														node_connection_timeout);
+				}
+			}
+			LWLockRelease(budget->lock);
+			if (ok || !wait)
+				break;
 
-		ConditionVariablePrepareToSleep(&budget->nodes[node].connect_cv);
-		LWLockAcquire(budget->lock, LW_SHARED);
-		ok = budget->nodes[node].connecting < TT_MAX_CONNECTING;
-		LWLockRelease(budget->lock);
-		if (!ok)
-		{
-			long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+			ConditionVariablePrepareToSleep(&n->connect_cv);
+			LWLockAcquire(budget->lock, LW_SHARED);
+			ok = n->connecting < TT_MAX_CONNECTING || n->attempts_ended != seen;
+			LWLockRelease(budget->lock);
+			if (!ok)
+			{
+				long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(left, 1), TT_WAIT_EXECUTOR);
-			ResetLatch(MyLatch);
+				if (left <= 0)
+					stuck = true;
+				else
+				{
+					(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+									 left, TT_WAIT_EXECUTOR);
+					ResetLatch(MyLatch);
+				}
+			}
+			ConditionVariableCancelSleep();
+			ok = false;
+			CHECK_FOR_INTERRUPTS();
 		}
-		ConditionVariableCancelSleep();
-		ok = false;
-		CHECK_FOR_INTERRUPTS();
 	}
+	PG_CATCH();
+	{
+		bool		room = false;
+
+		ConditionVariableCancelSleep();
+		if (queued)
+		{
+			LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+			n->turn_waiters--;
+			cell_of(my_row, node)->turn_waiting = false;
+			room = n->connecting < TT_MAX_CONNECTING;
+			LWLockRelease(budget->lock);
+		}
+		/* a turn given back may have woken us: pass it on */
+		if (room)
+			ConditionVariableSignal(&n->connect_cv);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	return ok;
+}
+
+/*
+ * tt_budget_turns_held
+ *		How many connection attempts of this backend hold a turn now.
+ */
+int
+tt_budget_turns_held(void)
+{
+	return my_turns;
 }
 
 /*
@@ -952,6 +1098,7 @@ tt_budget_connect_end(int node)
 	{
 		c->connecting--;
 		budget->nodes[node].connecting--;
+		budget->nodes[node].attempts_ended++;
 		ended = true;
 		if (my_turns > 0)
 			my_turns--;
@@ -959,6 +1106,54 @@ tt_budget_connect_end(int node)
 	LWLockRelease(budget->lock);
 	if (ended)
 		ConditionVariableSignal(&budget->nodes[node].connect_cv);
+}
+
+/*
+ * tt_budget_learn_query
+ *		With the default citus.max_shared_pool_size (0), the query a new
+ *		connection to node runs before it is used when the node's budget is
+ *		not known yet (NULL otherwise): the connections the node can take
+ *		from this coordinator, its max_connections less
+ *		superuser_reserved_connections and less the task sessions of its
+ *		tracker (citus.max_running_tasks_per_node, when it runs one).  Other
+ *		clients of the workers, or other coordinators, are not known here:
+ *		then set citus.max_shared_pool_size.  The answer goes to
+ *		tt_budget_learn.
+ */
+const char *
+tt_budget_learn_query(int node)
+{
+	if (node < 0 || budget == NULL || max_shared_pool_size != 0 ||
+		budget->nodes[node].learned > 0)	/* unlocked: a hint */
+		return NULL;
+	return "SELECT pg_catalog.current_setting('max_connections')::pg_catalog.int4"
+		" - pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4"
+		" - coalesce(pg_catalog.current_setting('citus.max_running_tasks_per_node', true)::pg_catalog.int4, 0)";
+}
+
+/*
+ * tt_budget_learn
+ *		The node told its budget (tt_budget_learn_query): keep the first
+ *		answer (at least 1) for the life of the coordinator's shared
+ *		memory, and wake the sessions waiting for a slot there, which may
+ *		fit now.  Never throws.
+ */
+void
+tt_budget_learn(int node, int connections)
+{
+	bool		learned = false;
+
+	if (node < 0 || budget == NULL)
+		return;
+	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
+	if (budget->nodes[node].learned == 0)
+	{
+		budget->nodes[node].learned = Max(1, connections);
+		learned = true;
+	}
+	LWLockRelease(budget->lock);
+	if (learned)
+		ConditionVariableBroadcast(&budget->nodes[node].cv);
 }
 
 /*
@@ -1001,7 +1196,6 @@ Datum
 task_tracker_connection_pool(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			limit = budget_limit();
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -1013,9 +1207,11 @@ task_tracker_connection_pool(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		bool		nulls[6];
 		TTBudgetNode copy;
+		int			limit;
 
 		LWLockAcquire(budget->lock, LW_SHARED);
 		copy = budget->nodes[i];
+		limit = budget_limit(i);
 		LWLockRelease(budget->lock);
 		if (!copy.used)
 			continue;

@@ -37,7 +37,7 @@
  *
  *	  A connection refused for a transient reason (no slot left, 53300; not
  *	  accepting connections now, 57P03; a full listen queue, EAGAIN: see
- *	  connect_error) does not end the task's attempt: the task keeps its
+ *	  tt_conn_connect_error) does not end the task's attempt: the task keeps its
  *	  slot without a session and connects again after a back-off, a
  *	  deadline of the one wait, for up to citus.node_connection_timeout
  *	  after the first refusal; a refusal after that fails the attempt.
@@ -158,7 +158,7 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
 
 /*
  * Back-off between connection tries refused for a transient reason (see
- * connect_error): it doubles from the first to the second bound; each wait
+ * tt_conn_connect_error): it doubles from the first to the second bound; each wait
  * is between half of it and all of it, at random.
  */
 #define TT_RECONNECT_MIN_MS	10
@@ -1143,12 +1143,6 @@ start_task(RunningTask *rt, TimestampTz now)
 		return;
 	}
 
-	/*
-	 * Until the session is established, errors carry their SQLSTATE in
-	 * their text (connect_error); nothing has been sent or received yet.
-	 */
-	(void) PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
-
 	/* from here on nothing raises: the session is linked, the task too */
 	s->conn = conn;
 	s->state = SESSION_CONNECTING;
@@ -1165,94 +1159,21 @@ start_task(RunningTask *rt, TimestampTz now)
 }
 
 /*
- * location_prefix
- *		What libpq puts before the source location of an error in verbose
- *		mode, in the language of its messages.
- */
-static const char *
-location_prefix(void)
-{
-#ifdef ENABLE_NLS
-	return dgettext("libpq5-" PG_MAJORVERSION, "LOCATION:  ");
-#else
-	return "LOCATION:  ";
-#endif
-}
-
-/*
  * connect_error
- *		The error of a failed connection attempt, as the task keeps it, and
- *		whether it is transient: the server too busy to take a session
- *		(53300: "sorry, too many clients already", the remaining slots
- *		reserved for superusers, a role's or database's connection limit),
- *		not accepting connections now (57P03), the connection refused
- *		with EAGAIN (a Unix socket's listen queue is full; no local port
- *		free; the postmaster could not fork), or no socket to be had
- *		(EMFILE, ENFILE: this process or the system is out of file
- *		descriptors for now).
- *
- * libpq keeps the SQLSTATE of an error the server sends during start-up to
- * itself; only the text is there, in PQerrorMessage.  Sessions are
- * therefore started in PQERRORS_VERBOSE mode (start_task), where the text
- * carries it ("FATAL:  53300: sorry, too many clients already") and ends
- * with a "LOCATION:  ..." line; both are removed again here, so the message
- * kept reads exactly as libpq's default one.  An error libpq makes itself
- * has no SQLSTATE; EAGAIN is recognised by its strerror() text, which libpq
- * gets from the same C library in the same process.  Every other failure —
- * authentication, a missing role or database, NOLOGIN, no CONNECT
- * privilege, a connection refused outright — is not transient.  An
- * authentication failure (tt_is_auth_failure) sets *auth: its text names
- * the role, the server and the mechanism tried, with the HINT of
- * tt_auth_error, and the task is not tried again (see connect_failed).
+ *		The error of a failed session start-up as the task keeps it, and
+ *		whether it is transient (tt_conn_connect_error: 53300, 57P03,
+ *		EAGAIN, EMFILE, ENFILE).  An authentication failure
+ *		(tt_is_auth_failure) sets *auth: its text names the role, the server
+ *		and the mechanism tried, with the HINT of tt_auth_error, and the
+ *		task is not tried again (see connect_failed).
  */
 static char *
 connect_error(PGconn *conn, bool *transient, bool *auth)
 {
-	char	   *msg = tt_conn_error_message(conn);
-	char		sqlstate[6] = "";
-	char	   *p;
+	char	   *msg = tt_conn_connect_error(conn, transient);
 
-	/* the server's error: "SEVERITY:  XXXXX: message" */
-	for (p = strstr(msg, ":  "); p != NULL; p = strstr(p + 1, ":  "))
-	{
-		char	   *code = p + 3;
-		int			i;
-
-		for (i = 0; i < 5; i++)
-		{
-			if (!((code[i] >= '0' && code[i] <= '9') || (code[i] >= 'A' && code[i] <= 'Z')))
-				break;
-		}
-		if (i == 5 && code[5] == ':' && code[6] == ' ')
-		{
-			const char *prefix = location_prefix();
-			size_t		plen = strlen(prefix);
-			char	   *line = NULL;
-			char	   *nl;
-
-			memcpy(sqlstate, code, 5);
-			memmove(code, code + 7, strlen(code + 7) + 1);
-
-			/* the last LOCATION line after it (its own text comes first) */
-			for (nl = strchr(code, '\n'); nl != NULL; nl = strchr(nl + 1, '\n'))
-			{
-				if (strncmp(nl + 1, prefix, plen) == 0)
-					line = nl;
-			}
-			if (line != NULL)
-			{
-				char	   *next = strchr(line + 1, '\n');
-
-				if (next != NULL)
-					memmove(line, next, strlen(next) + 1);
-				else
-					*line = '\0';
-			}
-			break;
-		}
-	}
-
-	if (tt_is_auth_failure(sqlstate[0] != '\0' ? sqlstate : NULL, msg))
+	*auth = false;
+	if (tt_is_auth_failure(NULL, msg))
 	{
 		TTRemoteError err;
 		char	   *target = psprintf("the local server (%s, port %s)",
@@ -1263,13 +1184,6 @@ connect_error(PGconn *conn, bool *transient, bool *auth)
 		*auth = true;
 		return tt_remote_error_text(&err);
 	}
-	*auth = false;
-	if (sqlstate[0] != '\0')
-		*transient = (strcmp(sqlstate, "53300") == 0 || strcmp(sqlstate, "57P03") == 0);
-	else
-		*transient = (strstr(msg, strerror(EAGAIN)) != NULL ||
-					  strstr(msg, strerror(EMFILE)) != NULL ||
-					  strstr(msg, strerror(ENFILE)) != NULL);
 	return msg;
 }
 
@@ -1337,7 +1251,7 @@ retry_connects(TimestampTz now)
  * connect_failed
  *		The task's session could not be established.
  *
- * A transient refusal (connect_error) does not end the attempt: the tracker
+ * A transient refusal (tt_conn_connect_error) does not end the attempt: the tracker
  * connects again after a back-off, for up to citus.node_connection_timeout
  * after the first refusal of the attempt; a refusal after that fails the
  * attempt with its error, like any other connection failure.  During a
@@ -2186,8 +2100,6 @@ progress_connecting(Session *s, TimestampTz now)
 	switch (st)
 	{
 		case PGRES_POLLING_OK:
-			/* later errors read as libpq's defaults (see connect_error) */
-			(void) PQsetErrorVerbosity(s->conn, PQERRORS_DEFAULT);
 			start_identity_check(s);
 			break;
 		case PGRES_POLLING_FAILED:
