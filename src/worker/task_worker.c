@@ -520,6 +520,13 @@ run_statement(TTWorkerShared *shared)
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("COPY to or from the client is not supported in a task")));
 
+		/* log_statement, as for a client's statement */
+		if (log_statement == LOGSTMT_ALL ||
+			(log_statement != LOGSTMT_NONE &&
+			 GetCommandLogLevel(raw->stmt) <= log_statement))
+			ereport(LOG,
+					(errmsg("statement: %s", sql),
+					 errhidestmt(true)));
 		set_ps_display(GetCommandTagName(tag));
 		if (analyze_requires_snapshot(raw))
 		{

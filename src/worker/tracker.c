@@ -68,6 +68,14 @@
  *	  Partial files and, for a job being dropped, the entries and the
  *	  job's directory are removed.
  *
+ *	  With citus.task_tracker_use_background_workers on, a task runs in a
+ *	  task worker (src/worker/task_worker.c: a dynamic background worker
+ *	  attached as the task's owner) instead of on a session: start_task
+ *	  hands it to start_worker_task, process_workers reads what the
+ *	  workers report into the same result and finish_task; cancel and stop
+ *	  signal the worker as they would a session's backend.  See the last
+ *	  section of this file and docs/architecture.md, "Task workers".
+ *
  *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
  *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
  *	  completed ones are succeeded, stopped ones go back to the queue
@@ -3166,13 +3174,16 @@ start_worker_task(RunningTask *rt, TimestampTz now)
 
 	rt->retry_at = TimestampTzPlusMilliseconds(now, TT_RECONNECT_MAX_MS);
 	memset(&spec, 0, sizeof(spec));
-	LWLockAcquire(tt_shared->lock, LW_SHARED);
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
 	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
 	if (!cancel)
 	{
 		spec.attempt = task->attempts;
 		spec.started_at = task->started_at;
+		/* a worker before this one in the attempt (a COPY refused) is gone */
+		task->backend_pid = 0;
+		task->backend_local = false;
 	}
 	LWLockRelease(tt_shared->lock);
 	if (cancel)
