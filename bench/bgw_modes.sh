@@ -10,7 +10,8 @@
 # at a time (bench/tracker_latency.sql, 1,000 tasks); 10,000 SELECT 1 tasks
 # in one job, assign_tasks to the last task final; one task returning
 # 1,000,000 rows (~100 MB), assign + wait + count(*) of task_result (row 9c
-# of bench/run).  Medians of 5 runs.  The server is created under a
+# of bench/run).  Medians of 5 runs.  TT_BGW_MODES ("off on"), TT_BGW_RUNS (5)
+# and TT_BGW_LAT_N (1000) make it shorter.  The server is created under a
 # temporary directory (trust on a 0700 socket directory, no TCP) and
 # removed at the end, also on failure.
 #
@@ -52,21 +53,22 @@ Q() { "$BIN/psql" -XAtq "$@"; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-for mode in off on; do
+for mode in ${TT_BGW_MODES:-off on}; do
 	echo "citus.task_tracker_use_background_workers = $mode" >>"$WORK/data/postgresql.conf"
 	"$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/log.$mode" -w restart >/dev/null 2>&1 ||
 		"$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/log.$mode" -w start >/dev/null
 	Q -c "CREATE EXTENSION IF NOT EXISTS task_tracker"
 
-	lat=$(Q -v n=1000 -v job=1 -f "$BENCH/tracker_latency.sql" | tail -1)
+	lat=$(Q -v n="${TT_BGW_LAT_N:-1000}" -v job=1 -f "$BENCH/tracker_latency.sql" | tail -1)
 
 	tp=()
-	for i in 1 2 3 4 5; do
-		tp+=("$(Q <<EOF
+	for i in $(seq 1 "${TT_BGW_RUNS:-5}"); do
+		tp+=("$(Q 2>&1 <<EOF | sed -n 's/^NOTICE:  //p'
+
 DO \$\$
 DECLARE t0 timestamptz := clock_timestamp(); r record; n int := 0;
 BEGIN
-	PERFORM task_tracker.assign_tasks(100 + $i, array_agg(g), array_agg('SELECT 1'))
+	PERFORM task_tracker.assign_tasks(100 + $i, array_agg(g), array_agg('SELECT 1'::text))
 	FROM generate_series(1, 10000) g;
 	WHILE n < 10000 LOOP
 		SELECT count(*) INTO r FROM task_tracker.wait_for_tasks(100 + $i, 10000);
@@ -76,12 +78,13 @@ BEGIN
 	PERFORM task_tracker.cleanup_job(100 + $i);
 END \$\$;
 EOF
-		2>&1 | sed -n 's/^NOTICE:  //p')")
+)")
 	done
 
 	big=()
-	for i in 1 2 3 4 5; do
-		big+=("$(Q <<EOF
+	for i in $(seq 1 "${TT_BGW_RUNS:-5}"); do
+		big+=("$(Q 2>&1 <<EOF | sed -n 's/^NOTICE:  //p'
+
 DO \$\$
 DECLARE t0 timestamptz := clock_timestamp(); n bigint;
 BEGIN
@@ -93,9 +96,10 @@ BEGIN
 	PERFORM task_tracker.cleanup_job(200 + $i);
 END \$\$;
 EOF
-		2>&1 | sed -n 's/^NOTICE:  //p')")
+)")
 	done
 
+	grep -c 'waits for a background worker slot' "$WORK/log.$mode" >&2 || true
 	printf 'background workers %-3s | latency (tasks|median ms|p95 ms) %s | 10k SELECT 1: %s tasks/s | 1M rows: %s ms\n' \
 		"$mode" "$lat" "$(printf '%s\n' "${tp[@]}" | median)" "$(printf '%s\n' "${big[@]}" | median)"
 done

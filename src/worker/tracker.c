@@ -3357,9 +3357,10 @@ drain_worker_safe(RunningTask *rt)
  * end_worker_run
  *		The task's worker is done or gone: let it go, then finish the task;
  *		or, in the same attempt, start a worker for the plain query when
- *		the server refused it as COPY (drain_input's resend), or try again
- *		later when the login was refused for a transient reason
- *		(connect_failed).  Tasks waiting for a worker slot try at once.
+ *		the server refused it as COPY (drain_input's resend; not while the
+ *		server stops: the task is requeued), or try again later when the
+ *		login was refused for a transient reason (connect_failed).  Tasks
+ *		waiting for a worker slot try at once.
  */
 static void
 end_worker_run(RunningTask *rt, TimestampTz now)
@@ -3376,7 +3377,13 @@ end_worker_run(RunningTask *rt, TimestampTz now)
 			other->retry_at = now;
 	}
 
-	if (rt->resend_plain && !rt->failed)
+	if (rt->resend_plain && !rt->failed && SERVER_STOPPING())
+	{
+		/* nothing ran; no new worker now: back to the queue (finish_task) */
+		fail_attempt(rt, "57P01", "the server is stopping");
+		finish_task(rt);
+	}
+	else if (rt->resend_plain && !rt->failed)
 	{
 		rt->resend_plain = false;
 		rt->copy_len = 0;
