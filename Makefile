@@ -11,6 +11,7 @@ OBJS = \
 	src/worker/result_file.o \
 	src/worker/persist.o \
 	src/worker/tracker.o \
+	src/worker/task_worker.o \
 	src/worker/worker_api.o \
 	src/coordinator/coordinator.o \
 	src/coordinator/node_registry.o \

@@ -24,6 +24,7 @@ extern int	max_task_query_size;	/* bytes of query text per task */
 extern int	task_max_attempts;		/* attempts before permanently_failed */
 extern int	task_tracker_job_expiry;	/* s a job may go unasked for */
 extern bool task_tracker_reuse_connections; /* keep sessions per user+db */
+extern bool task_tracker_use_background_workers;	/* tasks in bgworkers */
 extern int	task_tracker_idle_connection_timeout;	/* ms an idle session lives */
 extern char *task_tracker_host;		/* where the tracker connects */
 extern int	task_result_inline_size;	/* bytes: results kept in memory */

@@ -68,6 +68,14 @@
  *	  Partial files and, for a job being dropped, the entries and the
  *	  job's directory are removed.
  *
+ *	  With citus.task_tracker_use_background_workers on, a task runs in a
+ *	  task worker (src/worker/task_worker.c: a dynamic background worker
+ *	  attached as the task's owner) instead of on a session: start_task
+ *	  hands it to start_worker_task, process_workers reads what the
+ *	  workers report into the same result and finish_task; cancel and stop
+ *	  signal the worker as they would a session's backend.  See the last
+ *	  section of this file and docs/architecture.md, "Task workers".
+ *
  *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
  *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
  *	  completed ones are succeeded, stopped ones go back to the queue
@@ -124,6 +132,7 @@
 #include "common/tt_remote.h"
 #include "worker/tt_result_file.h"
 #include "worker/tt_shmem.h"
+#include "worker/tt_task_worker.h"
 #include "common/tt_waits.h"
 
 PGDLLEXPORT void tt_tracker_main(Datum main_arg);
@@ -163,6 +172,9 @@ PGDLLEXPORT void tt_tracker_main(Datum main_arg);
  */
 #define TT_RECONNECT_MIN_MS	10
 #define TT_RECONNECT_MAX_MS	500
+
+/* events read from one task worker per pass (then the latch is set) */
+#define TT_WORKER_EVENTS	4096
 
 typedef enum SessionState
 {
@@ -233,6 +245,14 @@ typedef struct RunningTask
 								 * then; 0 = none so far in this attempt */
 	int			backoff_ms;		/* current back-off, see TT_RECONNECT_* */
 	int			refusals;		/* transient refusals in this attempt */
+	/* background-worker mode (citus.task_tracker_use_background_workers) */
+	TTTaskWorker *worker;		/* the worker running it, or NULL */
+	bool		command_done;	/* its CommandComplete arrived: committed */
+	TimestampTz cancel_deadline;	/* cancel_sent: terminate it then */
+	TimestampTz slot_wait_since;	/* waiting for a worker slot since; 0 */
+	bool		slot_logged;	/* that wait was logged */
+	char	   *refusal;		/* the login was refused for a transient
+								 * reason (53300, 57P03): why (tracker_cxt) */
 } RunningTask;
 
 static dlist_head sessions = DLIST_STATIC_INIT(sessions);
@@ -289,6 +309,10 @@ static void release_session(Session *s, bool usable);
 static void requeue_all_running(bool cancel_backends);
 static void compute_connect_host(void);
 static bool postmaster_is_stopping(void);
+static void check_result_encoding(RunningTask *rt, int encoding);
+static TimestampTz backoff_retry_at(RunningTask *rt, TimestampTz now, int *wait_ms);
+static void start_worker_task(RunningTask *rt, TimestampTz now);
+static void process_workers(TimestampTz now);
 
 /*
  * tt_tracker_main
@@ -808,6 +832,7 @@ main_loop(void)
 		tt_stats_wakeup(now);
 
 		process_sessions(now);
+		process_workers(now);
 		if (tt_shared->close_idle_request != tt_shared->close_idle_done)
 			serve_close_idle();
 		if (tt_shared->ncancel > 0 || tt_shared->ndropping > 0)
@@ -857,6 +882,10 @@ nearest_deadline(void)
 
 		if (rt->retry_at != 0 && (nearest == 0 || rt->retry_at < nearest))
 			nearest = rt->retry_at;
+		/* a canceled task worker is terminated then */
+		if (rt->worker != NULL && rt->cancel_sent &&
+			(nearest == 0 || rt->cancel_deadline < nearest))
+			nearest = rt->cancel_deadline;
 	}
 	if (nearest == 0)
 		return -1;
@@ -1058,6 +1087,12 @@ start_task(RunningTask *rt, TimestampTz now)
 	char	   *error;
 	PGconn	   *conn;
 
+	if (task_tracker_use_background_workers)
+	{
+		start_worker_task(rt, now);
+		return;
+	}
+
 	rt->retry_at = TimestampTzPlusMilliseconds(now, TT_RECONNECT_MAX_MS);
 	s = task_tracker_reuse_connections ? find_idle_session(rt) : NULL;
 	if (s != NULL)
@@ -1209,12 +1244,7 @@ defer_connect(RunningTask *rt, const char *message, TimestampTz now)
 	}
 	rt->unusable = false;
 	rt->refusals++;
-	rt->backoff_ms = (rt->backoff_ms == 0) ? TT_RECONNECT_MIN_MS :
-		Min(rt->backoff_ms * 2, TT_RECONNECT_MAX_MS);
-	/* tasks refused together should not come back together */
-	wait_ms = rt->backoff_ms / 2 +
-		(int) pg_prng_uint64_range(&pg_global_prng_state, 0, rt->backoff_ms / 2);
-	rt->retry_at = Min(TimestampTzPlusMilliseconds(now, wait_ms), rt->refused_until);
+	rt->retry_at = Min(backoff_retry_at(rt, now, &wait_ms), rt->refused_until);
 
 	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
@@ -1226,6 +1256,24 @@ defer_connect(RunningTask *rt, const char *message, TimestampTz now)
 			(errmsg_internal("task tracker: connection as \"%s\" for task (job " INT64_FORMAT ", task %d) refused, trying again in %d ms",
 							 NameStr(rt->user), rt->key.job_id, rt->key.task_id, wait_ms),
 			 errdetail_internal("%s", message)));
+}
+
+/*
+ * backoff_retry_at
+ *		The next back-off step of a task refused for a transient reason
+ *		(a connection, a worker slot): from TT_RECONNECT_MIN_MS doubling to
+ *		TT_RECONNECT_MAX_MS; each wait between half of it and all of it, at
+ *		random, so that tasks refused together do not come back together.
+ *		Returns when to try again; *wait_ms gets the wait.
+ */
+static TimestampTz
+backoff_retry_at(RunningTask *rt, TimestampTz now, int *wait_ms)
+{
+	rt->backoff_ms = (rt->backoff_ms == 0) ? TT_RECONNECT_MIN_MS :
+		Min(rt->backoff_ms * 2, TT_RECONNECT_MAX_MS);
+	*wait_ms = rt->backoff_ms / 2 +
+		(int) pg_prng_uint64_range(&pg_global_prng_state, 0, rt->backoff_ms / 2);
+	return TimestampTzPlusMilliseconds(now, *wait_ms);
 }
 
 /*
@@ -1552,10 +1600,21 @@ start_result(RunningTask *rt, int ncols)
 static void
 check_encoding(RunningTask *rt, PGconn *conn)
 {
-	if (PQclientEncoding(conn) != rt->encoding && !rt->store_failed)
+	check_result_encoding(rt, PQclientEncoding(conn));
+}
+
+/*
+ * check_result_encoding
+ *		check_encoding() for a client_encoding known as a number (a task
+ *		worker reports the one it ended with).
+ */
+static void
+check_result_encoding(RunningTask *rt, int encoding)
+{
+	if (encoding != rt->encoding && !rt->store_failed)
 	{
 		char	   *msg = psprintf("the task changed client_encoding to %s; its rows must arrive in its database's encoding, %s",
-								   pg_encoding_to_char(PQclientEncoding(conn)),
+								   pg_encoding_to_char(encoding),
 								   pg_encoding_to_char(rt->encoding));
 
 		store_failed(rt, "22021", msg);
@@ -1798,6 +1857,10 @@ free_running_task(RunningTask *rt)
 {
 	dlist_delete(&rt->node);
 	nrunning--;
+	if (rt->worker)
+		tt_task_worker_release(rt->worker);
+	if (rt->refusal)
+		pfree(rt->refusal);
 	if (rt->query)
 		pfree(rt->query);
 	if (rt->store_error)
@@ -2445,6 +2508,9 @@ stop_running_task(RunningTask *rt, bool cancel_backend)
 		s->task = NULL;
 		close_session(s);
 	}
+	/* a task worker is ended (started or not), then left (free_running_task) */
+	if (rt->worker != NULL && cancel_backend)
+		(void) tt_task_worker_signal(rt->worker, SIGTERM);
 	if (rt->opened)
 		tt_result_discard(&rt->writer);
 	free_running_task(rt);
@@ -2532,6 +2598,20 @@ handle_cancels(void)
 			}
 			/* not a backend of ours: its session is closed at once */
 			if (rt->cancel_sent && now < s->deadline)
+				continue;
+		}
+		if (rt->worker != NULL && !SERVER_STOPPING())
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			/* the same for a task worker; one not started yet is ended */
+			if (!rt->cancel_sent && tt_task_worker_signal(rt->worker, SIGINT))
+			{
+				rt->cancel_sent = true;
+				rt->cancel_deadline = TimestampTzPlusMilliseconds(now, TT_CANCEL_GRACE_MS);
+				continue;
+			}
+			if (rt->cancel_sent && now < rt->cancel_deadline)
 				continue;
 		}
 
@@ -2805,6 +2885,13 @@ begin_stopping(TimestampTz now)
 		else
 			terminate_backend(s);
 	}
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+
+		if (rt->worker != NULL)
+			(void) tt_task_worker_signal(rt->worker, SIGTERM);
+	}
 
 	/*
 	 * A task waiting to connect again after a transient refusal never
@@ -2815,7 +2902,7 @@ begin_stopping(TimestampTz now)
 		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
 		TTTrackedTask	   *task;
 
-		if (rt->session != NULL || rt->retry_at == 0)
+		if (rt->session != NULL || rt->worker != NULL || rt->retry_at == 0)
 			continue;
 		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
 		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
@@ -2923,6 +3010,7 @@ shutdown_and_exit(void)
 		wait_for_events(TimestampDifferenceMilliseconds(now, stop_deadline));
 		now = GetCurrentTimestamp();
 		process_sessions(now);
+		process_workers(now);
 	}
 	if (nrunning > 0 && !postmaster_is_stopping())
 		leave_running_for_restart();
@@ -2934,4 +3022,327 @@ shutdown_and_exit(void)
 	tt_job_wake_pending();
 	tt_persist_save();
 	proc_exit(1);
+}
+
+
+/* ---------------------------------------------------------------------
+ * Tasks in background workers (citus.task_tracker_use_background_workers;
+ * the workers themselves: src/worker/task_worker.c).  A RunningTask then
+ * has a TTTaskWorker instead of a Session; everything after the statement
+ * (the result, finish_task, cancel, stop) is shared with libpq sessions.
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * wait_for_worker_slot
+ *		No background worker slot was free (max_worker_processes): a
+ *		transient condition the task waits out, however long, as
+ *		"scheduled" with no worker; it tries again after a back-off (and
+ *		at once when one of the tracker's own workers ends), a deadline of
+ *		the tracker's one wait.  The task's error says why it waits, and a
+ *		wait longer than citus.node_connection_timeout is logged once.
+ */
+static void
+wait_for_worker_slot(RunningTask *rt, TimestampTz now)
+{
+	int			wait_ms;
+	bool		first = (rt->slot_wait_since == 0);
+
+	rt->retry_at = backoff_retry_at(rt, now, &wait_ms);
+	if (first)
+		rt->slot_wait_since = now;
+	else if (!rt->slot_logged &&
+			 TimestampDifferenceExceeds(rt->slot_wait_since, now, node_connection_timeout))
+	{
+		rt->slot_logged = true;
+		ereport(LOG,
+				(errmsg("task tracker waits for a background worker slot for task (job " INT64_FORMAT ", task %d): all max_worker_processes (%d) are in use",
+						rt->key.job_id, rt->key.task_id, max_worker_processes),
+				 errhint("The task tracker needs one background worker per running task (citus.max_running_tasks_per_node) besides the server's other background and parallel workers; raise max_worker_processes.")));
+	}
+	if (first)
+	{
+		TTTrackedTask *task;
+		char	   *msg = psprintf("waiting for a background worker slot: all max_worker_processes (%d) are in use",
+								   max_worker_processes);
+
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+		if (task != NULL)
+			(void) set_task_error(task, "53000", msg);
+		LWLockRelease(tt_shared->lock);
+		pfree(msg);
+	}
+}
+
+/*
+ * start_worker_task
+ *		start_task() in background-worker mode: start a task worker for the
+ *		task's statement (as COPY when it runs as COPY) and mark the task
+ *		running, as send_query does.  A task whose cancel was requested is
+ *		left to handle_cancels, nothing started.  No worker slot: the task
+ *		waits for one (wait_for_worker_slot).  No DSM segment, or an ERROR
+ *		while starting (memory, /dev/shm full): a transient refusal, as a
+ *		connection refused for lack of descriptors is (connect_failed).
+ *		Until a worker is registered retry_at is set, so that an ERROR
+ *		leaves the task to retry_connects rather than stranded.
+ */
+static void
+start_worker_task(RunningTask *rt, TimestampTz now)
+{
+	TTTaskWorkerSpec spec;
+	TTTrackedTask *task;
+	TTTaskWorker *volatile w = NULL;
+	volatile bool no_slot = false;
+	char	   *volatile error = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		cancel;
+
+	rt->retry_at = TimestampTzPlusMilliseconds(now, TT_RECONNECT_MAX_MS);
+	memset(&spec, 0, sizeof(spec));
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	cancel = (task == NULL || task->status == TT_CANCEL_REQUESTED);
+	if (!cancel)
+	{
+		spec.attempt = task->attempts;
+		spec.started_at = task->started_at;
+		/* a worker before this one in the attempt (a COPY refused) is gone */
+		task->backend_pid = 0;
+		task->backend_local = false;
+	}
+	LWLockRelease(tt_shared->lock);
+	if (cancel)
+	{
+		rt->retry_at = 0;
+		SetLatch(MyLatch);
+		return;
+	}
+
+	spec.key = rt->key;
+	spec.owner = rt->owner;
+	spec.dbid = rt->dbid;
+	spec.encoding = rt->encoding;
+	spec.copy_wrap = (rt->copy_len > 0);
+	PG_TRY();
+	{
+		bool		full = false;
+		char	   *sql;
+
+		MemoryContextSwitchTo(tracker_cxt);
+		sql = spec.copy_wrap ? tt_copy_wrap(rt->query, rt->copy_len) : rt->query;
+		spec.sql = sql;
+		w = tt_task_worker_start(&spec, &full);
+		no_slot = full;
+		if (spec.copy_wrap)
+			pfree(sql);
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		LWLockReleaseAll();
+		RESUME_INTERRUPTS();
+		error = pstrdup(edata->message ? edata->message : "unknown error");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+
+	if (w == NULL)
+	{
+		if (no_slot && error == NULL)
+			wait_for_worker_slot(rt, now);
+		else
+			connect_failed(rt, error ? error : "could not create a dynamic shared memory segment for the task's background worker", true);
+		return;
+	}
+
+	rt->worker = w;
+	rt->retry_at = 0;
+	rt->slot_wait_since = 0;
+	rt->backoff_ms = 0;
+	rt->command_done = false;
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &rt->key, HASH_FIND, NULL);
+	if (task != NULL && task->status == TT_SCHEDULED)
+		tt_task_set_status(tt_job_lookup(rt->key.job_id, false, InvalidOid),
+						   task, TT_RUNNING);
+	LWLockRelease(tt_shared->lock);
+}
+
+/*
+ * drain_worker
+ *		Apply what the task's worker reported to the task, without waiting,
+ *		as drain_input does for a session: rows into the result, the
+ *		command's row count, the first error.  Returns true when the
+ *		worker's run is over (done, or gone); after TT_WORKER_EVENTS events
+ *		it sets the latch and returns false, so that a large result does
+ *		not hold up the other tasks.  An error after the statement
+ *		committed cannot undo it and is only logged.
+ */
+static bool
+drain_worker(RunningTask *rt)
+{
+	TTWorkerEvent ev;
+
+	for (int i = 0; i < TT_WORKER_EVENTS; i++)
+	{
+		tt_task_worker_next(rt->worker, &ev);
+		switch (ev.kind)
+		{
+			case TT_WEV_NONE:
+				return false;
+			case TT_WEV_ROWS:
+				if (COLLECTING(rt))
+					start_result(rt, ev.ncols);
+				break;
+			case TT_WEV_COPY:
+				rt->copy_out = true;
+				rt->copying = true;
+				if (COLLECTING(rt))
+					start_result(rt, ev.ncols);
+				break;
+			case TT_WEV_LINE:
+				rt->received++;
+				if (COLLECTING(rt) && !tt_result_add_line(&rt->writer, ev.data, ev.len))
+					write_failed(rt);
+				break;
+			case TT_WEV_COPY_DONE:
+				rt->copying = false;
+				break;
+			case TT_WEV_COMMAND:
+				rt->rows = ev.rows;
+				rt->command_done = true;
+				break;
+			case TT_WEV_ERROR:
+				if (rt->command_done)
+					ereport(LOG,
+							(errmsg("task tracker: the worker of task (job " INT64_FORMAT ", task %d) failed after its statement committed: %s",
+									rt->key.job_id, rt->key.task_id, ev.error.message)));
+				else if (ev.startup && rt->refusal == NULL &&
+						 (strcmp(ev.error.sqlstate, "53300") == 0 ||
+						  strcmp(ev.error.sqlstate, "57P03") == 0))
+					rt->refusal = MemoryContextStrdup(tracker_cxt,
+													  tt_remote_error_text(&ev.error));
+				else if (rt->copy_len > 0 && !rt->copy_out && !rt->failed &&
+						 strcmp(ev.error.sqlstate, "0A000") == 0)
+					rt->resend_plain = true;	/* see drain_input */
+				else
+					fail_attempt(rt, ev.error.sqlstate, tt_remote_error_text(&ev.error));
+				break;
+			case TT_WEV_DONE:
+				check_result_encoding(rt, ev.encoding);
+				return true;
+			case TT_WEV_GONE:
+				if (!rt->failed && !rt->command_done && !rt->resend_plain &&
+					rt->refusal == NULL)
+					fail_attempt(rt, "08006", "the task's background worker exited before it reported the statement's outcome");
+				return true;
+		}
+	}
+	SetLatch(MyLatch);
+	return false;
+}
+
+/*
+ * drain_worker_safe
+ *		drain_worker() for process_workers: an ERROR while keeping the
+ *		result (a file past the descriptor budget, memory) is the result
+ *		failing, not the statement, as in drain_results_safe.
+ */
+static bool
+drain_worker_safe(RunningTask *rt)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool done = false;
+	char		sqlstate[6];
+
+	PG_TRY();
+	{
+		done = drain_worker(rt);
+	}
+	PG_CATCH();
+	{
+		char	   *msg = catch_error(cxt, sqlstate);
+
+		store_failed(rt, sqlstate, msg);
+		pfree(msg);
+		SetLatch(MyLatch);
+		done = false;
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
+ * end_worker_run
+ *		The task's worker is done or gone: let it go, then finish the task;
+ *		or, in the same attempt, start a worker for the plain query when
+ *		the server refused it as COPY (drain_input's resend; not while the
+ *		server stops: the task is requeued), or try again later when the
+ *		login was refused for a transient reason (connect_failed).  Tasks
+ *		waiting for a worker slot try at once.
+ */
+static void
+end_worker_run(RunningTask *rt, TimestampTz now)
+{
+	dlist_iter	iter;
+
+	tt_task_worker_release(rt->worker);
+	rt->worker = NULL;
+	dlist_foreach(iter, &running)
+	{
+		RunningTask *other = dlist_container(RunningTask, node, iter.cur);
+
+		if (other->worker == NULL && other->slot_wait_since != 0)
+			other->retry_at = now;
+	}
+
+	if (rt->resend_plain && !rt->failed && SERVER_STOPPING())
+	{
+		/* nothing ran; no new worker now: back to the queue (finish_task) */
+		fail_attempt(rt, "57P01", "the server is stopping");
+		finish_task(rt);
+	}
+	else if (rt->resend_plain && !rt->failed)
+	{
+		rt->resend_plain = false;
+		rt->copy_len = 0;
+		start_worker_task(rt, now);
+	}
+	else if (rt->refusal != NULL && !rt->failed)
+	{
+		char	   *msg = rt->refusal;
+
+		rt->refusal = NULL;
+		connect_failed(rt, msg, true);
+		pfree(msg);
+	}
+	else
+		finish_task(rt);
+}
+
+/*
+ * process_workers
+ *		Read every task worker's reports (the queues set the tracker's
+ *		latch; a worker that exits is reported by the postmaster, which
+ *		sets it too) and end the runs that are over.
+ */
+static void
+process_workers(TimestampTz now)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &running)
+	{
+		RunningTask *rt = dlist_container(RunningTask, node, iter.cur);
+
+		if (rt->worker != NULL && drain_worker_safe(rt))
+			end_worker_run(rt, now);
+	}
 }

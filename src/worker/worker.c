@@ -30,6 +30,7 @@ int			max_task_query_size = 1024 * 1024;
 int			task_max_attempts = 3;
 int			task_tracker_job_expiry = 3600;
 bool		task_tracker_reuse_connections = true;
+bool		task_tracker_use_background_workers = false;
 int			task_tracker_idle_connection_timeout = 2000;
 char	   *task_tracker_host = NULL;
 int			task_result_inline_size = 16 * 1024;
@@ -101,6 +102,17 @@ tt_worker_define_settings(void)
 							3600, 0, INT_MAX / 1000,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/* a PGC_POSTMASTER setting can only be created while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomBoolVariable("citus.task_tracker_use_background_workers",
+								 "Whether the tracker runs each task in a background worker attached as the task's owner.",
+								 "Off: each task runs over a libpq session logged in as its owner (needs pg_hba.conf and credentials). "
+								 "On: a dynamic background worker per running task, no authentication; size max_worker_processes for it.",
+								 &task_tracker_use_background_workers,
+								 false,
+								 PGC_POSTMASTER, 0,
+								 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("citus.task_tracker_reuse_connections",
 							 "Whether the tracker reuses a session for later tasks of the same user and database.",

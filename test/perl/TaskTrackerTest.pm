@@ -34,6 +34,8 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use File::Basename ();
+use File::Spec;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -71,6 +73,11 @@ C<conf> (extra postgresql.conf lines), C<restart_after_crash> (default off, as
 PostgreSQL::Test::Cluster sets it), C<quiet> (log_statement = none; use for
 tests with many tasks), C<no_start>.
 
+With C<$ENV{TT_BACKGROUND_WORKERS}> set (the C<*_bgw.pl> files run a test
+again that way), the node runs its tasks in background workers
+(C<citus.task_tracker_use_background_workers = on>, C<max_worker_processes>
+raised to match); C<conf> comes after, so a test can still set either.
+
 The cluster is UTF8 with the C locale so that role and database names with
 non-ASCII letters work the same everywhere.
 
@@ -91,7 +98,11 @@ max_connections = 60
 max_prepared_transactions = 10
 log_min_messages = info
 restart_after_crash = } . ($opts{restart_after_crash} ? 'on' : 'off') . qq{
-} . ($opts{quiet} ? "log_statement = none\n" : '') . ($opts{conf} // ''));
+} . ($opts{quiet} ? "log_statement = none\n" : '')
+	  . ($ENV{TT_BACKGROUND_WORKERS}
+		? "citus.task_tracker_use_background_workers = on\nmax_worker_processes = 40\n"
+		: '')
+	  . ($opts{conf} // ''));
 
 	return $node if $opts{no_start};
 
@@ -462,6 +473,25 @@ sub tt_restart_fast
 	PostgreSQL::Test::Utils::system_or_bail('pg_ctl', '-w', '-m', 'fast', '-D',
 		$node->data_dir, '-l', $node->logfile, 'restart');
 	$node->_update_pid(1);
+	return;
+}
+
+=pod
+
+=item tt_rerun_with_background_workers($file)
+
+Run test C<$file> (a name in the caller's directory) again with its nodes in
+background-worker mode (C<$ENV{TT_BACKGROUND_WORKERS}>, see C<tt_node>): the
+C<*_bgw.pl> files are this one call.
+
+=cut
+
+sub tt_rerun_with_background_workers
+{
+	my ($file) = @_;
+	my $path = File::Spec->rel2abs(File::Basename::dirname((caller)[1]) . "/$file");
+	$ENV{TT_BACKGROUND_WORKERS} = 1;
+	do $path or die($@ || "$path: $!");
 	return;
 }
 

@@ -343,7 +343,8 @@ tt_cleanup_and_check($node, [ map { [ $_, 'alice' ] } (1, 2, 3, 4, 6) ]);
 	is(tt_sql($node, 'SELECT status, result_rows FROM task_tracker.tasks WHERE job_id = 7 ORDER BY task_id'),
 		"succeeded|1\nsucceeded|2", 'its queued task ran, its finished one is kept');
 	is(tt_sql($node, 'SELECT * FROM task_tracker.task_result(7, 0) AS t(x int)'), '7', 'the queued task\'s result');
-	ok($node->log_contains(qr/execute <unnamed>: SELECT 7 AS x/, $logpos), '... run as the plain statement');
+	ok($node->log_contains(qr/(?:execute <unnamed>|statement): SELECT 7 AS x/, $logpos),
+		'... run as the plain statement');
 	is(tt_sql($node, q{SELECT a, quote_nullable(b) FROM task_tracker.task_result(7, 1) AS t(a text, b text)}),
 		"legacy|NULL\na\tb|''", 'the 1.0 in-memory result reads');
 	is(stored_bytes(7, 1), "legacy\t\\N\na\\tb\t\n", '... and as COPY text');

@@ -1,0 +1,6 @@
+
+# 004_cancel.pl again with its tasks in background workers (see tt_node).
+use strict;
+use warnings;
+use TaskTrackerTest;
+TaskTrackerTest::tt_rerun_with_background_workers('004_cancel.pl');
