@@ -54,6 +54,7 @@ for my $cert (
 }
 
 # ---- a coordinator and two workers with TLS and certificate authentication
+my $os_user = getpwuid($<);
 my $coord = tt_node('coordinator', quiet => 1);
 my @workers = map {
 	tt_node("worker$_", quiet => 1, conf => qq{
@@ -68,17 +69,21 @@ citus.task_max_attempts = 3
 
 for my $w (@workers)
 {
-	# The Unix socket (a private temporary directory, the servers' only one)
-	# serves this script and the tracker's libpq sessions; with
+	# No trust anywhere.  The Unix socket serves this script and the
+	# tracker's libpq sessions, both running as the servers' OS user: peer
+	# authentication with a map that lets that OS user (and only it) log in
+	# as the roles the tasks run as (with
 	# citus.task_tracker_use_background_workers = on the tracker needs no
-	# line here.  dave must give a password there, and has none.
+	# line here at all, see 060).  dave must give a password there, and
+	# has none.
 	open(my $fh, '>', $w->data_dir . '/pg_hba.conf') or die;
 	print $fh "local all dave scram-sha-256\n";
-	print $fh "local all all trust\n";
+	print $fh "local all all peer map=local\n";
 	print $fh "hostssl all all 127.0.0.1/32 cert map=coordinator\n";
 	close $fh;
 	$w->append_conf('pg_ident.conf', join('',
-			map { "coordinator tt-coordinator $_\n" } qw(alice bob dave)));
+			(map { "coordinator tt-coordinator $_\n" } qw(alice bob dave)),
+			(map { "local $os_user $_\n" } ($os_user, qw(alice bob carol)))));
 	$w->reload;
 	tt_sql($w, q{
 CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE carol LOGIN; CREATE ROLE dave LOGIN;
