@@ -27,6 +27,7 @@
 
 #include "common/tt_conn_auth.h"
 #include "common/tt_settings.h"
+#include "coordinator/tt_connection_cache.h"
 #include "coordinator/tt_coordinator.h"
 #include "coordinator/tt_node_budget.h"
 #include "worker/tt_shmem.h"
@@ -63,6 +64,7 @@ _PG_init(void)
 	tt_worker_define_settings();
 	tt_coordinator_define_settings();
 	tt_budget_define_settings();
+	tt_budget_set_cache_callbacks(tt_conncache_drop_idle, tt_conncache_close_all);
 	MarkGUCPrefixReserved("citus");
 
 	if (!process_shared_preload_libraries_in_progress)

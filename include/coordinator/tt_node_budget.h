@@ -24,7 +24,18 @@ typedef enum TTSlotKind
 extern int	max_shared_pool_size;	/* citus.max_shared_pool_size */
 extern int	max_cached_conns_per_worker;	/* citus.max_cached_conns_per_worker */
 
+/*
+ * What the budget asks of the connection cache, which it does not know: close
+ * the idle connections to a node, close every connection (backend exit).
+ * The cache hands them over at start (tt_budget_set_cache_callbacks, called
+ * by _PG_init), so the budget needs no header of the cache.
+ */
+typedef void (*TTBudgetDropIdle) (int node);
+typedef void (*TTBudgetCloseAll) (void);
+
 extern void tt_budget_define_settings(void);
+extern void tt_budget_set_cache_callbacks(TTBudgetDropIdle drop_idle,
+										  TTBudgetCloseAll close_all);
 extern Size tt_budget_shmem_size(void);
 extern void tt_budget_shmem_request(void);
 extern void tt_budget_shmem_init(void);

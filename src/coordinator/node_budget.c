@@ -108,7 +108,6 @@
 #include "utils/guc.h"
 
 #include "common/tt_settings.h"
-#include "coordinator/tt_connection_cache.h"
 #include "coordinator/tt_node_budget.h"
 #include "common/tt_waits.h"
 
@@ -419,6 +418,24 @@ attach(void)
 	return true;
 }
 
+/* the connection cache's calls (tt_budget_set_cache_callbacks) */
+static TTBudgetDropIdle cache_drop_idle = NULL;
+static TTBudgetCloseAll cache_close_all = NULL;
+
+/*
+ * tt_budget_set_cache_callbacks
+ *		Remember how to close the idle connections to a node and every
+ *		connection of this backend (the connection cache's
+ *		tt_conncache_drop_idle and tt_conncache_close_all).  Called once, by
+ *		_PG_init.
+ */
+void
+tt_budget_set_cache_callbacks(TTBudgetDropIdle drop_idle, TTBudgetCloseAll close_all)
+{
+	cache_drop_idle = drop_idle;
+	cache_close_all = close_all;
+}
+
 /*
  * budget_exit
  *		Backend exit (on_shmem_exit, so after the abort of its transaction
@@ -433,7 +450,8 @@ budget_exit(int code, Datum arg)
 
 	if (budget == NULL || my_row < 0)
 		return;
-	tt_conncache_close_all();
+	if (cache_close_all)
+		cache_close_all();
 	memset(wake, 0, sizeof(wake));
 	LWLockAcquire(budget->lock, LW_EXCLUSIVE);
 	clear_row(my_row, wake);
@@ -675,7 +693,8 @@ wait_and_take(const int *nodes, int n, bool pin)
 			if (own_idle)
 			{
 				/* our own idle connection there is in the way */
-				tt_conncache_drop_idle(waiting_on);
+				if (cache_drop_idle)
+					cache_drop_idle(waiting_on);
 				continue;
 			}
 			if (pid != 0)
@@ -1183,7 +1202,8 @@ tt_budget_process_drops(void)
 	LWLockRelease(budget->lock);
 	for (i = 0; i < TT_BUDGET_MAX_NODES; i++)
 		if (drop[i])
-			tt_conncache_drop_idle(i);
+			if (cache_drop_idle)
+				cache_drop_idle(i);
 }
 
 /*
