@@ -168,8 +168,8 @@ node_gave_no_sign(TTTrackerNode *tn, TimestampTz answer_by, int answer_ms)
  *		cleanup_job, drained before cleanup_job goes again over c
  *		(TC_DRAIN).  When the cancel did not get through, c is closed (never
  *		PQcancel'ed: it blocks on a frozen node; its remote query stops when
- *		its backend notices) and, if the side query reached the node at all,
- *		cleanup_job goes over a new connection (TC_CONNECT).
+ *		its backend notices) and cleanup_job goes over a new connection
+ *		(TC_CONNECT), also when the side query never reached the node.
  *
  *		Returns true when the node is to wait on *sock for *events.
  */
@@ -203,23 +203,27 @@ cleanup_cancel(TTNode *node, pgsocket *sock, uint32 *events)
 	}
 	else
 	{
-		bool		reached = tn->side.q.sent;
+		char	   *error;
 
+		/*
+		 * Whether the side query failed on the node or never reached it (its
+		 * connection was not set up within the connection timeout: a node
+		 * slow to start backends under load is not a dead one), cleanup_job
+		 * goes over a new connection, which cleanup_connect tries again
+		 * until answer_by and which fails at once when the node refuses it.
+		 * Giving up here left the job's tasks running on a live node.
+		 */
+		if (!tn->side.q.sent)
+			elog(DEBUG1, "task_tracker: the cancel of job " INT64_FORMAT
+				 " did not reach node %s, connecting again for its cleanup",
+				 tn->job_id, node->name);
 		tt_conncache_release(tn->c, false);
-		tn->c = NULL;
-		if (reached)
-		{
-			char	   *error;
-
-			/* claimed before the side connection goes back to the cache */
-			tn->c = tt_conncache_claim(node->host, node->port, &error);
-			if (tn->c == NULL)
-				cleanup_fails(tn, error);
-			else
-				tn->cleanup_phase = TC_CONNECT;
-		}
+		/* claimed before the side connection goes back to the cache */
+		tn->c = tt_conncache_claim(node->host, node->port, &error);
+		if (tn->c == NULL)
+			cleanup_fails(tn, error);
 		else
-			cleanup_fails(tn, pstrdup("could not reach the node to cancel the job's query"));
+			tn->cleanup_phase = TC_CONNECT;
 	}
 	tt_side_query_finish(&tn->side);
 	return false;
@@ -395,6 +399,25 @@ cleanup_read(TTTrackerNode *tn, pgsocket *sock, uint32 *events)
 }
 
 /*
+ * connect_deadline_of
+ *		The wall-clock limit of the connection the node's cleanup is setting
+ *		up (the side query's or c), or 0 when it sets up none: the wait must
+ *		end by then, since a connection attempt that gets no answer at all
+ *		wakes nobody when its time is up.
+ */
+static TimestampTz
+connect_deadline_of(TTTrackerNode *tn)
+{
+	TTConn	   *c = NULL;
+
+	if (tn->cleanup_phase == TC_CANCEL)
+		c = tn->side.c;
+	else if (tn->cleanup_phase == TC_CONNECT)
+		c = tn->c;
+	return (c != NULL && c->connecting) ? c->connect_deadline : 0;
+}
+
+/*
  * advance_node_cleanup
  *		Run the node's cleanup phases as far as they go without waiting,
  *		one case per phase.  Returns true when the node waits on *sock for
@@ -558,6 +581,7 @@ tt_task_tracker_cleanup(TTJob *job, bool failed)
 		int			n = 0;
 		long		timeout;
 		bool		unanswered = false;
+		TimestampTz wake_by = deadline;
 
 		for (i = 0; i < job->nnodes; i++)
 		{
@@ -571,15 +595,21 @@ tt_task_tracker_cleanup(TTJob *job, bool failed)
 			if (!tn->answered)
 				unanswered = true;
 			if (advance_node_cleanup(node, answer_by, &socks[n], &events[n]))
+			{
+				TimestampTz connect_by = connect_deadline_of(tn);
+
+				if (connect_by != 0 && connect_by < wake_by)
+					wake_by = connect_by;
 				n++;
+			}
 		}
 		if (n == 0)
 			break;
-		timeout = tt_ms_until(deadline);
-		if (timeout <= 0)
+		if (GetCurrentTimestamp() >= deadline)
 			break;
-		if (unanswered)
-			timeout = Min(timeout, tt_ms_until(answer_by));
+		if (unanswered && answer_by < wake_by)
+			wake_by = answer_by;
+		timeout = tt_ms_until(wake_by);
 		tt_wait_sockets(n, socks, events, NULL, timeout);
 	}
 

@@ -14,6 +14,9 @@
 # Before the fix, the task-tracker executor failed the job at the first
 # time-out ("could not connect to node ...: timeout expired").
 #
+# Also: a cancel whose side connection times out on such a node still
+# drops the job there (the case at the end).
+#
 # A node that never answers is still given up in bounded time (210, 222).
 use strict;
 use warnings;
@@ -54,6 +57,52 @@ for my $executor ('real-time', 'task-tracker')
 	is($out, "4|10\n", "$executor: slow first connection: the job ran on the node")
 	  or diag("stderr: $err");
 	unlike($err, qr/ERROR/, "$executor: ... no error");
+}
+
+# A cancel whose side connection is not set up in time: the task-tracker
+# executor cancels a job's query in flight over another connection to the
+# node (pg_cancel_backend and cleanup_job).  In a new session (no idle
+# cached connection) with the worker's postmaster frozen, that connection
+# times out; the node is alive all the same (its backends run the job's
+# tasks), so the cleanup connects again, and once the postmaster runs the
+# job is dropped there.  Before the fix the cleanup gave up at once with
+# "could not reach the node to cancel the job's query", and the tasks went
+# on running on a live worker (221 saw this under load).
+{
+	my $pos = tt_log_position($coord);
+	my $p = tt_start_psql($coord, [
+		"SET citus.task_executor = 'task-tracker'",
+		"SET citus.node_connection_timeout = '2s'",
+		"SET log_min_messages = debug1",
+		"SET application_name = 'tt_229_cancel'",
+		sprintf(q{SELECT count(*) FROM task_tracker.run_job(
+			$$SELECT 'SELECT pg_sleep(300)' AS query, ARRAY[%s] AS placements
+			  FROM generate_series(1, 2) s$$) AS t(x text)}, tt_quote_literal($place)) ],
+		timeout => 60);
+	ok(tt_poll_until($worker,
+			q{SELECT count(*) = 2 FROM task_tracker.tasks WHERE status = 'running'}, 30),
+		'cancel: the job\'s tasks run on the worker');
+	kill('STOP', $pm);
+	tt_sql($coord, q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+					 WHERE application_name = 'tt_229_cancel'});
+	my $seen = '';
+	eval {
+		local $PostgreSQL::Test::Utils::timeout_default = 30;
+		$coord->wait_for_log(
+			qr/did not reach node \Q$place\E, connecting again|could not clean up job/,
+			$pos);
+	};
+	my $log = slurp_file($coord->logfile, $pos);
+	kill('CONT', $pm);
+	like($log, qr/did not reach node \Q$place\E, connecting again/,
+		'cancel: a side connection that timed out is followed by a new one');
+	my ($rc, $out, $err) = tt_finish_psql($p);
+	like($err, qr/57014|canceling statement due to user request/,
+		'cancel: the job ends with the cancel');
+	unlike($err, qr/WARNING|could not clean up/, 'cancel: ... and the node was cleaned up')
+	  or diag("stderr: $err");
+	ok(tt_poll_until($worker, 'SELECT count(*) = 0 FROM task_tracker.tasks', 20),
+		'cancel: the job\'s tasks are gone from the worker');
 }
 
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no jobs left');
