@@ -42,8 +42,8 @@ typedef enum TNCleanupPhase
 	TC_CONNECT,					/* c being set up (a no-op once it is) */
 	TC_DRAIN,					/* draining c's canceled query before
 								 * cleanup_job goes over c */
-	TC_SEND,					/* cleanup_job to send over c */
-	TC_READ,					/* cleanup_job in flight over c */
+	TC_SEND,					/* cleanup_job to start over c */
+	TC_READ,					/* cleanup_job in flight over c (cleanup_q) */
 	TC_DONE						/* finished: cleanup_ok, or cleanup_error says
 								 * why not */
 } TNCleanupPhase;
@@ -90,6 +90,7 @@ typedef struct TTTrackerNode
 	bool		cleanup_ok;		/* cleanup_job succeeded, or none was needed */
 	char	   *cleanup_error;	/* why it did not */
 	char	   *cleanup_sql;	/* cleanup_job(job_id) */
+	TTRemoteQuery cleanup_q;	/* TC_READ: cleanup_job over c */
 } TTTrackerNode;
 
 /* forget the last result of the node's protocol query */

@@ -336,66 +336,42 @@ cleanup_drain(TTTrackerNode *tn, pgsocket *sock, uint32 *events)
 
 /*
  * cleanup_send
- *		TC_SEND: send cleanup_job over c, then TC_READ.  Never waits.
+ *		TC_SEND: start cleanup_job over c (tt_remote_query_start), then
+ *		TC_READ.  Never waits.
  */
 static bool
 cleanup_send(TTTrackerNode *tn)
 {
-	PGconn	   *conn = tn->c->conn;
-
-	memset(&tn->err, 0, sizeof(tn->err));
-	if (tt_send_query(conn, tn->cleanup_sql, false) < 0)
-	{
-		cleanup_fails(tn, tt_conn_error_message(conn));
-		return false;
-	}
-	tn->flushing = PQflush(conn) == 1;
+	tt_remote_query_start(&tn->cleanup_q, tn->c->conn, tn->cleanup_sql, false);
 	tn->cleanup_phase = TC_READ;
 	return false;
 }
 
 /*
  * cleanup_read
- *		TC_READ: send the rest of cleanup_job and read its results; the
+ *		TC_READ: run cleanup_job to its end (tt_remote_query_advance); the
  *		first error result, or a broken connection, makes it fail.
  */
 static bool
 cleanup_read(TTTrackerNode *tn, pgsocket *sock, uint32 *events)
 {
-	PGconn	   *conn = tn->c->conn;
+	TTRemoteQuery *q = &tn->cleanup_q;
 
-	if (tn->flushing && tt_flush(conn) == 0)
-		tn->flushing = false;
-	if (!PQconsumeInput(conn))
+	tt_remote_query_advance(q);
+	if (!q->done)
 	{
-		cleanup_fails(tn, tt_conn_error_message(conn));
-		return false;
+		*events = q->events;
+		*sock = q->sock;
+		return true;
 	}
-	while (!PQisBusy(conn))
+	if (q->ok)
 	{
-		PGresult   *res = PQgetResult(conn);
-
-		if (res == NULL)
-		{
-			tn->cleanup_ok = (tn->err.message == NULL);
-			if (!tn->cleanup_ok)
-				tn->cleanup_error = tn->err.message;
-			tn->cleanup_phase = TC_DONE;
-			return false;
-		}
-		if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-			PQresultStatus(res) != PGRES_COMMAND_OK && tn->err.message == NULL)
-			tt_remote_error_from_result(conn, res, &tn->err);
-		PQclear(res);
+		tn->cleanup_ok = true;
+		tn->cleanup_phase = TC_DONE;
 	}
-	if (PQstatus(conn) == CONNECTION_BAD)
-	{
-		cleanup_fails(tn, tt_conn_error_message(conn));
-		return false;
-	}
-	*events = WL_SOCKET_READABLE | (tn->flushing ? WL_SOCKET_WRITEABLE : 0);
-	*sock = PQsocket(conn);
-	return true;
+	else
+		cleanup_fails(tn, q->err.message);
+	return false;
 }
 
 /*
