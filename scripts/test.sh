@@ -43,7 +43,8 @@
 # TT_TAP matching no file, are errors (exit status 2, before anything runs).
 #
 # Environment:
-#   TT_TESTS   suites to run, any of "regress isolation tap" (default: all)
+#   TT_TESTS   suites to run, any of "layers regress isolation tap" (default:
+#              all; layers is scripts/check-layers.sh, one test)
 #   TT_TAP     glob of TAP files relative to the repository (default test/t/*.pl)
 #   TT_KEEP    1 = keep the temporary directory (its path is printed)
 #   TT_SUITE_TIMEOUT  seconds one suite / one TAP file may take (default 240)
@@ -56,7 +57,7 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TT_TESTS=${TT_TESTS:-regress isolation tap}
+TT_TESTS=${TT_TESTS:-layers regress isolation tap}
 TT_TAP=${TT_TAP:-test/t/*.pl}
 TT_KEEP=${TT_KEEP:-0}
 TT_SUITE_TIMEOUT=${TT_SUITE_TIMEOUT:-240}
@@ -85,15 +86,15 @@ fi
 suites=0
 for s in $TT_TESTS; do
 	case "$s" in
-	regress | isolation | tap) suites=$((suites + 1)) ;;
+	layers | regress | isolation | tap) suites=$((suites + 1)) ;;
 	*)
-		echo "TT_TESTS: unknown suite '$s' (known: regress isolation tap)" >&2
+		echo "TT_TESTS: unknown suite '$s' (known: layers regress isolation tap)" >&2
 		exit 2
 		;;
 	esac
 done
 if [ "$suites" -eq 0 ]; then
-	echo "TT_TESTS='$TT_TESTS' selects no suite (known: regress isolation tap)" >&2
+	echo "TT_TESTS='$TT_TESTS' selects no suite (known: layers regress isolation tap)" >&2
 	exit 2
 fi
 case " $TT_TESTS " in *" tap "*)
@@ -374,6 +375,20 @@ run_regress_suite() {
 	fi
 	stop_leftover_servers
 }
+
+# ---------------------------------------------------------------- layers
+# the include rule and the absence of cycles between files
+# (docs/architecture.md, "The house"), on the objects just built
+case " $TT_TESTS " in *" layers "*)
+	say "layers (scripts/check-layers.sh)"
+	if (cd "$WORK" && bash scripts/check-layers.sh) >"$LOGS/layers.out" 2>&1; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1)); failed_names+=("layers")
+	fi
+	cat "$LOGS/layers.out"
+	;;
+esac
 
 # ---------------------------------------------------------------- regress
 case " $TT_TESTS " in *" regress "*)
