@@ -7,78 +7,17 @@
  *	  queue for connections instead of failing at the worker's
  *	  max_connections.
  *
- * Design
- *	  Shared memory holds a table of nodes, keyed by (host, port) as the
- *	  coordinator connects to them (TT_BUDGET_MAX_NODES of them; a node
- *	  beyond that is not budgeted), and one row per PGPROC (indexed by
- *	  pgprocno) with a cell per node: the backend's open connections to the
- *	  node (conns, of which idle are idle in its cache) and the jobs that
- *	  reserved a slot there (pins).  A backend is charged
- *	  Max(conns, pins > 0 ? 1 : 0) units on a node; a node's in_use is the
- *	  sum over backends and never exceeds the budget, except for the
- *	  connections that cancel or clean up (TT_SLOT_FORCE), which are short
- *	  lived and are what frees the slots.
+ *	  It owns the budget's shared memory (a node table keyed by (host,
+ *	  port) and one row per PGPROC with a cell per node), the slots a
+ *	  backend holds (tt_budget_open / tt_budget_close, asked by the
+ *	  connection cache for every connection), the all-or-nothing job
+ *	  reservation (tt_budget_reserve), the event-driven waits for a slot
+ *	  and for a connect turn, the requests to other sessions to close idle
+ *	  connections, the learned budget, and the connection_pool view.
  *
- *	  The budget of a node is citus.max_shared_pool_size, or by default
- *	  what the node itself says it can take: the first connection to it
- *	  asks (tt_budget_learn_query: its max_connections less the reserved
- *	  and task-tracker connections) before it is used; until then the
- *	  budget is TT_MAX_CONNECTING.
- *
- *	  Every connection of the coordinator goes through the connection cache
- *	  (src/coordinator/connection_cache.c), which asks for a slot before it connects
- *	  (tt_budget_open) and gives it back when it closes (tt_budget_close):
- *	  both executors, run_on_workers, probes, cancel and cleanup.
- *
- *	  No deadlock: a job reserves one slot on every node it may use, all at
- *	  once or not at all, before it connects anywhere (tt_budget_reserve);
- *	  while it waits for that reservation it holds no slot but idle cached
- *	  connections, which it closes when asked.  A job with its reservation
- *	  can always run all its tasks over its reserved connections; further
- *	  connections (TT_SLOT_EXTRA) are only taken when a slot is free, no
- *	  session waits for a first one and the backend holds less than its
- *	  fair share of the budget (fair_share), never waited for.  The fair
- *	  share keeps many sessions from trading slots back and forth: each
- *	  slot taken for an extra connection beyond it would be given back at
- *	  the end of the job and cost the next job a new connection.  run_on_workers
- *	  takes its first connections in node order (TT_SLOT_FIRST), so those
- *	  waits form no cycle either.
- *
- *	  Waiting is event-driven: a waiter sleeps on the node's condition
- *	  variable (its own WaitLatch, so that it can also act on requests to
- *	  close its idle connections); every slot given back on that node
- *	  signals it once, which wakes the longest waiting session (one per
- *	  slot: waking all waiters on every release made 40 waiting sessions
- *	  cost more than the jobs).  A woken waiter that does not take the
- *	  slot (cancelled, or now blocked on another node of its reservation)
- *	  passes the signal on.  CHECK_FOR_INTERRUPTS runs on every wake, so
- *	  a waiting session is cancelled at once.  No polling, no timeout.
- *
- *	  Connection attempts are paced too: at most TT_MAX_CONNECTING in
- *	  flight per node over all sessions (tt_budget_connect_begin); the
- *	  others wait for their turn before they start, so that a storm of new
- *	  sessions does not make every attempt run into
- *	  citus.node_connection_timeout at once.  The cap holds as long as the
- *	  attempts in flight make progress; only a backend that holds a turn
- *	  already, or whose wait saw no attempt end for that timeout, goes
- *	  beyond it (their owners may be waiting for something else).
- *
- *	  Idle cached connections hold slots too.  A waiter that finds none
- *	  free asks one session that keeps an idle connection to the node to
- *	  close it: it sets that session's drop flag and sends it a sinval
- *	  catchup interrupt (PROCSIG_CATCHUP_INTERRUPT), which wakes it both
- *	  when it waits inside task_tracker (its latch) and when it sits idle
- *	  at the client: an idle backend processes catchup interrupts by
- *	  running an empty transaction, whose commit callback closes the
- *	  requested connections (tt_budget_process_drops).  A connection given
- *	  back while sessions wait for the node is closed instead of cached.
- *
- *	  A backend that exits gives its slots back in an on_shmem_exit
- *	  callback (after the abort of its transaction cleaned up its jobs).  A
- *	  backend that died without it leaves a row with a pid that is not the
- *	  next owner's: the next backend to use that PGPROC reclaims it.  (A
- *	  crashed backend makes the postmaster reinitialise shared memory
- *	  anyway.)
+ *	  The design (slot kinds, no deadlock, fair share, connect pacing,
+ *	  exit and crash) is described in docs/architecture.md, "Node
+ *	  budget"; comments below say why at each step.
  *
  * Locking
  *	  One LWLock (tranche "task_tracker node budget") protects the node
