@@ -11,6 +11,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use TaskTrackerTest;
+use Time::HiRes qw(time);
+use IPC::Run ();
 
 my $coord = tt_node('coordinator', quiet => 1);
 my @workers = map { tt_node("worker$_", quiet => 1) } (1, 2);
@@ -107,6 +109,61 @@ for my $executor ('task-tracker')
 	$bg->quit;
 }
 
+# hold_after_bytes($pid, $watch, $bytes): SIGSTOP the backend $pid once the
+# backend $watch has written at least $bytes more (wchar of /proc/$watch/io:
+# the coordinator's result spills to a temporary file past work_mem, so that
+# is the rows it has received; socket traffic is not counted there).  True
+# when $pid is stopped so, false when it ended first.
+sub written_bytes
+{
+	my ($pid) = @_;
+	my $io = eval { slurp_file("/proc/$pid/io") } // '';
+	return $io =~ /^wchar: (\d+)/m ? $1 : undef;
+}
+
+sub hold_after_bytes
+{
+	my ($pid, $watch, $bytes) = @_;
+	my $until = time() + $PostgreSQL::Test::Utils::timeout_default;
+	my $start = written_bytes($watch);
+	return 0 unless defined $start;
+	while (time() < $until)
+	{
+		return 0 unless kill('STOP', $pid);
+		my $written = written_bytes($watch);
+		return 1 if defined $written && $written - $start >= $bytes;
+		kill('CONT', $pid);
+		select(undef, undef, undef, 0.005);    # a poll interval, not a wait for an outcome
+	}
+	kill('CONT', $pid);
+	return 0;
+}
+
+# restart_releasing($node, $pid): restart $node while its backend $pid is
+# stopped: once the postmaster's SIGTERM is pending for $pid
+# (/proc/$pid/status, SigPnd or ShdPnd bit 15), let it go on
+sub restart_releasing
+{
+	my ($node, $pid) = @_;
+	my $stop = IPC::Run::start(
+		[ 'pg_ctl', '-D', $node->data_dir, '-m', 'fast', '-w', 'stop' ],
+		'>', \my $out, '2>', \my $err);
+	my $until = time() + $PostgreSQL::Test::Utils::timeout_default;
+	while (time() < $until)
+	{
+		my $status = eval { slurp_file("/proc/$pid/status") } // '';
+		my $pending = 0;
+		$pending |= hex($1) while $status =~ /^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)/mg;
+		last if $pending & (1 << 14) or $status eq '';
+		select(undef, undef, undef, 0.005);
+	}
+	kill('CONT', $pid);
+	$stop->finish;
+	$node->_update_pid(0);
+	$node->start;
+	return;
+}
+
 # a worker restarted while a big result is being fetched: the fetch goes on
 # where it stopped (no row twice, none missing).  Worker 1 logs its
 # statements here, so that the fetches the coordinator sent show that the
@@ -122,10 +179,28 @@ SET work_mem = '1MB';
 SELECT count(*), sum(g), count(DISTINCT g) FROM task_tracker.run_job(
 	\$\$SELECT 'SELECT g FROM generate_series(1, 3000000) g' AS query, ARRAY['$place[0]'] AS placements\$\$) AS t(g bigint);
 });
-	ok($workers[0]->poll_query_until('postgres',
-			"SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%task_result_copy%' AND pid <> pg_backend_pid()"),
-		'task-tracker: big result being fetched');
-	$workers[0]->restart;
+	# the job's connection to worker 1 assigns the task, waits for it and
+	# then fetches its rows
+	my $job_conn = q{SELECT pid FROM pg_stat_activity
+		WHERE application_name = 'task_tracker coordinator' AND state = 'active'
+		  AND query LIKE '%task_tracker.%'};
+	ok($workers[0]->poll_query_until('postgres', "SELECT count(*) = 1 FROM ($job_conn) c"),
+		'task-tracker: the job runs on worker 1');
+	my $fetcher = '';
+	my $until = time() + $PostgreSQL::Test::Utils::timeout_default;
+	$fetcher = tt_sql($workers[0], $job_conn)
+	  while $fetcher !~ /^\d+$/ && time() < $until;
+	# Hold the fetch in its middle: stop the worker backend that sends the
+	# rows once the coordinator has received at least 256 kB more of them
+	# (on a fast machine the whole fetch could otherwise end before the
+	# restart), then restart the worker, letting that backend go on only
+	# once the shutdown's SIGTERM is pending for it, so that it ends at its
+	# next row.
+	my $receiver = tt_sql($coord,
+		"SELECT pid FROM pg_stat_activity WHERE query LIKE '%run_job%' AND pid <> pg_backend_pid()");
+	my $held = hold_after_bytes($fetcher, $receiver, 256 * 1024);
+	ok($held, "task-tracker: the fetch is held after 256 kB more rows (backend $fetcher)");
+	restart_releasing($workers[0], $fetcher);
 	is($bg->query("\\echo done"), "3000000|4500001500000|3000000\ndone",
 		'task-tracker: worker restarted during a fetch: every row once');
 	$bg->quit;
