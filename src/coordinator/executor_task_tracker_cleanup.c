@@ -169,7 +169,9 @@ node_gave_no_sign(TTTrackerNode *tn, TimestampTz answer_by, int answer_ms)
  *		(TC_DRAIN).  When the cancel did not get through, c is closed (never
  *		PQcancel'ed: it blocks on a frozen node; its remote query stops when
  *		its backend notices) and cleanup_job goes over a new connection
- *		(TC_CONNECT), also when the side query never reached the node.
+ *		(TC_CONNECT).  When the side query never reached the node and c's
+ *		query ends by itself soon (anything but a fetch), c is drained and
+ *		cleanup_job goes over it (TC_DRAIN).
  *
  *		Returns true when the node is to wait on *sock for *events.
  */
@@ -201,17 +203,30 @@ cleanup_cancel(TTNode *node, pgsocket *sock, uint32 *events)
 		/* c has been connected since before its query was canceled */
 		tn->cleanup_phase = TC_DRAIN;
 	}
+	else if (!tn->side.q.sent && tn->phase != TN_FETCH)
+	{
+		/*
+		 * No spare connection could be set up in time (a node too loaded to
+		 * start a backend is not a dead one, and giving up left the job's
+		 * tasks running there), but c's query ends by itself soon: a wait
+		 * returns within TT_WAIT_FOR_TASKS_TIMEOUT, the others are short.
+		 * Drain it and send cleanup_job over c: no new backend needed.
+		 */
+		elog(DEBUG1, "task_tracker: the cancel of job " INT64_FORMAT
+			 " did not reach node %s, cleaning up over the job's connection",
+			 tn->job_id, node->name);
+		tn->cleanup_phase = TC_DRAIN;
+	}
 	else
 	{
 		char	   *error;
 
 		/*
-		 * Whether the side query failed on the node or never reached it (its
-		 * connection was not set up within the connection timeout: a node
-		 * slow to start backends under load is not a dead one), cleanup_job
-		 * goes over a new connection, which cleanup_connect tries again
-		 * until answer_by and which fails at once when the node refuses it.
-		 * Giving up here left the job's tasks running on a live node.
+		 * The side query failed on the node, or never reached it while c
+		 * fetches a result that may go on for long: cleanup_job goes over a
+		 * new connection, which cleanup_connect tries again until answer_by
+		 * (a slow node is not a dead one) and which fails at once when the
+		 * node refuses it.
 		 */
 		if (!tn->side.q.sent)
 			elog(DEBUG1, "task_tracker: the cancel of job " INT64_FORMAT

@@ -64,8 +64,9 @@ for my $executor ('real-time', 'task-tracker')
 # node (pg_cancel_backend and cleanup_job).  In a new session (no idle
 # cached connection) with the worker's postmaster frozen, that connection
 # times out; the node is alive all the same (its backends run the job's
-# tasks), so the cleanup connects again, and once the postmaster runs the
-# job is dropped there.  Before the fix the cleanup gave up at once with
+# tasks), so the cleanup drains the job's own connection (its query, a wait
+# for the tasks, ends within a second) and drops the job over it, without a
+# new backend.  Before the fix the cleanup gave up at once with
 # "could not reach the node to cancel the job's query", and the tasks went
 # on running on a live worker (221 saw this under load).
 {
@@ -89,13 +90,17 @@ for my $executor ('real-time', 'task-tracker')
 	eval {
 		local $PostgreSQL::Test::Utils::timeout_default = 30;
 		$coord->wait_for_log(
-			qr/did not reach node \Q$place\E, connecting again|could not clean up job/,
+			qr/did not reach node \Q$place\E, cleaning up over the job's connection|could not clean up job/,
 			$pos);
 	};
+	# the job is dropped while the postmaster is still frozen
+	ok(tt_poll_until($coord, q{SELECT count(*) = 0 FROM pg_stat_activity
+		WHERE application_name = 'tt_229_cancel' AND state = 'active'}, 30),
+		'cancel: the job ended while the worker could start no backend');
 	my $log = slurp_file($coord->logfile, $pos);
 	kill('CONT', $pm);
-	like($log, qr/did not reach node \Q$place\E, connecting again/,
-		'cancel: a side connection that timed out is followed by a new one');
+	like($log, qr/did not reach node \Q$place\E, cleaning up over the job's connection/,
+		'cancel: a side connection that timed out: the cleanup goes over the job\'s connection');
 	my ($rc, $out, $err) = tt_finish_psql($p);
 	like($err, qr/57014|canceling statement due to user request/,
 		'cancel: the job ends with the cancel');
