@@ -236,6 +236,49 @@ may_act_for(Oid owner)
 }
 
 /*
+ * store_query_texts
+ *		Keep the query text of each of the n tasks in the area, or none:
+ *		when one does not fit, those stored before it are given back and
+ *		the caller's ERROR follows.  Caller holds the lock exclusively.
+ *
+ * The area grows by creating a DSM segment, and dsm_create() raises an
+ * ERROR when that fails (pg_dynshmem or /dev/shm full) even for an
+ * allocation that may fail softly; that ERROR leaves the area's own lock
+ * held, and freeing needs it: every LWLock is released, the table's lock
+ * taken again to give the texts back, and the ERROR goes on.
+ */
+static void
+store_query_texts(NewTask *tasks, int n)
+{
+	volatile int stored = 0;
+
+	PG_TRY();
+	{
+		for (; stored < n; stored++)
+		{
+			tasks[stored].text = tt_text_store(tasks[stored].query,
+											   tasks[stored].query_len, true);
+			if (!DsaPointerIsValid(tasks[stored].text))
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of shared memory for task query texts")));
+		}
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		LWLockReleaseAll();
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < stored; i++)
+			tt_text_free(&tasks[i].text);
+		LWLockRelease(tt_shared->lock);
+		RESUME_INTERRUPTS();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
  * queue_new_tasks
  *		Queue n tasks of one job for the current user, all or nothing.
  */
@@ -334,18 +377,7 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 	}
 
 	/* store every text first, so running out of memory changes nothing */
-	for (i = 0; i < n; i++)
-	{
-		tasks[i].text = tt_text_store(tasks[i].query, tasks[i].query_len, true);
-		if (!DsaPointerIsValid(tasks[i].text))
-		{
-			while (--i >= 0)
-				tt_text_free(&tasks[i].text);
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of shared memory for task query texts")));
-		}
-	}
+	store_query_texts(tasks, n);
 
 	/* from here on nothing can fail */
 	now = GetCurrentTimestamp();

@@ -105,6 +105,23 @@ sub assign_logging
 	return;
 }
 
+# ---------------------------------------------------------------- assign
+# A batch whose last query text needs the area to grow (3 MB) fails with
+# the ERROR dsm_create raises; the texts it stored before it (the three
+# short ones) are given back, not left in the area for good.
+{
+	my $texts = tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker');
+	my ($rc, $out, $err) = tt_psql($node, q{SET citus.max_task_query_size = '4MB';
+		SELECT task_tracker.assign_tasks(148, '{0,1,2,3}', ARRAY['SELECT 1', 'SELECT 2', 'SELECT 3',
+			'SELECT length(''' || repeat('x', 3000000) || ''')'])}, verbose => 1);
+	isnt($rc, 0, 'assign: a batch whose last text cannot be kept fails');
+	like($err, qr/could not resize shared memory segment .*No space left on device/, '... with the ERROR')
+	  or diag($err);
+	is(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker'), $texts,
+		'... and the texts it stored before are given back');
+	is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 148'), '0', '... nothing is queued');
+}
+
 # ---------------------------------------------------------------- A
 # (the four running slots are held by gate tasks until A and C are both
 # queued, so that C's query texts are stored while the area has room)
