@@ -556,6 +556,13 @@ typedef struct Orphan
 								 * have committed */
 } Orphan;
 
+static int	collect_orphans(Orphan **out);
+static int	signal_orphans(Orphan *orphans, int norphans, int *nended);
+static bool wait_for_orphans(const Orphan *orphans, int norphans, int nsignaled);
+static char *orphan_failure(const TTTrackedTask *task, const Orphan *o, bool alive,
+							const char **sqlstate);
+static void settle_orphan(const Orphan *o, bool leave);
+
 /*
  * statement_running
  *		True when backend pid of this server is still running a statement,
@@ -617,21 +624,52 @@ statement_running(int pid)
  *		shutdown saves them queued, their backends being stopped too).
  *		After a restart a state file (or the marker of a failed save) left
  *		by that exit is stale and is discarded.
+ *
+ *		Steps: collect_orphans, signal_orphans, wait_for_orphans, and
+ *		settle_orphan for each.
  */
 static void
 recover_orphans(bool restart)
+{
+	Orphan	   *orphans;
+	int			norphans;
+	int			nsignaled;
+	int			nended;
+	bool		leave;
+
+	if (restart)
+		tt_persist_discard();
+
+	norphans = collect_orphans(&orphans);
+	nsignaled = signal_orphans(orphans, norphans, &nended);
+	leave = wait_for_orphans(orphans, norphans, nsignaled);
+	for (int i = 0; i < norphans; i++)
+		settle_orphan(&orphans[i], leave);
+	pfree(orphans);
+	if (nended > 0)
+		ereport(LOG,
+				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
+						nended)));
+
+	/* dropping jobs have no active task left: finish them */
+	handle_cancels();
+}
+
+/*
+ * collect_orphans
+ *		recover_orphans, step 1: the active tasks no RunningTask of this
+ *		process holds, under the lock in shared mode.  For a task whose
+ *		statement was sent to a backend of this server (not committed), the
+ *		backend's pid is kept, and a pid that is no longer that backend
+ *		marks the statement as ended.  Returns how many, in *out (palloc'd).
+ */
+static int
+collect_orphans(Orphan **out)
 {
 	HASH_SEQ_STATUS seq;
 	TTTrackedTask	   *task;
 	Orphan	   *orphans;
 	int			norphans = 0;
-	int			nsignaled = 0;
-	int			nended = 0;
-	TimestampTz deadline;
-	bool		leave;
-
-	if (restart)
-		tt_persist_discard();
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
 	orphans = palloc0(sizeof(Orphan) * Max(tt_shared->nrunning, 1));
@@ -648,7 +686,7 @@ recover_orphans(bool restart)
 		orphans[norphans].key = task->key;
 		if (!task->committed && task->backend_local && task->backend_pid != 0)
 		{
-			/* sent: what is its backend doing? (checked below) */
+			/* sent: what is its backend doing? (signal_orphans) */
 			orphans[norphans].pid = task->backend_pid;
 			if (!is_our_backend(task->backend_pid, task->owner, task->dbid))
 				orphans[norphans].ended = true;
@@ -656,14 +694,26 @@ recover_orphans(bool restart)
 		norphans++;
 	}
 	LWLockRelease(tt_shared->lock);
+	*out = orphans;
+	return norphans;
+}
 
-	/*
-	 * Terminate the backends still running their statements, and wait for
-	 * them; one that is idle has finished its statement (it exits on its
-	 * own, its client gone, and is told to hurry).  The backend status is
-	 * read without the table lock: nobody but the tracker changes these
-	 * tasks' backends.
-	 */
+/*
+ * signal_orphans
+ *		recover_orphans, step 2: terminate the backends still running the
+ *		orphans' statements; one that is idle has finished its statement
+ *		(it exits on its own, its client gone, and is told to hurry).  An
+ *		orphan whose statement ended forgets its pid.  The backend status
+ *		is read without the table lock: nobody but the tracker changes
+ *		these tasks' backends.  Returns how many backends still run a
+ *		statement; *nended gets how many statements had ended.
+ */
+static int
+signal_orphans(Orphan *orphans, int norphans, int *nended)
+{
+	int			nsignaled = 0;
+
+	*nended = 0;
 	for (int i = 0; i < norphans; i++)
 	{
 		int			pid = orphans[i].pid;
@@ -682,7 +732,7 @@ recover_orphans(bool restart)
 		if (orphans[i].ended)
 		{
 			orphans[i].pid = 0;
-			nended++;
+			(*nended)++;
 		}
 	}
 
@@ -690,8 +740,21 @@ recover_orphans(bool restart)
 		ereport(LOG,
 				(errmsg("task tracker terminated %d backends of tasks it no longer runs, and waits for them to exit before it requeues their tasks",
 						nsignaled)));
+	return nsignaled;
+}
 
-	/* wait for the signaled backends to exit, looking on the latch */
+/*
+ * wait_for_orphans
+ *		recover_orphans, step 3: wait, looking on the latch, until the
+ *		signaled backends have exited, for up to TT_ORPHAN_WAIT_MS.  A stop
+ *		requested meanwhile ends the wait at once; returns true then (the
+ *		tasks whose backends still run are left to the stop).
+ */
+static bool
+wait_for_orphans(const Orphan *orphans, int norphans, int nsignaled)
+{
+	TimestampTz deadline;
+
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_ORPHAN_WAIT_MS);
 	while (nsignaled > 0 && !ShutdownRequestPending)
 	{
@@ -708,76 +771,82 @@ recover_orphans(bool restart)
 						 TT_ORPHAN_POLL_MS, TT_WAIT_ORPHANS);
 		ResetLatch(MyLatch);
 	}
-	leave = ShutdownRequestPending;
+	return ShutdownRequestPending;
+}
 
-	for (int i = 0; i < norphans; i++)
+/*
+ * orphan_failure
+ *		Why an orphan must not run again (see recover_orphans), as an error
+ *		message with its SQLSTATE in *sqlstate; NULL when it may be
+ *		requeued (or is canceled).  alive: its signaled backend has not
+ *		exited.  Caller holds the lock.
+ */
+static char *
+orphan_failure(const TTTrackedTask *task, const Orphan *o, bool alive,
+			   const char **sqlstate)
+{
+	if (task->status == TT_CANCEL_REQUESTED)
+		return NULL;
+	*sqlstate = "40003";
+	if (task->committed)
 	{
-		const char *sqlstate = NULL;
-		char	   *msg = NULL;
-		bool		alive = (orphans[i].pid != 0 &&
-							 BackendPidGetProc(orphans[i].pid) != NULL);
-		TTTrackedJob	   *job;
-
-		/* stopping: leave a task whose backend still runs to the stop */
-		if (leave && alive)
-			continue;
-
-		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		task = hash_search(tt_task_hash, &orphans[i].key, HASH_FIND, NULL);
-		if (task == NULL || !TT_STATUS_IS_ACTIVE(task->status))
-		{
-			LWLockRelease(tt_shared->lock);
-			continue;
-		}
-		if (task->status == TT_CANCEL_REQUESTED)
-			;
-		else if (task->committed)
-		{
-			sqlstate = "58000";
-			msg = psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
-						   task->result_rows);
-		}
-		else if (orphans[i].ended)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
-						   task->backend_pid);
-		}
-		else if (alive)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
-						   orphans[i].pid, TT_ORPHAN_WAIT_MS);
-		}
-		else if (task->backend_pid != 0 && !task->backend_local)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the task tracker lost the session that ran the task's statement on a server it cannot signal (backend pid %d); whether the statement completed is unknown, so it is not run again",
-						   task->backend_pid);
-		}
-		if (msg != NULL)
-		{
-			task = set_task_error(task, sqlstate, msg);
-			if (task != NULL)
-			{
-				job = tt_job_lookup(task->key.job_id, false, InvalidOid);
-				tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
-				tt_shared->failed++;
-			}
-		}
-		else
-			requeue_or_cancel(task);
-		LWLockRelease(tt_shared->lock);
-		tt_job_wake_pending();
+		*sqlstate = "58000";
+		return psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
+						task->result_rows);
 	}
-	pfree(orphans);
-	if (nended > 0)
-		ereport(LOG,
-				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
-						nended)));
+	if (o->ended)
+		return psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
+						task->backend_pid);
+	if (alive)
+		return psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
+						o->pid, TT_ORPHAN_WAIT_MS);
+	if (task->backend_pid != 0 && !task->backend_local)
+		return psprintf("the task tracker lost the session that ran the task's statement on a server it cannot signal (backend pid %d); whether the statement completed is unknown, so it is not run again",
+						task->backend_pid);
+	return NULL;
+}
 
-	/* dropping jobs have no active task left: finish them */
-	handle_cancels();
+/*
+ * settle_orphan
+ *		recover_orphans, step 4: end an orphan permanently_failed when it
+ *		must not run again (orphan_failure), else requeue or cancel it.
+ *		Stopping (leave): a task whose backend still runs is left to the
+ *		stop.
+ */
+static void
+settle_orphan(const Orphan *o, bool leave)
+{
+	TTTrackedTask	   *task;
+	const char *sqlstate = NULL;
+	char	   *msg;
+	bool		alive = (o->pid != 0 && BackendPidGetProc(o->pid) != NULL);
+
+	if (leave && alive)
+		return;
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &o->key, HASH_FIND, NULL);
+	if (task == NULL || !TT_STATUS_IS_ACTIVE(task->status))
+	{
+		LWLockRelease(tt_shared->lock);
+		return;
+	}
+	msg = orphan_failure(task, o, alive, &sqlstate);
+	if (msg != NULL)
+	{
+		task = set_task_error(task, sqlstate, msg);
+		if (task != NULL)
+		{
+			TTTrackedJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+
+			tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
+			tt_shared->failed++;
+		}
+	}
+	else
+		requeue_or_cancel(task);
+	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 }
 
 /*
