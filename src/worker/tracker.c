@@ -1,89 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * tracker.c
- *	  The task tracker background worker: runs queued tasks over libpq
- *	  sessions logged in as their owners, never sleeping a fixed time.
+ *	  The task tracker background worker: the one process per server that
+ *	  runs queued tasks, each as its owner in its database.
+ *
+ *	  This file owns:
+ *	  - the main loop and its one wait (main_loop, nearest_deadline,
+ *		wait_for_events), the recovery block for an ERROR in a pass
+ *		(recover_from_error), and what a new tracker finds of the previous
+ *		one's running tasks (recover_orphans);
+ *	  - the sessions: connecting with back-off after a refusal
+ *		(start_task, retry_connects), the identity check (check_identity),
+ *		reset and reuse, idle expiry, closing idle sessions for DROP
+ *		DATABASE (tt_close_idle_sessions, serve_close_idle);
+ *	  - a task's run on a session: scheduling (schedule_tasks), sending
+ *		(send_query), reading its result (drain_results) and recording its
+ *		outcome (finish_task, store_result, set_task_error);
+ *	  - stopping tasks: cancel and terminate, signals only to this
+ *		server's backends (handle_cancels, signal_backend,
+ *		stop_running_task);
+ *	  - the running limit within the descriptor budget (running_limit),
+ *		job expiry (expire_jobs) and the stop (begin_stopping,
+ *		shutdown_and_exit);
+ *	  - handing tasks to task workers and reading what they report
+ *		(start_worker_task, process_workers; the workers are
+ *		task_worker.c).
+ *	  Not here: the shared table (shmem.c), result files (result_file.c),
+ *	  save and restore (persist.c), the SQL functions (worker_api.c), the
+ *	  libpq calls (src/common/remote.c).
  *
  * Design
- *	  One process per server.  Its only wait is one WaitEventSet over its
- *	  latch, postmaster death and the socket of every session it holds;
- *	  the timeout is the nearest real deadline (a connection attempt's
- *	  wall-clock limit, a refused task's time to connect again, an idle
- *	  session's expiry, a job's expiry, or the housekeeping pass while it
- *	  has work).  With no tasks to run and no sessions open, it waits with
- *	  no timeout at all.
- *
- *	  Backends queue tasks (worker_api.c) and set the tracker's latch.  The
- *	  tracker pops tasks, oldest first, while fewer than
- *	  citus.max_running_tasks_per_node run; each runs on a session of its
- *	  owner in its database: an idle one kept from an earlier task of the
- *	  same (user, database), reset with DISCARD ALL after that task, or a
- *	  new one started with PQconnectStartParams.  A query that returns rows
- *	  and can run as COPY (assign_task decided, see worker_api.c) is sent
- *	  as COPY (<query>) TO STDOUT and the COPY data, already in the stored
- *	  format, is appended to the result as it arrives (PQgetCopyData in
- *	  async mode); any other query is sent in single-row mode and the
- *	  values of its rows are escaped the same way (src/worker/result_file.c).  A
- *	  COPY that the server refuses before any data (SQLSTATE 0A000, e.g.
- *	  INSERT ... RETURNING into a table with a DO ALSO rule) is sent again
- *	  as the plain query, in the same attempt.  When the result is complete
- *	  the task becomes succeeded, or failed (queued again) or
- *	  permanently_failed once citus.task_max_attempts attempts failed, and
- *	  the tracker wakes that job's waiters (tt_job_wake_pending).
- *
- *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
- *	  (any failure, a cancel, or a session left inside a transaction block
- *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
- *
- *	  A connection refused for a transient reason (no slot left, 53300; not
- *	  accepting connections now, 57P03; a full listen queue, EAGAIN: see
- *	  tt_conn_connect_error) does not end the task's attempt: the task keeps its
- *	  slot without a session and connects again after a back-off, a
- *	  deadline of the one wait, for up to citus.node_connection_timeout
- *	  after the first refusal; a refusal after that fails the attempt.
- *
- *	  A new session first runs one identity query (check_identity): the
- *	  role and database it logged into by name must have the task's OIDs,
- *	  or the task fails permanently; it also tells whether the session's
- *	  backend is one of this server's, the only kind the tracker ever
- *	  signals (signal_backend; the session of any other is closed to stop
- *	  its statement: no blocking cancel request).
- *
- *	  Exactly once (docs/architecture.md, "Exactly once"): a statement that
- *	  completed is recorded as such before anything that can fail, and is
- *	  never run again; its result is kept with calls that cannot raise an
- *	  ERROR (store_result, set_task_error), and when it cannot be kept the
- *	  task ends permanently_failed saying why.  An ERROR elsewhere in a pass
- *	  is caught by the main loop's recovery block (recover_from_error); the
- *	  tracker does not exit for it.  A tracker that starts again on intact
- *	  shared memory makes sure the backends of the tasks it was running are
- *	  gone before it requeues them (recover_orphans).
- *
- *	  cleanup_job() marks running tasks cancel_requested; the tracker then
- *	  cancels the statement (SIGINT to the task's backend, what
- *	  pg_cancel_backend does) and the task ends canceled when its error
- *	  arrives, keeping the session; a backend that has not read the
- *	  statement yet ignores a cancel, so a statement still running
- *	  TT_CANCEL_GRACE_MS later is terminated (SIGTERM, session closed).
- *	  Partial files and, for a job being dropped, the entries and the
- *	  job's directory are removed.
- *
- *	  With citus.task_tracker_use_background_workers on, a task runs in a
- *	  task worker (src/worker/task_worker.c: a dynamic background worker
- *	  attached as the task's owner) instead of on a session: start_task
- *	  hands it to start_worker_task, process_workers reads what the
- *	  workers report into the same result and finish_task; cancel and stop
- *	  signal the worker as they would a session's backend.  See the last
- *	  section of this file and docs/architecture.md, "Task workers".
- *
- *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
- *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
- *	  completed ones are succeeded, stopped ones go back to the queue
- *	  (their attempt stays counted); then it saves the table (persist.c).
- *	  A smart shutdown waits for client sessions, including the tracker's
- *	  own, before SIGTERM comes; the housekeeping pass notices the
- *	  postmaster's "stopping" status in postmaster.pid and does the same,
- *	  so the stop can proceed.
+ *	  docs/architecture.md: "Processes", "Task state machine", "Tracker
+ *	  sessions", "The tracker's one wait", "Exactly once", "Task workers",
+ *	  "Flow of one task (worker side)", "Stop, start, crash".
  *
  * Locking
  *	  TTShared->lock is taken briefly to pick tasks, to record progress and
