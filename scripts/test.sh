@@ -31,7 +31,7 @@
 # once this script is gone.  The sudoers rule, the helper, the namespace and
 # the mounts are removed when this script exits, also on INT/TERM/HUP (the
 # running suite is stopped first); after each TAP file the namespace and the
-# mounts it left are removed.  TT_PRIV=0 grants nothing (206 and 222 are then
+# mounts it left are removed.  TT_PRIV=0 grants nothing (015, 020, 206 and 222 are then
 # skipped with the reason).
 #
 # Counting: every pg_regress test, every isolation spec and every TAP test
@@ -414,7 +414,7 @@ case " $TT_TESTS " in *" tap "*)
 		if priv_grant; then
 			echo "postgres may run $PRIV_BIN through sudo -n until this run ends"
 		else
-			echo "could not grant postgres the privileged test helper: 206 and 222 will be skipped"
+			echo "could not grant postgres the privileged test helper: 015, 020, 206 and 222 will be skipped"
 			priv_revoke
 		fi
 	fi

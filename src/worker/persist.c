@@ -17,12 +17,13 @@
  *	  writes the file after releasing it.  Restoring reads and checks the
  *	  file without the lock, in batches of at most 256 tasks or 4 MB, and
  *	  inserts each batch under one short hold of the lock in exclusive
- *	  mode; results that no longer fit in citus.task_result_memory are
- *	  written to their files before that.  No file is opened, read,
- *	  written, renamed or removed while the lock is held.  The tracker
- *	  marks itself ready after the restore: the SQL functions that ask
- *	  about tasks wait for that (interruptibly, on a condition variable),
- *	  the views show what is restored so far.
+ *	  mode (let go for a moment only when the shared area fails to grow,
+ *	  see area_error); results that no longer fit in
+ *	  citus.task_result_memory are written to their files before that.
+ *	  No file is opened, read, written, renamed or removed while the lock
+ *	  is held.  The tracker marks itself ready after the restore: the SQL
+ *	  functions that ask about tasks wait for that (interruptibly, on a
+ *	  condition variable), the views show what is restored so far.
  *
  *-------------------------------------------------------------------------
  */
@@ -458,12 +459,108 @@ typedef struct PendingTask
 #define TT_RESTORE_BATCH_BYTES	(4 * 1024 * 1024)
 
 /*
+ * area_error
+ *		In the PG_CATCH of an allocation in the text and result area during
+ *		the restore: take the error as data, clear it, release every LWLock
+ *		(the area's own, which the failed call held, and the table's), take
+ *		the table's lock again and return the error's message.
+ *
+ * The area grows by creating a DSM segment, and dsm_create() raises an
+ * ERROR when that fails (pg_dynshmem or /dev/shm full) even for an
+ * allocation that may fail softly.  Caught only around the whole file
+ * (read_state_file), such an ERROR lost the count of the batch's tasks
+ * already inserted, and could leave one inserted half way; caught here, it
+ * is an allocation that failed.  Releasing the table's lock for a moment is
+ * safe: until the tracker is ready, nobody else changes the table (the SQL
+ * functions that do wait for it; the views only read).
+ */
+static char *
+area_error(MemoryContext cxt)
+{
+	ErrorData  *edata;
+	char	   *msg;
+
+	HOLD_INTERRUPTS();
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	LWLockReleaseAll();
+	RESUME_INTERRUPTS();
+	msg = pstrdup(edata->message ? edata->message : "unknown error");
+	FreeErrorData(edata);
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	return msg;
+}
+
+/*
+ * restore_text
+ *		tt_text_store(), or tt_blob_store() when blob, that never raises an
+ *		ERROR (see area_error).  Returns InvalidDsaPointer when the area
+ *		cannot take the bytes; *why (if given) then gets the error's message,
+ *		or NULL when the area only reached its size limit.  Caller holds the
+ *		lock exclusively, and holds it again on return.
+ */
+static dsa_pointer
+restore_text(const char *data, Size len, bool blob, char **why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile dsa_pointer ptr = InvalidDsaPointer;
+	char	   *volatile msg = NULL;
+
+	PG_TRY();
+	{
+		ptr = blob ? tt_blob_store(data, len) : tt_text_store(data, len, true);
+	}
+	PG_CATCH();
+	{
+		msg = area_error(cxt);
+		ptr = InvalidDsaPointer;
+	}
+	PG_END_TRY();
+	if (why)
+		*why = msg;
+	else if (msg)
+		pfree(msg);
+	return ptr;
+}
+
+/*
+ * restore_error
+ *		tt_task_set_error() that never raises an ERROR (see area_error): a
+ *		text the area cannot take is dropped, the SQLSTATE stays.  Caller
+ *		holds the lock exclusively, and holds it again on return; task stays
+ *		valid (nobody else changes the table during the restore).
+ */
+static void
+restore_error(TTTrackedTask *task, const char *sqlstate, const char *text)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool failed = false;
+
+	PG_TRY();
+	{
+		tt_task_set_error(task, sqlstate, text);
+	}
+	PG_CATCH();
+	{
+		pfree(area_error(cxt));
+		failed = true;
+	}
+	PG_END_TRY();
+	if (failed)
+		strlcpy(task->sqlstate, sqlstate, sizeof(task->sqlstate));
+}
+
+/*
  * restore_task
  *		Insert one saved task whose record has been checked.  Caller holds
  *		the lock exclusively.  Returns 1 when the task is restored, 0 when
  *		it is dropped because the table is full (with a WARNING), -1 with
  *		*problem set when it cannot be (saved twice, or no shared memory
- *		left for its query text; nothing is inserted then).
+ *		left for its query text; nothing is inserted then).  Never raises
+ *		an ERROR for want of shared memory (restore_text, restore_error):
+ *		an error text that does not fit is dropped (its SQLSTATE stays), a
+ *		result that does not fit is lost and its task says so.
  */
 static int
 restore_task(const PendingTask *p, char **problem)
@@ -473,6 +570,7 @@ restore_task(const PendingTask *p, char **problem)
 	TTTrackedTask	   *task;
 	TTTaskStatus status = (TTTaskStatus) s->status;
 	dsa_pointer qtext;
+	char	   *why;
 
 	if (tt_task_lookup(s->job_id, s->task_id) != NULL)
 	{
@@ -488,11 +586,11 @@ restore_task(const PendingTask *p, char **problem)
 				 errhint("Increase citus.max_tracked_tasks_per_node.")));
 		return 0;
 	}
-	qtext = tt_text_store(p->query, s->query_len, true);
+	qtext = restore_text(p->query, s->query_len, false, &why);
 	if (!DsaPointerIsValid(qtext))
 	{
-		*problem = psprintf("There is no shared memory left for the query of task (job " INT64_FORMAT ", task %d).",
-							s->job_id, s->task_id);
+		*problem = psprintf("There is no shared memory left for the query of task (job " INT64_FORMAT ", task %d)%s%s.",
+							s->job_id, s->task_id, why ? ": " : "", why ? why : "");
 		return -1;
 	}
 	job = tt_job_lookup(s->job_id, true, s->owner);
@@ -510,13 +608,13 @@ restore_task(const PendingTask *p, char **problem)
 	task->query = qtext;
 	task->copy_len = (s->copy_len > 0 && s->copy_len <= s->query_len) ? s->copy_len : 0;
 	if (p->error)
-		tt_task_set_error(task, s->sqlstate, p->error);
+		restore_error(task, s->sqlstate, p->error);
 	if (p->result && !p->to_file)
 	{
 		dsa_pointer blob = InvalidDsaPointer;
 
 		if (tt_shared->result_bytes + s->result_len <= (int64) task_result_memory * 1024)
-			blob = tt_blob_store(p->result, s->result_len);
+			blob = restore_text(p->result, s->result_len, true, NULL);
 		if (DsaPointerIsValid(blob))
 			tt_task_set_result(task, blob, s->result_len);
 		else if (status == TT_SUCCEEDED)
@@ -526,8 +624,8 @@ restore_task(const PendingTask *p, char **problem)
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("task tracker could not restore the result of task (job " INT64_FORMAT ", task %d): out of shared memory",
 							s->job_id, s->task_id)));
-			tt_task_set_error(task, "53200",
-							  "its result was lost at a restart: out of shared memory");
+			restore_error(task, "53200",
+						  "its result was lost at a restart: out of shared memory");
 			status = TT_PERMANENTLY_FAILED;
 		}
 	}
@@ -884,8 +982,8 @@ read_state_file(FILE *f, char **problem)
 	{
 		ErrorData  *edata;
 
-		if (LWLockHeldByMe(tt_shared->lock))
-			LWLockRelease(tt_shared->lock);
+		/* every LWLock: an ERROR in the area's code leaves its lock held */
+		LWLockReleaseAll();
 		MemoryContextSwitchTo(old);
 		edata = CopyErrorData();
 		FlushErrorState();

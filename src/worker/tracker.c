@@ -1,89 +1,38 @@
 /*-------------------------------------------------------------------------
  *
  * tracker.c
- *	  The task tracker background worker: runs queued tasks over libpq
- *	  sessions logged in as their owners, never sleeping a fixed time.
+ *	  The task tracker background worker: the one process per server that
+ *	  runs queued tasks, each as its owner in its database.
+ *
+ *	  This file owns:
+ *	  - the main loop and its one wait (main_loop, nearest_deadline,
+ *		wait_for_events), the recovery block for an ERROR in a pass
+ *		(recover_from_error), and what a new tracker finds of the previous
+ *		one's running tasks (recover_orphans);
+ *	  - the sessions: connecting with back-off after a refusal
+ *		(start_task, retry_connects), the identity check (check_identity),
+ *		reset and reuse, idle expiry, closing idle sessions for DROP
+ *		DATABASE (tt_close_idle_sessions, serve_close_idle);
+ *	  - a task's run on a session: scheduling (schedule_tasks), sending
+ *		(send_query), reading its result (drain_results) and recording its
+ *		outcome (finish_task, store_result, set_task_error);
+ *	  - stopping tasks: cancel and terminate, signals only to this
+ *		server's backends (handle_cancels, signal_backend,
+ *		stop_running_task);
+ *	  - the running limit within the descriptor budget (running_limit),
+ *		job expiry (expire_jobs) and the stop (begin_stopping,
+ *		shutdown_and_exit);
+ *	  - handing tasks to task workers and reading what they report
+ *		(start_worker_task, process_workers; the workers are
+ *		task_worker.c).
+ *	  Not here: the shared table (shmem.c), result files (result_file.c),
+ *	  save and restore (persist.c), the SQL functions (worker_api.c), the
+ *	  libpq calls (src/common/remote.c).
  *
  * Design
- *	  One process per server.  Its only wait is one WaitEventSet over its
- *	  latch, postmaster death and the socket of every session it holds;
- *	  the timeout is the nearest real deadline (a connection attempt's
- *	  wall-clock limit, a refused task's time to connect again, an idle
- *	  session's expiry, a job's expiry, or the housekeeping pass while it
- *	  has work).  With no tasks to run and no sessions open, it waits with
- *	  no timeout at all.
- *
- *	  Backends queue tasks (worker_api.c) and set the tracker's latch.  The
- *	  tracker pops tasks, oldest first, while fewer than
- *	  citus.max_running_tasks_per_node run; each runs on a session of its
- *	  owner in its database: an idle one kept from an earlier task of the
- *	  same (user, database), reset with DISCARD ALL after that task, or a
- *	  new one started with PQconnectStartParams.  A query that returns rows
- *	  and can run as COPY (assign_task decided, see worker_api.c) is sent
- *	  as COPY (<query>) TO STDOUT and the COPY data, already in the stored
- *	  format, is appended to the result as it arrives (PQgetCopyData in
- *	  async mode); any other query is sent in single-row mode and the
- *	  values of its rows are escaped the same way (src/worker/result_file.c).  A
- *	  COPY that the server refuses before any data (SQLSTATE 0A000, e.g.
- *	  INSERT ... RETURNING into a table with a DO ALSO rule) is sent again
- *	  as the plain query, in the same attempt.  When the result is complete
- *	  the task becomes succeeded, or failed (queued again) or
- *	  permanently_failed once citus.task_max_attempts attempts failed, and
- *	  the tracker wakes that job's waiters (tt_job_wake_pending).
- *
- *	  Session states:   CONNECTING -> BUSY -> RESETTING -> IDLE -> BUSY ...
- *	  (any failure, a cancel, or a session left inside a transaction block
- *	  closes it).  Task states: see tt_shmem.h and docs/architecture.md.
- *
- *	  A connection refused for a transient reason (no slot left, 53300; not
- *	  accepting connections now, 57P03; a full listen queue, EAGAIN: see
- *	  tt_conn_connect_error) does not end the task's attempt: the task keeps its
- *	  slot without a session and connects again after a back-off, a
- *	  deadline of the one wait, for up to citus.node_connection_timeout
- *	  after the first refusal; a refusal after that fails the attempt.
- *
- *	  A new session first runs one identity query (check_identity): the
- *	  role and database it logged into by name must have the task's OIDs,
- *	  or the task fails permanently; it also tells whether the session's
- *	  backend is one of this server's, the only kind the tracker ever
- *	  signals (signal_backend; the session of any other is closed to stop
- *	  its statement: no blocking cancel request).
- *
- *	  Exactly once (docs/architecture.md, "Exactly once"): a statement that
- *	  completed is recorded as such before anything that can fail, and is
- *	  never run again; its result is kept with calls that cannot raise an
- *	  ERROR (store_result, set_task_error), and when it cannot be kept the
- *	  task ends permanently_failed saying why.  An ERROR elsewhere in a pass
- *	  is caught by the main loop's recovery block (recover_from_error); the
- *	  tracker does not exit for it.  A tracker that starts again on intact
- *	  shared memory makes sure the backends of the tasks it was running are
- *	  gone before it requeues them (recover_orphans).
- *
- *	  cleanup_job() marks running tasks cancel_requested; the tracker then
- *	  cancels the statement (SIGINT to the task's backend, what
- *	  pg_cancel_backend does) and the task ends canceled when its error
- *	  arrives, keeping the session; a backend that has not read the
- *	  statement yet ignores a cancel, so a statement still running
- *	  TT_CANCEL_GRACE_MS later is terminated (SIGTERM, session closed).
- *	  Partial files and, for a job being dropped, the entries and the
- *	  job's directory are removed.
- *
- *	  With citus.task_tracker_use_background_workers on, a task runs in a
- *	  task worker (src/worker/task_worker.c: a dynamic background worker
- *	  attached as the task's owner) instead of on a session: start_task
- *	  hands it to start_worker_task, process_workers reads what the
- *	  workers report into the same result and finish_task; cancel and stop
- *	  signal the worker as they would a session's backend.  See the last
- *	  section of this file and docs/architecture.md, "Task workers".
- *
- *	  pg_ctl stop: on SIGTERM the tracker terminates the statements of its
- *	  running tasks and reads, for up to TT_STOP_GRACE_MS, how each ended:
- *	  completed ones are succeeded, stopped ones go back to the queue
- *	  (their attempt stays counted); then it saves the table (persist.c).
- *	  A smart shutdown waits for client sessions, including the tracker's
- *	  own, before SIGTERM comes; the housekeeping pass notices the
- *	  postmaster's "stopping" status in postmaster.pid and does the same,
- *	  so the stop can proceed.
+ *	  docs/architecture.md: "Processes", "Task state machine", "Tracker
+ *	  sessions", "The tracker's one wait", "Exactly once", "Task workers",
+ *	  "Flow of one task (worker side)", "Stop, start, crash".
  *
  * Locking
  *	  TTShared->lock is taken briefly to pick tasks, to record progress and
@@ -556,6 +505,13 @@ typedef struct Orphan
 								 * have committed */
 } Orphan;
 
+static int	collect_orphans(Orphan **out);
+static int	signal_orphans(Orphan *orphans, int norphans, int *nended);
+static bool wait_for_orphans(const Orphan *orphans, int norphans, int nsignaled);
+static char *orphan_failure(const TTTrackedTask *task, const Orphan *o, bool alive,
+							const char **sqlstate);
+static void settle_orphan(const Orphan *o, bool leave);
+
 /*
  * statement_running
  *		True when backend pid of this server is still running a statement,
@@ -617,21 +573,52 @@ statement_running(int pid)
  *		shutdown saves them queued, their backends being stopped too).
  *		After a restart a state file (or the marker of a failed save) left
  *		by that exit is stale and is discarded.
+ *
+ *		Steps: collect_orphans, signal_orphans, wait_for_orphans, and
+ *		settle_orphan for each.
  */
 static void
 recover_orphans(bool restart)
+{
+	Orphan	   *orphans;
+	int			norphans;
+	int			nsignaled;
+	int			nended;
+	bool		leave;
+
+	if (restart)
+		tt_persist_discard();
+
+	norphans = collect_orphans(&orphans);
+	nsignaled = signal_orphans(orphans, norphans, &nended);
+	leave = wait_for_orphans(orphans, norphans, nsignaled);
+	for (int i = 0; i < norphans; i++)
+		settle_orphan(&orphans[i], leave);
+	pfree(orphans);
+	if (nended > 0)
+		ereport(LOG,
+				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
+						nended)));
+
+	/* dropping jobs have no active task left: finish them */
+	handle_cancels();
+}
+
+/*
+ * collect_orphans
+ *		recover_orphans, step 1: the active tasks no RunningTask of this
+ *		process holds, under the lock in shared mode.  For a task whose
+ *		statement was sent to a backend of this server (not committed), the
+ *		backend's pid is kept, and a pid that is no longer that backend
+ *		marks the statement as ended.  Returns how many, in *out (palloc'd).
+ */
+static int
+collect_orphans(Orphan **out)
 {
 	HASH_SEQ_STATUS seq;
 	TTTrackedTask	   *task;
 	Orphan	   *orphans;
 	int			norphans = 0;
-	int			nsignaled = 0;
-	int			nended = 0;
-	TimestampTz deadline;
-	bool		leave;
-
-	if (restart)
-		tt_persist_discard();
 
 	LWLockAcquire(tt_shared->lock, LW_SHARED);
 	orphans = palloc0(sizeof(Orphan) * Max(tt_shared->nrunning, 1));
@@ -648,7 +635,7 @@ recover_orphans(bool restart)
 		orphans[norphans].key = task->key;
 		if (!task->committed && task->backend_local && task->backend_pid != 0)
 		{
-			/* sent: what is its backend doing? (checked below) */
+			/* sent: what is its backend doing? (signal_orphans) */
 			orphans[norphans].pid = task->backend_pid;
 			if (!is_our_backend(task->backend_pid, task->owner, task->dbid))
 				orphans[norphans].ended = true;
@@ -656,14 +643,26 @@ recover_orphans(bool restart)
 		norphans++;
 	}
 	LWLockRelease(tt_shared->lock);
+	*out = orphans;
+	return norphans;
+}
 
-	/*
-	 * Terminate the backends still running their statements, and wait for
-	 * them; one that is idle has finished its statement (it exits on its
-	 * own, its client gone, and is told to hurry).  The backend status is
-	 * read without the table lock: nobody but the tracker changes these
-	 * tasks' backends.
-	 */
+/*
+ * signal_orphans
+ *		recover_orphans, step 2: terminate the backends still running the
+ *		orphans' statements; one that is idle has finished its statement
+ *		(it exits on its own, its client gone, and is told to hurry).  An
+ *		orphan whose statement ended forgets its pid.  The backend status
+ *		is read without the table lock: nobody but the tracker changes
+ *		these tasks' backends.  Returns how many backends still run a
+ *		statement; *nended gets how many statements had ended.
+ */
+static int
+signal_orphans(Orphan *orphans, int norphans, int *nended)
+{
+	int			nsignaled = 0;
+
+	*nended = 0;
 	for (int i = 0; i < norphans; i++)
 	{
 		int			pid = orphans[i].pid;
@@ -682,7 +681,7 @@ recover_orphans(bool restart)
 		if (orphans[i].ended)
 		{
 			orphans[i].pid = 0;
-			nended++;
+			(*nended)++;
 		}
 	}
 
@@ -690,8 +689,21 @@ recover_orphans(bool restart)
 		ereport(LOG,
 				(errmsg("task tracker terminated %d backends of tasks it no longer runs, and waits for them to exit before it requeues their tasks",
 						nsignaled)));
+	return nsignaled;
+}
 
-	/* wait for the signaled backends to exit, looking on the latch */
+/*
+ * wait_for_orphans
+ *		recover_orphans, step 3: wait, looking on the latch, until the
+ *		signaled backends have exited, for up to TT_ORPHAN_WAIT_MS.  A stop
+ *		requested meanwhile ends the wait at once; returns true then (the
+ *		tasks whose backends still run are left to the stop).
+ */
+static bool
+wait_for_orphans(const Orphan *orphans, int norphans, int nsignaled)
+{
+	TimestampTz deadline;
+
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), TT_ORPHAN_WAIT_MS);
 	while (nsignaled > 0 && !ShutdownRequestPending)
 	{
@@ -708,76 +720,82 @@ recover_orphans(bool restart)
 						 TT_ORPHAN_POLL_MS, TT_WAIT_ORPHANS);
 		ResetLatch(MyLatch);
 	}
-	leave = ShutdownRequestPending;
+	return ShutdownRequestPending;
+}
 
-	for (int i = 0; i < norphans; i++)
+/*
+ * orphan_failure
+ *		Why an orphan must not run again (see recover_orphans), as an error
+ *		message with its SQLSTATE in *sqlstate; NULL when it may be
+ *		requeued (or is canceled).  alive: its signaled backend has not
+ *		exited.  Caller holds the lock.
+ */
+static char *
+orphan_failure(const TTTrackedTask *task, const Orphan *o, bool alive,
+			   const char **sqlstate)
+{
+	if (task->status == TT_CANCEL_REQUESTED)
+		return NULL;
+	*sqlstate = "40003";
+	if (task->committed)
 	{
-		const char *sqlstate = NULL;
-		char	   *msg = NULL;
-		bool		alive = (orphans[i].pid != 0 &&
-							 BackendPidGetProc(orphans[i].pid) != NULL);
-		TTTrackedJob	   *job;
-
-		/* stopping: leave a task whose backend still runs to the stop */
-		if (leave && alive)
-			continue;
-
-		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-		task = hash_search(tt_task_hash, &orphans[i].key, HASH_FIND, NULL);
-		if (task == NULL || !TT_STATUS_IS_ACTIVE(task->status))
-		{
-			LWLockRelease(tt_shared->lock);
-			continue;
-		}
-		if (task->status == TT_CANCEL_REQUESTED)
-			;
-		else if (task->committed)
-		{
-			sqlstate = "58000";
-			msg = psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
-						   task->result_rows);
-		}
-		else if (orphans[i].ended)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
-						   task->backend_pid);
-		}
-		else if (alive)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
-						   orphans[i].pid, TT_ORPHAN_WAIT_MS);
-		}
-		else if (task->backend_pid != 0 && !task->backend_local)
-		{
-			sqlstate = "40003";
-			msg = psprintf("the task tracker lost the session that ran the task's statement on a server it cannot signal (backend pid %d); whether the statement completed is unknown, so it is not run again",
-						   task->backend_pid);
-		}
-		if (msg != NULL)
-		{
-			task = set_task_error(task, sqlstate, msg);
-			if (task != NULL)
-			{
-				job = tt_job_lookup(task->key.job_id, false, InvalidOid);
-				tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
-				tt_shared->failed++;
-			}
-		}
-		else
-			requeue_or_cancel(task);
-		LWLockRelease(tt_shared->lock);
-		tt_job_wake_pending();
+		*sqlstate = "58000";
+		return psprintf("the task's statement completed (" INT64_FORMAT " rows), but the task tracker lost its result before it was stored; the statement is not run again",
+						task->result_rows);
 	}
-	pfree(orphans);
-	if (nended > 0)
-		ereport(LOG,
-				(errmsg("task tracker found %d tasks whose statements had ended without their outcome being read; they fail rather than run again",
-						nended)));
+	if (o->ended)
+		return psprintf("the task tracker lost the session that ran the task's statement after the statement ended (backend pid %d); whether it committed is unknown, so it is not run again",
+						task->backend_pid);
+	if (alive)
+		return psprintf("the backend (pid %d) that ran the task's statement did not exit within %d ms; whether the statement completed is unknown, so it is not run again",
+						o->pid, TT_ORPHAN_WAIT_MS);
+	if (task->backend_pid != 0 && !task->backend_local)
+		return psprintf("the task tracker lost the session that ran the task's statement on a server it cannot signal (backend pid %d); whether the statement completed is unknown, so it is not run again",
+						task->backend_pid);
+	return NULL;
+}
 
-	/* dropping jobs have no active task left: finish them */
-	handle_cancels();
+/*
+ * settle_orphan
+ *		recover_orphans, step 4: end an orphan permanently_failed when it
+ *		must not run again (orphan_failure), else requeue or cancel it.
+ *		Stopping (leave): a task whose backend still runs is left to the
+ *		stop.
+ */
+static void
+settle_orphan(const Orphan *o, bool leave)
+{
+	TTTrackedTask	   *task;
+	const char *sqlstate = NULL;
+	char	   *msg;
+	bool		alive = (o->pid != 0 && BackendPidGetProc(o->pid) != NULL);
+
+	if (leave && alive)
+		return;
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	task = hash_search(tt_task_hash, &o->key, HASH_FIND, NULL);
+	if (task == NULL || !TT_STATUS_IS_ACTIVE(task->status))
+	{
+		LWLockRelease(tt_shared->lock);
+		return;
+	}
+	msg = orphan_failure(task, o, alive, &sqlstate);
+	if (msg != NULL)
+	{
+		task = set_task_error(task, sqlstate, msg);
+		if (task != NULL)
+		{
+			TTTrackedJob	   *job = tt_job_lookup(task->key.job_id, false, InvalidOid);
+
+			tt_task_set_status(job, task, TT_PERMANENTLY_FAILED);
+			tt_shared->failed++;
+		}
+	}
+	else
+		requeue_or_cancel(task);
+	LWLockRelease(tt_shared->lock);
+	tt_job_wake_pending();
 }
 
 /*

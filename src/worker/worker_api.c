@@ -236,50 +236,85 @@ may_act_for(Oid owner)
 }
 
 /*
- * queue_new_tasks
- *		Queue n tasks of one job for the current user, all or nothing.
+ * store_query_texts
+ *		Keep the query text of each of the n tasks in the area, or none:
+ *		when one does not fit, those stored before it are given back and
+ *		the caller's ERROR follows.  Caller holds the lock exclusively.
+ *
+ * The area grows by creating a DSM segment, and dsm_create() raises an
+ * ERROR when that fails (pg_dynshmem or /dev/shm full) even for an
+ * allocation that may fail softly; that ERROR leaves the area's own lock
+ * held, and freeing needs it: every LWLock is released, the table's lock
+ * taken again to give the texts back, and the ERROR goes on.
  */
 static void
-queue_new_tasks(int64 job_id, NewTask *tasks, int n)
+store_query_texts(NewTask *tasks, int n)
 {
-	Oid			owner = GetUserId();
-	bool		is_super = superuser();
-	NameData	user_name;
-	NameData	database_name;
-	char	   *dbname;
-	TTTrackedJob	   *job;
-	TimestampTz now;
-	int			nnew = 0;
-	int32	   *unlink_ids;		/* tasks whose old result file goes */
-	int			nunlink = 0;
-	int			i;
+	volatile int stored = 0;
 
-	check_job_id(job_id);
-	for (i = 0; i < n; i++)
+	PG_TRY();
+	{
+		for (; stored < n; stored++)
+		{
+			tasks[stored].text = tt_text_store(tasks[stored].query,
+											   tasks[stored].query_len, true);
+			if (!DsaPointerIsValid(tasks[stored].text))
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of shared memory for task query texts")));
+		}
+	}
+	PG_CATCH();
+	{
+		HOLD_INTERRUPTS();
+		LWLockReleaseAll();
+		LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < stored; i++)
+			tt_text_free(&tasks[i].text);
+		LWLockRelease(tt_shared->lock);
+		RESUME_INTERRUPTS();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
+ * check_new_tasks
+ *		queue_new_tasks, step 1 (without the lock): each task's id and
+ *		query text are valid (copy_len decided), and no id appears twice;
+ *		tasks are left sorted by id.
+ */
+static void
+check_new_tasks(NewTask *tasks, int n)
+{
+	for (int i = 0; i < n; i++)
 	{
 		check_task_id(tasks[i].task_id);
 		tasks[i].copy_len = check_query(tasks[i].query, tasks[i].query_len);
 	}
 	qsort(tasks, n, sizeof(NewTask), new_task_cmp);
-	for (i = 1; i < n; i++)
+	for (int i = 1; i < n; i++)
 		if (tasks[i].task_id == tasks[i - 1].task_id)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("task id %d appears more than once in the batch",
 							tasks[i].task_id)));
+}
 
-	namestrcpy(&user_name, GetUserNameFromId(owner, false));
-	dbname = get_database_name(MyDatabaseId);
-	if (dbname == NULL)
-		elog(ERROR, "current database has no name");
-	namestrcpy(&database_name, dbname);
+/*
+ * count_new_tasks
+ *		queue_new_tasks, step 2 (lock held exclusively): the job, if it
+ *		exists, is the caller's (or the caller is a superuser) and is not
+ *		being cleaned up, and each task that exists already is the caller's
+ *		and may be assigned again (failed or canceled).  Returns how many of
+ *		the n tasks are new.
+ */
+static int
+count_new_tasks(TTTrackedJob *job, int64 job_id, NewTask *tasks, int n,
+				Oid owner, bool is_super)
+{
+	int			nnew = 0;
 
-	wait_until_ready();
-	unlink_ids = palloc(sizeof(int32) * n);
-
-	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
-
-	job = tt_job_lookup(job_id, false, InvalidOid);
 	if (job != NULL && job->owner != owner && !is_super)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -289,7 +324,7 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("job " INT64_FORMAT " is being cleaned up", job_id)));
 
-	for (i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 	{
 		TTTrackedTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
 
@@ -312,6 +347,18 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 					 errdetail("Its status is %s; only failed or canceled tasks can be assigned again.",
 							   tt_status_name(task->status))));
 	}
+	return nnew;
+}
+
+/*
+ * check_table_room
+ *		queue_new_tasks, step 3 (lock held exclusively): nnew more tasks fit
+ *		in the table and, for a user who is not a superuser, in the user's
+ *		share of it.
+ */
+static void
+check_table_room(int nnew, Oid owner, bool is_super, const NameData *user_name)
+{
 	if (tt_shared->ntasks + nnew > max_tracked_tasks_per_node)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -329,31 +376,32 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("user's share of the task table is full"),
 					 errdetail("Role \"%s\" has %d tasks tracked; %d more do not fit in its share of %d (citus.max_tracked_tasks_per_user).",
-							   NameStr(user_name), mine, nnew, limit),
+							   NameStr(*user_name), mine, nnew, limit),
 					 errhint("Clean up finished jobs, or increase citus.max_tracked_tasks_per_user.")));
 	}
+}
 
-	/* store every text first, so running out of memory changes nothing */
-	for (i = 0; i < n; i++)
-	{
-		tasks[i].text = tt_text_store(tasks[i].query, tasks[i].query_len, true);
-		if (!DsaPointerIsValid(tasks[i].text))
-		{
-			while (--i >= 0)
-				tt_text_free(&tasks[i].text);
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of shared memory for task query texts")));
-		}
-	}
+/*
+ * enter_new_tasks
+ *		queue_new_tasks, step 5 (lock held exclusively; nothing here can
+ *		fail): create the job if needed, insert the new tasks and reset the
+ *		ones assigned again, each with its stored text, and queue them all.
+ *		The ids of tasks whose old result file must go are put in
+ *		unlink_ids; returns how many.
+ */
+static int
+enter_new_tasks(TTTrackedJob *job, int64 job_id, NewTask *tasks, int n,
+				Oid owner, const NameData *user_name,
+				const NameData *database_name, int32 *unlink_ids)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			nunlink = 0;
 
-	/* from here on nothing can fail */
-	now = GetCurrentTimestamp();
 	if (session_stamp == 0)
 		session_stamp = tt_shared->next_seq++;
 	if (job == NULL)
 		job = tt_job_lookup(job_id, true, owner);
-	for (i = 0; i < n; i++)
+	for (int i = 0; i < n; i++)
 	{
 		TTTrackedTask	   *task = tt_task_lookup(job_id, tasks[i].task_id);
 
@@ -375,8 +423,8 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 		task->owner = owner;
 		task->dbid = MyDatabaseId;
 		task->encoding = GetDatabaseEncoding();
-		task->user_name = user_name;
-		task->database_name = database_name;
+		task->user_name = *user_name;
+		task->database_name = *database_name;
 		task->query = tasks[i].text;
 		task->copy_len = tasks[i].copy_len;
 		task->attempts = 0;
@@ -389,19 +437,71 @@ queue_new_tasks(int64 job_id, NewTask *tasks, int n)
 		tt_task_enqueue(task);
 	}
 	tt_job_touch(job, now);
-	tt_wake_tracker();
-	LWLockRelease(tt_shared->lock);
+	return nunlink;
+}
 
-	for (i = 0; i < nunlink; i++)
+/*
+ * remove_old_result_files
+ *		queue_new_tasks, step 6 (lock released): remove the result files of
+ *		tasks assigned again.
+ */
+static void
+remove_old_result_files(int64 job_id, Oid owner, const int32 *ids, int n)
+{
+	for (int i = 0; i < n; i++)
 	{
 		char		path[MAXPGPATH];
 
-		tt_task_file_path(path, sizeof(path), job_id, unlink_ids[i], owner);
+		tt_task_file_path(path, sizeof(path), job_id, ids[i], owner);
 		if (unlink(path) != 0 && errno != ENOENT)
 			ereport(WARNING,
 					(errcode_for_file_access(),
 					 errmsg("could not remove file \"%s\": %m", path)));
 	}
+}
+
+/*
+ * queue_new_tasks
+ *		Queue n tasks of one job for the current user, all or nothing: the
+ *		steps above, the ones that may fail before any change.
+ */
+static void
+queue_new_tasks(int64 job_id, NewTask *tasks, int n)
+{
+	Oid			owner = GetUserId();
+	bool		is_super = superuser();
+	NameData	user_name;
+	NameData	database_name;
+	char	   *dbname;
+	TTTrackedJob	   *job;
+	int			nnew;
+	int32	   *unlink_ids;		/* tasks whose old result file goes */
+	int			nunlink;
+
+	check_job_id(job_id);
+	check_new_tasks(tasks, n);
+
+	namestrcpy(&user_name, GetUserNameFromId(owner, false));
+	dbname = get_database_name(MyDatabaseId);
+	if (dbname == NULL)
+		elog(ERROR, "current database has no name");
+	namestrcpy(&database_name, dbname);
+
+	wait_until_ready();
+	unlink_ids = palloc(sizeof(int32) * n);
+
+	LWLockAcquire(tt_shared->lock, LW_EXCLUSIVE);
+	job = tt_job_lookup(job_id, false, InvalidOid);
+	nnew = count_new_tasks(job, job_id, tasks, n, owner, is_super);
+	check_table_room(nnew, owner, is_super, &user_name);
+	/* step 4: every text first, so running out of memory changes nothing */
+	store_query_texts(tasks, n);
+	nunlink = enter_new_tasks(job, job_id, tasks, n, owner, &user_name,
+							  &database_name, unlink_ids);
+	tt_wake_tracker();
+	LWLockRelease(tt_shared->lock);
+
+	remove_old_result_files(job_id, owner, unlink_ids, nunlink);
 }
 
 Datum

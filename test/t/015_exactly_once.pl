@@ -105,9 +105,48 @@ sub assign_logging
 	return;
 }
 
+# ---------------------------------------------------------------- assign
+# A batch whose last query text needs the area to grow (3 MB) fails with
+# the ERROR dsm_create raises; the texts it stored before it (the three
+# short ones) are given back, not left in the area for good.
+{
+	my $texts = tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker');
+	my ($rc, $out, $err) = tt_psql($node, q{SET citus.max_task_query_size = '4MB';
+		SELECT task_tracker.assign_tasks(148, '{0,1,2,3}', ARRAY['SELECT 1', 'SELECT 2', 'SELECT 3',
+			'SELECT length(''' || repeat('x', 3000000) || ''')'])}, verbose => 1);
+	isnt($rc, 0, 'assign: a batch whose last text cannot be kept fails');
+	like($err, qr/could not resize shared memory segment .*No space left on device/, '... with the ERROR')
+	  or diag($err);
+	is(tt_sql($node, 'SELECT query_text_bytes FROM task_tracker.tracker'), $texts,
+		'... and the texts it stored before are given back');
+	is(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 148'), '0', '... nothing is queued');
+}
+
 # ---------------------------------------------------------------- A
+# (the four running slots are held by gate tasks until A and C are both
+# queued, so that C's query texts are stored while the area has room)
+my $gate = $node->background_psql('postgres');
+$gate->query_safe('SELECT pg_advisory_lock(1515)');
+tt_sql($node, q{SELECT task_tracker.assign_tasks(149, '{0,1,2,3}',
+	array_fill('SELECT pg_advisory_xact_lock_shared(1515)'::text, ARRAY[4]))}, user => 'alice');
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'task_tracker'
+		  AND wait_event_type = 'Lock' AND wait_event = 'advisory'}, '4'),
+	'the four running slots wait on the gate');
 my $log = tt_log_position($node);
 assign_logging(150, 0, 40);
+# C: tasks that fail with an error text of 60 kB, queued behind A
+{
+	my @ids = (0 .. 19);
+	my $queries = join(',', map {
+		"'DO \$\$BEGIN INSERT INTO public.log VALUES (" . (500 + $_)
+		  . ", NULL); RAISE EXCEPTION ''%'', repeat(''e'', 60000); END\$\$'"
+	} @ids);
+	tt_sql($node, "SELECT task_tracker.assign_tasks(152, '{" . join(',', @ids) . "}', ARRAY[$queries])",
+		user => 'alice');
+}
+$gate->query_safe('SELECT pg_advisory_unlock(1515)');
+$gate->quit;
 tt_wait_job($node, 150, user => 'alice', tasks => 40);
 ok($node->log_contains(qr/could not resize shared memory segment|No space left on device/, $log),
 	'A: growing the area of results failed for real (the log has the error)');
@@ -123,6 +162,29 @@ ok(!$node->log_contains(qr/task tracker started/, $log),
 is(tt_sql($node, 'SELECT count(*), min(length(pad)) FROM task_tracker.task_result(150, 39) AS t(task int, pad text)',
 		user => 'alice'),
 	'1|60000', 'A: the last task\'s result is whole');
+
+# ---------------------------------------------------------------- C
+# The area is full (A's results are in it) and cannot grow: the error
+# texts of C's failing tasks (60 kB each) cannot be kept either.  Storing
+# one raises the same ERROR (fail_attempt -> set_task_error); before the
+# fix it killed the tracker, which then requeued the task's attempt.  Now
+# every attempt runs once, each task ends permanently_failed with its
+# SQLSTATE (its text only when it fitted), and the tracker keeps its pid.
+tt_wait_job($node, 152, user => 'alice', tasks => 20);
+is(tt_sql($node, q{SELECT status || ' ' || count(*) || ' ' || min(attempts) || ' ' || max(attempts) || ' ' || max(error_sqlstate)
+	FROM task_tracker.tasks WHERE job_id = 152 GROUP BY status}),
+	'permanently_failed 20 3 3 P0001',
+	'C: the 20 failing tasks ended permanently_failed after their 3 attempts, with their SQLSTATE');
+cmp_ok(tt_sql($node, 'SELECT count(*) FROM task_tracker.tasks WHERE job_id = 152 AND error IS NULL'),
+	'>', 0, 'C: some error texts could not be kept (the fault was hit)');
+is(tt_sql($node, 'SELECT count(*) FROM public.log WHERE task BETWEEN 500 AND 519'),
+	'0', 'C: every attempt rolled back (nothing of a failed task is left)');
+is(tt_sql($node, 'SELECT pid FROM task_tracker.tracker'), $tracker,
+	'C: the tracker survived (same pid)');
+ok(!$node->log_contains(qr/task tracker started/, $log),
+	'C: the tracker did not start again');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(152)', user => 'alice');
+tt_sql($node, 'SELECT task_tracker.cleanup_job(149)', user => 'alice');
 
 # ---------------------------------------------------------------- B
 tt_sql($node, 'SELECT task_tracker.cleanup_job(150)', user => 'alice');
