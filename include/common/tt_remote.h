@@ -64,6 +64,9 @@ typedef struct TTRemoteQuery
 	bool		ok;				/* every statement succeeded */
 	char	   *value;			/* keep_value: value or command tag of the
 								 * last statement, or NULL */
+	bool		keep_result;	/* set by the caller after start: keep ... */
+	PGresult   *result;			/* ... the last row-returning result here
+								 * (the caller PQclear()s it), or NULL */
 	TTRemoteError err;			/* when done and not ok: why */
 	pgsocket	sock;			/* socket to wait on while not done */
 	uint32		events;			/* WL_SOCKET_* to wait for while not done */

@@ -678,9 +678,10 @@ tt_remote_query_start(TTRemoteQuery *q, PGconn *conn, const char *sql,
  *		wait for.  Once done, q->ok tells whether every statement
  *		succeeded; else q->err holds why: the first error result, or the
  *		connection's error (08006, q->broken set) when the connection
- *		failed before the query ended.  A COPY is refused (q->copy, and the
- *		connection is broken for our purposes).  Never throws but on
- *		out-of-memory.
+ *		failed before the query ended.  With q->keep_result set, q->result
+ *		holds the last row-returning result (the caller clears it).  A COPY
+ *		is refused (q->copy, and the connection is broken for our
+ *		purposes).  Never throws but on out-of-memory.
  */
 void
 tt_remote_query_advance(TTRemoteQuery *q)
@@ -732,12 +733,19 @@ tt_remote_query_advance(TTRemoteQuery *q)
 		switch (PQresultStatus(res))
 		{
 			case PGRES_TUPLES_OK:
-				if (q->failed || !q->keep_value)
+				if (q->failed)
 					break;
-				if (PQntuples(res) == 1 && PQnfields(res) == 1)
+				if (q->keep_value && PQntuples(res) == 1 && PQnfields(res) == 1)
 					q->value = PQgetisnull(res, 0, 0) ? NULL : pstrdup(PQgetvalue(res, 0, 0));
-				else
+				else if (q->keep_value)
 					q->value = pstrdup(PQcmdStatus(res));
+				if (q->keep_result)
+				{
+					if (q->result)
+						PQclear(q->result);
+					q->result = res;
+					res = NULL;	/* kept */
+				}
 				break;
 			case PGRES_COMMAND_OK:
 			case PGRES_EMPTY_QUERY:

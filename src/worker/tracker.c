@@ -154,6 +154,8 @@ typedef struct Session
 								 * last read; libpq may hold unread input) */
 	TimestampTz deadline;		/* connect limit, or idle expiry; 0 = none */
 	struct RunningTask *task;	/* task it runs (CONNECTING/BUSY) */
+	TTRemoteQuery q;			/* CHECKING: the identity query; RESETTING:
+								 * DISCARD ALL (src/common/remote.c) */
 } Session;
 
 /* A task this tracker has picked and not finished. */
@@ -251,6 +253,7 @@ static void fail_attempt(RunningTask *rt, const char *sqlstate, const char *mess
 static void finish_task(RunningTask *rt);
 static void start_identity_check(Session *s);
 static bool check_identity(Session *s);
+static void advance_reset(Session *s, TimestampTz now);
 static char *catch_error(MemoryContext cxt, char *sqlstate);
 static void store_failed(RunningTask *rt, const char *sqlstate, const char *message);
 static void close_session(Session *s);
@@ -2125,16 +2128,15 @@ static void
 release_session(Session *s, bool usable)
 {
 	if (!usable || SERVER_STOPPING() || !task_tracker_reuse_connections ||
-		PQstatus(s->conn) != CONNECTION_OK ||
-		PQtransactionStatus(s->conn) != PQTRANS_IDLE ||
-		!PQsendQueryParams(s->conn, "DISCARD ALL", 0, NULL, NULL, NULL, NULL, 0))
+		!tt_conn_is_idle(s->conn))
 	{
 		close_session(s);
 		return;
 	}
 	s->state = SESSION_RESETTING;
-	s->events = WL_SOCKET_READABLE | (PQflush(s->conn) > 0 ? WL_SOCKET_WRITEABLE : 0);
 	s->deadline = 0;
+	tt_remote_query_start(&s->q, s->conn, "DISCARD ALL", false);
+	advance_reset(s, GetCurrentTimestamp());
 }
 
 /*
@@ -2147,6 +2149,8 @@ close_session(Session *s)
 {
 	dlist_delete(&s->node);
 	nsessions--;
+	if (s->q.result)
+		PQclear(s->q.result);
 	tt_conn_finish(s->conn);
 	memset(s, 0x7F, sizeof(Session));
 	pfree(s);
@@ -2223,19 +2227,10 @@ progress_connecting(Session *s, TimestampTz now)
 static void
 start_identity_check(Session *s)
 {
-	RunningTask *rt = s->task;
-	int			flush;
-
 	s->state = SESSION_CHECKING;
-	flush = tt_send_statement(s->conn, IDENTITY_QUERY, false);
-	if (flush < 0)
-	{
-		rt->unusable = true;
-		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
-		finish_task(rt);
-		return;
-	}
-	s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+	tt_remote_query_start(&s->q, s->conn, IDENTITY_QUERY, false);
+	s->q.keep_result = true;
+	(void) check_identity(s);
 }
 
 /*
@@ -2255,66 +2250,43 @@ static bool
 check_identity(Session *s)
 {
 	RunningTask *rt = s->task;
+	PGresult   *res;
 
-	if ((s->events & WL_SOCKET_WRITEABLE))
+	tt_remote_query_advance(&s->q);
+	if (!s->q.done)
 	{
-		int			flush = PQflush(s->conn);
-
-		if (flush < 0)
-		{
-			rt->unusable = true;
-			fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
-			finish_task(rt);
-			return true;
-		}
-		s->events = WL_SOCKET_READABLE | (flush > 0 ? WL_SOCKET_WRITEABLE : 0);
+		s->events = s->q.events;
+		return false;
 	}
-	if (!PQconsumeInput(s->conn))
+	res = s->q.result;
+	s->q.result = NULL;
+	if (!s->q.ok)
 	{
-		rt->unusable = true;
-		fail_attempt(rt, "08006", tt_conn_error_message(s->conn));
-		finish_task(rt);
-		return true;
+		/* the query failed, or the connection (08006) */
+		fail_attempt(rt, s->q.err.sqlstate, tt_remote_error_text(&s->q.err));
 	}
-	for (;;)
+	else if (res != NULL && PQntuples(res) == 1 && PQnfields(res) == 4)
 	{
-		PGresult   *res;
+		int			pid = atoi(PQgetvalue(res, 0, 2));
+		int64		started = strtoi64(PQgetvalue(res, 0, 3), NULL, 10);
+		int64		our_start = PgStartTime +
+			(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 
-		if (PQisBusy(s->conn))
-			return false;
-		res = PQgetResult(s->conn);
-		if (res == NULL)
-			break;
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-			PQnfields(res) == 4)
-		{
-			int			pid = atoi(PQgetvalue(res, 0, 2));
-			int64		started = strtoi64(PQgetvalue(res, 0, 3), NULL, 10);
-			int64		our_start = PgStartTime +
-				(int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-
-			s->role = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
-			s->dbid = (Oid) strtoul(PQgetvalue(res, 0, 1), NULL, 10);
-			s->local = (started == our_start && pid == PQbackendPID(s->conn) &&
-						is_our_backend(pid, s->role, s->dbid));
-		}
-		else if (PQresultStatus(res) == PGRES_TUPLES_OK)
-		{
-			/* no row: the role or database was dropped since */
-			rt->permanent = true;
-			fail_attempt(rt, "28000",
-						 psprintf("could not identify the session of role \"%s\" in database \"%s\": the role or the database no longer exists under that name",
-								  NameStr(rt->user), NameStr(rt->database)));
-		}
-		else
-		{
-			TTRemoteError err;
-
-			tt_remote_error_from_result(s->conn, res, &err);
-			fail_attempt(rt, err.sqlstate, tt_remote_error_text(&err));
-		}
+		s->role = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+		s->dbid = (Oid) strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+		s->local = (started == our_start && pid == PQbackendPID(s->conn) &&
+					is_our_backend(pid, s->role, s->dbid));
+	}
+	else
+	{
+		/* no row: the role or database was dropped since */
+		rt->permanent = true;
+		fail_attempt(rt, "28000",
+					 psprintf("could not identify the session of role \"%s\" in database \"%s\": the role or the database no longer exists under that name",
+							  NameStr(rt->user), NameStr(rt->database)));
+	}
+	if (res != NULL)
 		PQclear(res);
-	}
 
 	if (!rt->failed && s->role != rt->owner)
 	{
@@ -2368,46 +2340,37 @@ reset_failed(Session *s)
 static void
 progress_resetting(Session *s, TimestampTz now)
 {
-	bool		ok = true;
+	if (s->ready)
+		advance_reset(s, now);
+}
 
-	if (!s->ready)
+/*
+ * advance_reset
+ *		Move DISCARD ALL on: the session becomes idle (or runs the task
+ *		waiting for it) once it is done, or is closed when it failed.
+ */
+static void
+advance_reset(Session *s, TimestampTz now)
+{
+	tt_remote_query_advance(&s->q);
+	if (!s->q.done)
+	{
+		s->events = s->q.events;
 		return;
-	if ((s->events & WL_SOCKET_WRITEABLE) && PQflush(s->conn) < 0)
+	}
+	if (!s->q.ok)
 	{
 		reset_failed(s);
 		return;
 	}
-	if (!PQconsumeInput(s->conn))
+	if (s->task != NULL)
 	{
-		reset_failed(s);
+		send_query(s->task);
 		return;
 	}
-	while (!PQisBusy(s->conn))
-	{
-		PGresult   *res = PQgetResult(s->conn);
-
-		if (res == NULL)
-		{
-			if (!ok)
-			{
-				reset_failed(s);
-				return;
-			}
-			if (s->task != NULL)
-			{
-				send_query(s->task);
-				return;
-			}
-			s->state = SESSION_IDLE;
-			s->events = WL_SOCKET_READABLE;
-			s->deadline = TimestampTzPlusMilliseconds(now, task_tracker_idle_connection_timeout);
-			return;
-		}
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			ok = false;
-		PQclear(res);
-	}
+	s->state = SESSION_IDLE;
 	s->events = WL_SOCKET_READABLE;
+	s->deadline = TimestampTzPlusMilliseconds(now, task_tracker_idle_connection_timeout);
 }
 
 /*
