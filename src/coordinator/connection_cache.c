@@ -824,11 +824,28 @@ tt_side_query_advance(TTSideQuery *q)
 /*
  * tt_side_query_finish
  *		Give the side query's connection back: cached when the query ran to
- *		its end and the connection is idle, closed otherwise.  Never throws.
+ *		its end and the connection is idle, closed otherwise; it becomes
+ *		the control connection of a key that has none.  Never throws.
  */
 void
 tt_side_query_finish(TTSideQuery *q)
 {
+	if (q->c != NULL)
+	{
+		TTConnEntry *entry = q->c->entry;
+
+		/*
+		 * A key without a control connection that needed a side query
+		 * keeps this one as its control connection: the next cancel there
+		 * needs no new backend (release_control decides whether it stays).
+		 */
+		if (!q->c->control && entry->control == NULL)
+		{
+			q->c->control = true;
+			entry->control = q->c;
+			entry->control_lent = true;
+		}
+	}
 	if (q->c != NULL)
 		tt_conncache_release(q->c, q->q.done && q->q.sent && !q->q.flushing);
 	q->c = NULL;
