@@ -39,6 +39,8 @@ typedef struct TTConn
 	bool		control;		/* the control connection of its key: never
 								 * lent to a job's tasks, kept for side
 								 * queries (tt_conncache_control_open) */
+	bool		parked;			/* a control connection whose set-up waits
+								 * for the next job (control_park) */
 } TTConn;
 
 /*
@@ -72,5 +74,6 @@ extern int	tt_conncache_control_pending(void);
 extern int	tt_conncache_control_sockets(pgsocket *socks, uint32 *events,
 										 int max, long *timeout_ms);
 extern void tt_conncache_control_advance(void);
+extern void tt_conncache_control_park(void);
 
 #endif							/* TT_CONNECTION_CACHE_H */

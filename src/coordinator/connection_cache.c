@@ -680,7 +680,7 @@ tt_conncache_abort_cleanup(void)
 
 			if (!c->claimed)
 				continue;
-			/* a control connection being set up runs nothing: it goes on */
+			/* a control connection being set up runs nothing: parked below */
 			if (c->control && !entry->control_lent)
 				continue;
 			if (n == cap)
@@ -694,6 +694,23 @@ tt_conncache_abort_cleanup(void)
 	/* cancel what they run, all nodes at once, then close them */
 	tt_conncache_cancel_release(claimed, n, false);
 	pfree(claimed);
+	tt_conncache_control_park();
+}
+
+/*
+ * unpark_control
+ *		A job waits again: the parked set-up of control connection c goes
+ *		on (claimed by the cache, not idle), with a new deadline from now.
+ *		Never throws.
+ */
+static void
+unpark_control(TTConn *c)
+{
+	c->parked = false;
+	c->claimed = true;
+	tt_budget_idle(c->entry->budget_node, false);
+	c->connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  node_connection_timeout);
 }
 
 /*
@@ -710,6 +727,8 @@ claim_control(TTConnEntry *entry)
 
 	if (c == NULL || entry->control_lent)
 		return NULL;
+	if (c->parked)
+		unpark_control(c);
 	if (c->connecting)
 	{
 		if (GetCurrentTimestamp() >= c->connect_deadline)
@@ -1189,6 +1208,8 @@ tt_conncache_control_sockets(pgsocket *socks, uint32 *events, int max,
 
 		if (c == NULL || !c->connecting || entry->control_lent)
 			continue;
+		if (c->parked)
+			unpark_control(c);
 		any = true;
 		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
 											   c->connect_deadline);
@@ -1228,7 +1249,7 @@ tt_conncache_control_advance(void)
 		TTConn	   *c = entry->control;
 		int			r;
 
-		if (c == NULL || !c->connecting || entry->control_lent)
+		if (c == NULL || !c->connecting || entry->control_lent || c->parked)
 			continue;
 		r = tt_conncache_connect_poll(c);
 		if (r > 0)
@@ -1247,5 +1268,45 @@ tt_conncache_control_advance(void)
 		}
 		else
 			drop_conn(c);
+	}
+}
+
+/*
+ * tt_conncache_control_park
+ *		A job ended (tt_job_unregister, and the abort of the transaction):
+ *		nobody drives a control connection still being set up until the
+ *		next job waits.  So it gives back its connect turn (it must not
+ *		hold up the pacing of other sessions' attempts), counts as idle in
+ *		the budget (a session waiting for the node has it closed, as any
+ *		idle connection) and waits, parked, for the next job, which goes on
+ *		with it under a new deadline (unpark_control); the worker's
+ *		authentication_timeout ends it meanwhile at worst.  A job shorter
+ *		than a connection set-up thus costs no new attempt per job.  While
+ *		sessions wait for the node it is closed at once.  Never throws.
+ */
+void
+tt_conncache_control_park(void)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+
+	if (!control_connecting || conn_cache == NULL)
+		return;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		TTConn	   *c = entry->control;
+
+		if (c == NULL || !c->connecting || entry->control_lent || c->parked)
+			continue;
+		if (!tt_budget_keep_idle(entry->budget_node, 0, INT_MAX))
+		{
+			drop_conn(c);
+			continue;
+		}
+		connect_ended(c);
+		c->parked = true;
+		c->claimed = false;
+		tt_budget_idle(entry->budget_node, true);
 	}
 }

@@ -169,6 +169,8 @@ void
 tt_job_unregister(TTJob *job)
 {
 	active_jobs = list_delete_ptr(active_jobs, job);
+	/* a control connection still being set up waits for the next job */
+	tt_conncache_control_park();
 	if (job->reserved)
 		tt_budget_unreserve(job->budget_nodes, job->nnodes);
 	job->reserved = false;
@@ -818,7 +820,8 @@ tt_ms_until(TimestampTz deadline)
 void
 tt_wait_sockets(int n, pgsocket *socks, uint32 *events, bool *ready, long timeout_ms)
 {
-	int			extra = tt_conncache_control_pending();
+	/* only a job's waits drive control connections (a job's end parks them) */
+	int			extra = active_jobs != NIL ? tt_conncache_control_pending() : 0;
 
 	if (extra == 0)
 		tt_wait_sockets_raw(n, socks, events, ready, timeout_ms, TT_WAIT_EXECUTOR);
