@@ -195,12 +195,14 @@ drop_conn(TTConn *c)
  *		c->connecting is true.  It first takes a slot of the node's budget
  *		(src/coordinator/node_budget.c) as kind says: TT_SLOT_FIRST may wait for one
  *		(and throws if canceled meanwhile), TT_SLOT_EXTRA returns NULL with
- *		*error NULL when there is none.  Does no catalog access, so that it
- *		also works in the cleanup of an aborted transaction.  Returns NULL
- *		with *error set when no connection could be started.
+ *		*error NULL when there is none.  paced: take a connect turn first
+ *		(tt_budget_connect_begin); cancel, cleanup and control connections
+ *		do not.  Does no catalog access, so that it also works in the
+ *		cleanup of an aborted transaction.  Returns NULL with *error set
+ *		when no connection could be started.
  */
 static TTConn *
-start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
+start_conn(TTConnEntry *entry, TTSlotKind kind, bool paced, char **error)
 {
 	TTConnTarget target;
 	TTConn	   *c;
@@ -211,7 +213,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	if (!tt_budget_open(entry->budget_node, kind))
 		return NULL;
 	/* and a turn to connect (cancel and cleanup connections do not queue) */
-	if (kind != TT_SLOT_FORCE &&
+	if (paced &&
 		!tt_budget_connect_begin(entry->budget_node,
 								 kind == TT_SLOT_FIRST && InterruptHoldoffCount == 0))
 	{
@@ -236,7 +238,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
 	{
-		if (kind != TT_SLOT_FORCE)
+		if (paced)
 			tt_budget_connect_end(entry->budget_node);
 		tt_budget_close(entry->budget_node, false);
 		return NULL;
@@ -253,7 +255,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 													  node_connection_timeout);
 	c->reused = false;
 	c->tracker_capacity = -1;
-	c->throttled = (kind != TT_SLOT_FORCE);
+	c->throttled = paced;
 	c->conninfo_generation = tt_node_conninfo_generation;
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
@@ -382,7 +384,7 @@ claim_kind(const char *host, int port, TTSlotKind kind, char **error)
 		entry->user_name = MemoryContextStrdup(conn_cache_cxt, user_name);
 		entry->dbname = MemoryContextStrdup(conn_cache_cxt, dbname);
 	}
-	return start_conn(entry, kind, error);
+	return start_conn(entry, kind, kind != TT_SLOT_FORCE, error);
 }
 
 /*
@@ -782,7 +784,7 @@ side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 	if (q->c == NULL)
 		q->c = claim_idle(like->entry);
 	if (q->c == NULL)
-		q->c = start_conn(like->entry, kind, &error);
+		q->c = start_conn(like->entry, kind, kind != TT_SLOT_FORCE, &error);
 	if (q->c == NULL)
 	{
 		elog(DEBUG1, "task_tracker: no side connection to %s:%d: %s",
@@ -1120,7 +1122,8 @@ tt_conncache_cancel_release(TTConn **conns, int n, bool keep)
  *		none and a cancel connects as it did).  Asked once per job (asker):
  *		a refused one is not asked for again and again by the same job.
  *		Starts nothing while an attempt of the session holds a connect turn
- *		(the job's own first connections go first; ask again later).
+ *		(the job's own first connections go first; ask again later); the
+ *		control attempt itself takes no turn, so it never holds one up.
  *		Never throws but on out-of-memory.
  */
 void
@@ -1153,7 +1156,13 @@ tt_conncache_control_open(TTConn *like, uint64 asker)
 		}
 	}
 
-	c = start_conn(entry, TT_SLOT_EXTRA, &error);
+	/*
+	 * Not paced (no connect turn): an attempt holding a turn would hold up
+	 * the job's own first connections (the real-time executor starts one
+	 * only while the session holds no turn), and it is made only while
+	 * nobody waits for a slot on the node, once per job and key.
+	 */
+	c = start_conn(entry, TT_SLOT_EXTRA, false, &error);
 	if (c == NULL)
 	{
 		elog(DEBUG1, "task_tracker: no control connection to %s:%d: %s",
@@ -1275,8 +1284,7 @@ tt_conncache_control_advance(void)
  * tt_conncache_control_park
  *		A job ended (tt_job_unregister, and the abort of the transaction):
  *		nobody drives a control connection still being set up until the
- *		next job waits.  So it gives back its connect turn (it must not
- *		hold up the pacing of other sessions' attempts), counts as idle in
+ *		next job waits.  So it counts as idle in
  *		the budget (a session waiting for the node has it closed, as any
  *		idle connection) and waits, parked, for the next job, which goes on
  *		with it under a new deadline (unpark_control); the worker's
