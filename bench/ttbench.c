@@ -442,7 +442,12 @@ log_scan(LogScan *ls, double t0, int *found, double *last)
 			continue;			/* a continuation line */
 		if (strstr(line, CANCEL_LINE))
 		{
-			if (at >= t0 && ls->npids < MAX_PIDS)
+			/*
+			 * %n is cut to the millisecond: a line of the millisecond t0
+			 * falls in stopped at or after t0 (a cancel faster than 1 ms
+			 * was not counted at all before)
+			 */
+			if (at + 1.0 > t0 && ls->npids < MAX_PIDS)
 			{
 				ls->pid[ls->npids] = pid;
 				ls->at[ls->npids++] = at;
@@ -591,7 +596,7 @@ mode_cancel(void)
 			stopped[n] = 10000;		/* reported as the 10 s cap */
 		}
 		else
-			stopped[n] = last - t0;
+			stopped[n] = last > t0 ? last - t0 : 0;	/* within t0's millisecond */
 		n++;
 	}
 	{

@@ -36,6 +36,11 @@ typedef struct TTConn
 										 * it was started */
 	bool		learning;		/* connected, asking the node for its budget
 								 * (tt_budget_learn_query) */
+	bool		control;		/* the control connection of its key: never
+								 * lent to a job's tasks, kept for side
+								 * queries (tt_conncache_control_open) */
+	bool		parked;			/* a control connection whose set-up waits
+								 * for the next job (control_park) */
 } TTConn;
 
 /*
@@ -64,5 +69,11 @@ extern void tt_conncache_cancel_release(TTConn **conns, int n, bool keep);
 extern void tt_side_query_start(TTSideQuery *q, TTConn *like, const char *sql);
 extern void tt_side_query_advance(TTSideQuery *q);
 extern void tt_side_query_finish(TTSideQuery *q);
+extern void tt_conncache_control_open(TTConn *like, uint64 asker);
+extern int	tt_conncache_control_pending(void);
+extern int	tt_conncache_control_sockets(pgsocket *socks, uint32 *events,
+										 int max, long *timeout_ms);
+extern void tt_conncache_control_advance(void);
+extern void tt_conncache_control_park(void);
 
 #endif							/* TT_CONNECTION_CACHE_H */

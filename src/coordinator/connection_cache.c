@@ -38,6 +38,28 @@
  *	  attempt, and asks a node whose budget is not known yet for it
  *	  (tt_budget_learn_query) before the connection is used.
  *
+ *	  Control connections.  A cancel over a connection that has to be set
+ *	  up first costs a worker a new backend (15-40 ms on a loaded machine,
+ *	  almost all of a cancel's time), and so does libpq's cancel request.
+ *	  So a job asks for one control connection per key it uses
+ *	  (tt_conncache_control_open, once it has a connection there): an idle
+ *	  connection of the key that the job does not use becomes it, else one
+ *	  is set up, without waiting (the executors' one wait drives it:
+ *	  tt_conncache_control_sockets / tt_conncache_control_advance).  It
+ *	  stays in the cache from job to job and is never lent to a job's
+ *	  tasks (claim_idle skips it); side queries (the cancel, the cleanup
+ *	  of the task-tracker executor, the liveness probe) take it first, so
+ *	  that a warm cancel is one round trip on an open connection to every
+ *	  node at once.  It counts in the node's budget like any connection,
+ *	  as an extra one (TT_SLOT_EXTRA: only while a slot is free, nobody
+ *	  waits for a first one and the session is within its fair share), is
+ *	  idle between uses, so a session waiting for a slot has it closed
+ *	  like any idle connection, and is only kept while the budget keeps
+ *	  idle connections (tt_budget_keep_idle): under pressure a session
+ *	  holds no control connection and a cancel sets up a connection as
+ *	  before.  A job that needs a first connection and finds only the
+ *	  control connection idle takes it rather than wait or connect.
+ *
  *	  Only the cache is here: everything said to a server (connecting,
  *	  queries, the cancel query, draining) is src/common/remote.c's.
  *
@@ -64,6 +86,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <limits.h>
 
 #include "commands/dbcommands.h"
 #include "mb/pg_wchar.h"
@@ -111,10 +135,16 @@ typedef struct TTConnEntry
 	char	   *user_name;		/* name of key.userid, looked up once */
 	char	   *dbname;			/* name of key.dbid, looked up once */
 	int			budget_node;	/* index in the node budget, -1 if none */
+	TTConn	   *control;		/* the control connection, or NULL */
+	bool		control_lent;	/* it runs a side query right now */
+	uint64		control_asker;	/* the last job that asked for one */
 } TTConnEntry;
 
 static HTAB *conn_cache = NULL;
 static MemoryContext conn_cache_cxt = NULL;
+
+/* may a control connection be in set-up (not lent)?  A hint, see below */
+static bool control_connecting = false;
 
 static void
 init_cache(void)
@@ -147,6 +177,11 @@ drop_conn(TTConn *c)
 	TTConnEntry *entry = c->entry;
 
 	connect_ended(c);
+	if (c->control)
+	{
+		entry->control = NULL;
+		entry->control_lent = false;
+	}
 	tt_budget_close(entry->budget_node, !c->claimed);
 	tt_conn_finish(c->conn);
 	c->conn = NULL;
@@ -160,12 +195,14 @@ drop_conn(TTConn *c)
  *		c->connecting is true.  It first takes a slot of the node's budget
  *		(src/coordinator/node_budget.c) as kind says: TT_SLOT_FIRST may wait for one
  *		(and throws if canceled meanwhile), TT_SLOT_EXTRA returns NULL with
- *		*error NULL when there is none.  Does no catalog access, so that it
- *		also works in the cleanup of an aborted transaction.  Returns NULL
- *		with *error set when no connection could be started.
+ *		*error NULL when there is none.  paced: take a connect turn first
+ *		(tt_budget_connect_begin); cancel, cleanup and control connections
+ *		do not.  Does no catalog access, so that it also works in the
+ *		cleanup of an aborted transaction.  Returns NULL with *error set
+ *		when no connection could be started.
  */
 static TTConn *
-start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
+start_conn(TTConnEntry *entry, TTSlotKind kind, bool paced, char **error)
 {
 	TTConnTarget target;
 	TTConn	   *c;
@@ -176,7 +213,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	if (!tt_budget_open(entry->budget_node, kind))
 		return NULL;
 	/* and a turn to connect (cancel and cleanup connections do not queue) */
-	if (kind != TT_SLOT_FORCE &&
+	if (paced &&
 		!tt_budget_connect_begin(entry->budget_node,
 								 kind == TT_SLOT_FIRST && InterruptHoldoffCount == 0))
 	{
@@ -201,7 +238,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 	conn = tt_conn_start(&target, error);
 	if (conn == NULL)
 	{
-		if (kind != TT_SLOT_FORCE)
+		if (paced)
 			tt_budget_connect_end(entry->budget_node);
 		tt_budget_close(entry->budget_node, false);
 		return NULL;
@@ -218,7 +255,7 @@ start_conn(TTConnEntry *entry, TTSlotKind kind, char **error)
 													  node_connection_timeout);
 	c->reused = false;
 	c->tracker_capacity = -1;
-	c->throttled = (kind != TT_SLOT_FORCE);
+	c->throttled = paced;
 	c->conninfo_generation = tt_node_conninfo_generation;
 	entry->conns = lappend(entry->conns, c);
 	MemoryContextSwitchTo(old);
@@ -248,7 +285,7 @@ retry:
 	{
 		TTConn	   *c = (TTConn *) lfirst(lc);
 
-		if (c->claimed)
+		if (c->claimed || c->control)
 			continue;
 		if (!conn_is_healthy(c))
 		{
@@ -301,12 +338,38 @@ claim_kind(const char *host, int port, TTSlotKind kind, char **error)
 		entry->user_name = NULL;
 		entry->dbname = NULL;
 		entry->budget_node = tt_budget_node(host, port);
+		entry->control = NULL;
+		entry->control_lent = false;
+		entry->control_asker = 0;
 	}
 
 	/* an idle cached connection? */
 	c = claim_idle(entry);
 	if (c != NULL)
 		return c;
+
+	/*
+	 * A connection the job cannot do without, and only the control
+	 * connection idle: better lend it than wait for a slot or connect (the
+	 * job asks for a new control connection, which is taken only when the
+	 * budget has room).
+	 */
+	if (kind == TT_SLOT_FIRST && entry->control != NULL &&
+		!entry->control->claimed && !entry->control->connecting)
+	{
+		c = entry->control;
+		if (conn_is_healthy(c))
+		{
+			c->control = false;
+			entry->control = NULL;
+			c->claimed = true;
+			c->reused = true;
+			c->unanswered = false;
+			tt_budget_idle(entry->budget_node, false);
+			return c;
+		}
+		drop_conn(c);
+	}
 
 	/* no: start a new one */
 	if (entry->user_name == NULL)
@@ -321,7 +384,7 @@ claim_kind(const char *host, int port, TTSlotKind kind, char **error)
 		entry->user_name = MemoryContextStrdup(conn_cache_cxt, user_name);
 		entry->dbname = MemoryContextStrdup(conn_cache_cxt, dbname);
 	}
-	return start_conn(entry, kind, error);
+	return start_conn(entry, kind, kind != TT_SLOT_FORCE, error);
 }
 
 /*
@@ -466,6 +529,32 @@ tt_conncache_connect_poll(TTConn *c)
 }
 
 /*
+ * release_control
+ *		A side query gave the control connection c back: it stays the
+ *		control connection, idle, when reusable is true, it is idle and
+ *		outside a transaction, and the budget keeps idle connections of the
+ *		node now (as for any connection beyond the first: nobody waits
+ *		there, the node has room, the session is within its fair share);
+ *		otherwise it is closed.  Never throws.
+ */
+static void
+release_control(TTConn *c, bool reusable)
+{
+	TTConnEntry *entry = c->entry;
+
+	entry->control_lent = false;
+	if (reusable && !c->connecting && c->conn != NULL &&
+		tt_conn_is_idle(c->conn) &&
+		tt_budget_keep_idle(entry->budget_node, 0, INT_MAX))
+	{
+		c->claimed = false;
+		tt_budget_idle(entry->budget_node, true);
+		return;
+	}
+	drop_conn(c);
+}
+
+/*
  * tt_conncache_release
  *		Give back a claimed connection.  It stays cached only when reusable
  *		is true and it is connected, idle and outside a transaction, and
@@ -478,19 +567,28 @@ tt_conncache_release(TTConn *c, bool reusable)
 {
 	if (c == NULL)
 		return;
+	if (c->control)
+	{
+		release_control(c, reusable);
+		return;
+	}
 	if (reusable && !c->connecting && c->conn != NULL && tt_conn_is_idle(c->conn))
 	{
 		ListCell   *lc;
 		int			idle = 0;
+		int			max_idle = max_connections_per_node;
 
 		foreach(lc, c->entry->conns)
 		{
 			TTConn	   *o = (TTConn *) lfirst(lc);
 
-			if (!o->claimed && o != c)
+			if (!o->claimed && o != c && !o->control)
 				idle++;
 		}
-		if (tt_budget_keep_idle(c->entry->budget_node, idle, max_connections_per_node))
+		/* an idle control connection comes on top of the per-key cap */
+		if (c->entry->control != NULL && !c->entry->control->claimed)
+			max_idle++;
+		if (tt_budget_keep_idle(c->entry->budget_node, idle, max_idle))
 		{
 			c->claimed = false;
 			tt_budget_idle(c->entry->budget_node, true);
@@ -584,6 +682,9 @@ tt_conncache_abort_cleanup(void)
 
 			if (!c->claimed)
 				continue;
+			/* a control connection being set up runs nothing: parked below */
+			if (c->control && !entry->control_lent)
+				continue;
 			if (n == cap)
 			{
 				cap *= 2;
@@ -595,13 +696,70 @@ tt_conncache_abort_cleanup(void)
 	/* cancel what they run, all nodes at once, then close them */
 	tt_conncache_cancel_release(claimed, n, false);
 	pfree(claimed);
+	tt_conncache_control_park();
+}
+
+/*
+ * unpark_control
+ *		A job waits again: the parked set-up of control connection c goes
+ *		on (claimed by the cache, not idle), with a new deadline from now.
+ *		Never throws.
+ */
+static void
+unpark_control(TTConn *c)
+{
+	c->parked = false;
+	c->claimed = true;
+	tt_budget_idle(c->entry->budget_node, false);
+	c->connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  node_connection_timeout);
+}
+
+/*
+ * claim_control
+ *		Lend entry's control connection to a side query, or return NULL when
+ *		it has none free: connected and healthy, or still being set up
+ *		within its time (it is nearer to ready than a new one).  Never
+ *		throws.
+ */
+static TTConn *
+claim_control(TTConnEntry *entry)
+{
+	TTConn	   *c = entry->control;
+
+	if (c == NULL || entry->control_lent)
+		return NULL;
+	if (c->parked)
+		unpark_control(c);
+	if (c->connecting)
+	{
+		if (GetCurrentTimestamp() >= c->connect_deadline)
+		{
+			drop_conn(c);
+			return NULL;
+		}
+		/* claimed by the cache while it is set up: the side query drives it */
+		entry->control_lent = true;
+		return c;
+	}
+	if (!conn_is_healthy(c))
+	{
+		drop_conn(c);
+		return NULL;
+	}
+	entry->control_lent = true;
+	c->claimed = true;
+	c->reused = true;
+	c->unanswered = false;
+	tt_budget_idle(entry->budget_node, false);
+	return c;
 }
 
 /*
  * side_query_start
  *		Start running sql (simple protocol, may hold several statements) over
- *		a connection of the same key as like that is not like itself: an
- *		idle cached one or a new one.  Used to act on a node while like is
+ *		a connection of the same key as like that is not like itself: the
+ *		key's control connection, an idle cached one or a new one.  Used to act on a node while like is
  *		busy, e.g. to pg_cancel_backend() its remote backend, which avoids
  *		libpq 15's blocking PQcancel.  The caller drives it with
  *		tt_side_query_advance() and ends it with tt_side_query_finish().
@@ -622,9 +780,11 @@ side_query_start(TTSideQuery *q, TTConn *like, const char *sql, TTSlotKind kind)
 		q->q.done = true;
 		return;
 	}
-	q->c = claim_idle(like->entry);
+	q->c = claim_control(like->entry);
 	if (q->c == NULL)
-		q->c = start_conn(like->entry, kind, &error);
+		q->c = claim_idle(like->entry);
+	if (q->c == NULL)
+		q->c = start_conn(like->entry, kind, kind != TT_SLOT_FORCE, &error);
 	if (q->c == NULL)
 	{
 		elog(DEBUG1, "task_tracker: no side connection to %s:%d: %s",
@@ -685,11 +845,28 @@ tt_side_query_advance(TTSideQuery *q)
 /*
  * tt_side_query_finish
  *		Give the side query's connection back: cached when the query ran to
- *		its end and the connection is idle, closed otherwise.  Never throws.
+ *		its end and the connection is idle, closed otherwise; it becomes
+ *		the control connection of a key that has none.  Never throws.
  */
 void
 tt_side_query_finish(TTSideQuery *q)
 {
+	if (q->c != NULL)
+	{
+		TTConnEntry *entry = q->c->entry;
+
+		/*
+		 * A key without a control connection that needed a side query
+		 * keeps this one as its control connection: the next cancel there
+		 * needs no new backend (release_control decides whether it stays).
+		 */
+		if (!q->c->control && entry->control == NULL)
+		{
+			q->c->control = true;
+			entry->control = q->c;
+			entry->control_lent = true;
+		}
+	}
 	if (q->c != NULL)
 		tt_conncache_release(q->c, q->q.done && q->q.sent && !q->q.flushing);
 	q->c = NULL;
@@ -933,5 +1110,211 @@ tt_conncache_cancel_release(TTConn **conns, int n, bool keep)
 		if (conns[i] != NULL)
 			tt_conncache_release(conns[i], false);
 		conns[i] = NULL;
+	}
+}
+
+/*
+ * tt_conncache_control_open
+ *		Make sure the key of like (a connection a job uses) has a control
+ *		connection (see the file header): an idle healthy connection of the
+ *		key becomes it, else one is started, as an extra connection of the
+ *		node's budget (never waits; when the budget has no room the key has
+ *		none and a cancel connects as it did).  Asked once per job (asker):
+ *		a refused one is not asked for again and again by the same job.
+ *		Starts nothing while an attempt of the session holds a connect turn
+ *		(the job's own first connections go first; ask again later); the
+ *		control attempt itself takes no turn, so it never holds one up.
+ *		Never throws but on out-of-memory.
+ */
+void
+tt_conncache_control_open(TTConn *like, uint64 asker)
+{
+	TTConnEntry *entry;
+	ListCell   *lc;
+	TTConn	   *c;
+	char	   *error;
+
+	if (like == NULL || like->entry == NULL)
+		return;
+	entry = like->entry;
+	if (entry->control != NULL || entry->control_asker == asker ||
+		entry->user_name == NULL)
+		return;
+	if (tt_budget_turns_held() > 0)
+		return;
+	entry->control_asker = asker;
+
+	/* an idle connection the job left: no new one needed */
+	foreach(lc, entry->conns)
+	{
+		c = (TTConn *) lfirst(lc);
+		if (!c->claimed && conn_is_healthy(c))
+		{
+			c->control = true;
+			entry->control = c;
+			return;
+		}
+	}
+
+	/*
+	 * Not paced (no connect turn): an attempt holding a turn would hold up
+	 * the job's own first connections (the real-time executor starts one
+	 * only while the session holds no turn), and it is made only while
+	 * nobody waits for a slot on the node, once per job and key.
+	 */
+	c = start_conn(entry, TT_SLOT_EXTRA, false, &error);
+	if (c == NULL)
+	{
+		elog(DEBUG1, "task_tracker: no control connection to %s:%d: %s",
+			 entry->key.host, entry->key.port,
+			 error ? error : "no slot free in the node's connection budget");
+		return;
+	}
+	/* claimed by the cache itself until it is set up */
+	c->control = true;
+	entry->control = c;
+	entry->control_lent = false;
+	control_connecting = true;
+}
+
+/*
+ * tt_conncache_control_pending
+ *		An upper bound of the control connections being set up, whose
+ *		sockets the executors' wait adds (tt_conncache_control_sockets);
+ *		0 almost always, at no cost.
+ */
+int
+tt_conncache_control_pending(void)
+{
+	if (!control_connecting || conn_cache == NULL)
+		return 0;
+	return (int) hash_get_num_entries(conn_cache);
+}
+
+/*
+ * tt_conncache_control_sockets
+ *		Put the sockets of the control connections being set up (at most
+ *		max) into socks[] with the events to wait for, lower *timeout_ms
+ *		(-1: none) to their nearest deadline, and return how many.  Never
+ *		throws.
+ */
+int
+tt_conncache_control_sockets(pgsocket *socks, uint32 *events, int max,
+							 long *timeout_ms)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+	int			n = 0;
+	bool		any = false;
+
+	if (!control_connecting || conn_cache == NULL)
+		return 0;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		TTConn	   *c = entry->control;
+		long		left;
+
+		if (c == NULL || !c->connecting || entry->control_lent)
+			continue;
+		if (c->parked)
+			unpark_control(c);
+		any = true;
+		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(),
+											   c->connect_deadline);
+		if (*timeout_ms < 0 || left < *timeout_ms)
+			*timeout_ms = left;
+		if (n < max && PQsocket(c->conn) != PGINVALID_SOCKET)
+		{
+			socks[n] = PQsocket(c->conn);
+			events[n++] = tt_poll_wait_events(c->poll);
+		}
+		else
+			*timeout_ms = 0;
+	}
+	control_connecting = any;
+	return n;
+}
+
+/*
+ * tt_conncache_control_advance
+ *		After a wait: move the control connections being set up forward.
+ *		One that is ready goes idle into the cache when the budget keeps
+ *		idle connections now, else it is closed; one that failed or ran out
+ *		of time is closed (the key has none; a cancel connects as before).
+ *		Never throws.
+ */
+void
+tt_conncache_control_advance(void)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+
+	if (!control_connecting || conn_cache == NULL)
+		return;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		TTConn	   *c = entry->control;
+		int			r;
+
+		if (c == NULL || !c->connecting || entry->control_lent || c->parked)
+			continue;
+		r = tt_conncache_connect_poll(c);
+		if (r > 0)
+			continue;
+		if (r < 0)
+		{
+			elog(DEBUG1, "task_tracker: control connection to %s:%d failed: %s",
+				 entry->key.host, entry->key.port, PQerrorMessage(c->conn));
+			drop_conn(c);
+			continue;
+		}
+		if (tt_budget_keep_idle(entry->budget_node, 0, INT_MAX))
+		{
+			c->claimed = false;
+			tt_budget_idle(entry->budget_node, true);
+		}
+		else
+			drop_conn(c);
+	}
+}
+
+/*
+ * tt_conncache_control_park
+ *		A job ended (tt_job_unregister, and the abort of the transaction):
+ *		nobody drives a control connection still being set up until the
+ *		next job waits.  So it counts as idle in
+ *		the budget (a session waiting for the node has it closed, as any
+ *		idle connection) and waits, parked, for the next job, which goes on
+ *		with it under a new deadline (unpark_control); the worker's
+ *		authentication_timeout ends it meanwhile at worst.  A job shorter
+ *		than a connection set-up thus costs no new attempt per job.  While
+ *		sessions wait for the node it is closed at once.  Never throws.
+ */
+void
+tt_conncache_control_park(void)
+{
+	HASH_SEQ_STATUS seq;
+	TTConnEntry *entry;
+
+	if (!control_connecting || conn_cache == NULL)
+		return;
+	hash_seq_init(&seq, conn_cache);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		TTConn	   *c = entry->control;
+
+		if (c == NULL || !c->connecting || entry->control_lent || c->parked)
+			continue;
+		if (!tt_budget_keep_idle(entry->budget_node, 0, INT_MAX))
+		{
+			drop_conn(c);
+			continue;
+		}
+		connect_ended(c);
+		c->parked = true;
+		c->claimed = false;
+		tt_budget_idle(entry->budget_node, true);
 	}
 }

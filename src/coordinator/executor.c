@@ -169,6 +169,8 @@ void
 tt_job_unregister(TTJob *job)
 {
 	active_jobs = list_delete_ptr(active_jobs, job);
+	/* a control connection still being set up waits for the next job */
+	tt_conncache_control_park();
 	if (job->reserved)
 		tt_budget_unreserve(job->budget_nodes, job->nnodes);
 	job->reserved = false;
@@ -811,12 +813,38 @@ tt_ms_until(TimestampTz deadline)
  *		sockets (for events[i]), for at most timeout_ms (-1: no limit);
  *		ready[i] (when ready is not NULL) tells whether socks[i] fired.
  *		Processes interrupts afterwards (unless the caller holds them, as
- *		the cleanup paths do).
+ *		the cleanup paths do).  The control connections being set up
+ *		(tt_conncache_control_open) are waited on too and moved forward
+ *		after the wait.
  */
 void
 tt_wait_sockets(int n, pgsocket *socks, uint32 *events, bool *ready, long timeout_ms)
 {
-	tt_wait_sockets_raw(n, socks, events, ready, timeout_ms, TT_WAIT_EXECUTOR);
+	/* only a job's waits drive control connections (a job's end parks them) */
+	int			extra = active_jobs != NIL ? tt_conncache_control_pending() : 0;
+
+	if (extra == 0)
+		tt_wait_sockets_raw(n, socks, events, ready, timeout_ms, TT_WAIT_EXECUTOR);
+	else
+	{
+		/* control connections being set up wait along (never a job's cost) */
+		pgsocket   *all_socks = palloc(sizeof(pgsocket) * (n + extra));
+		uint32	   *all_events = palloc(sizeof(uint32) * (n + extra));
+		bool	   *all_ready = palloc(sizeof(bool) * (n + extra));
+
+		memcpy(all_socks, socks, sizeof(pgsocket) * n);
+		memcpy(all_events, events, sizeof(uint32) * n);
+		extra = tt_conncache_control_sockets(all_socks + n, all_events + n,
+											 extra, &timeout_ms);
+		tt_wait_sockets_raw(n + extra, all_socks, all_events, all_ready,
+							timeout_ms, TT_WAIT_EXECUTOR);
+		if (ready)
+			memcpy(ready, all_ready, sizeof(bool) * n);
+		pfree(all_socks);
+		pfree(all_events);
+		pfree(all_ready);
+		tt_conncache_control_advance();
+	}
 	CHECK_FOR_INTERRUPTS();
 	/* sessions waiting for a slot may have asked us to close idle ones */
 	tt_budget_process_drops();

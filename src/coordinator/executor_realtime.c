@@ -28,6 +28,11 @@
  *	  server restart).  A task whose query fails moves to its next
  *	  placement too; a task that fails everywhere fails the job.
  *
+ *	  Once the job works with a node, it asks for the node's control
+ *	  connection (tt_conncache_control_open, src/coordinator/connection_cache.c),
+ *	  so that a cancel finds an open connection to send pg_cancel_backend
+ *	  over, instead of a new backend to start on every node.
+ *
  *	  Liveness: a node can stop answering without closing its sockets (a
  *	  frozen or hung machine, a lost network): its busy connections then
  *	  stay silent forever.  As a busy connection may also legitimately run
@@ -591,6 +596,19 @@ tt_realtime_execute(TTJob *job)
 
 		if (job->tasks_done >= job->ntasks)
 			break;
+
+		/* a control connection per node, for a cancel without a new backend */
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTNode	   *node = &job->nodes[i];
+
+			for (j = 0; j < node->nrt; j++)
+				if (node->rt[j].c != NULL && !node->rt[j].c->connecting)
+				{
+					tt_conncache_control_open(node->rt[j].c, (uint64) job->job_id);
+					break;
+				}
+		}
 
 		now = GetCurrentTimestamp();
 		for (i = 0; i < job->nnodes; i++)

@@ -42,6 +42,11 @@
  *	  timeout only so a node also picks up tasks that failed over to it
  *	  while it waited.
  *
+ *	  Once connected to a node, the job asks for the node's control
+ *	  connection (tt_conncache_control_open): the cancel of a job
+ *	  (executor_task_tracker_cleanup.c, TC_CANCEL) goes over it as a side
+ *	  query, one round trip on an open connection.
+ *
  *	  A first connection that times out or is turned away (too many
  *	  clients, starting up) is tried again after a back-off, as the
  *	  real-time executor does (tt_connect_failure, tt_connect_retry): a
@@ -1322,6 +1327,15 @@ tt_task_tracker_execute(TTJob *job)
 		}
 		if (job->tasks_done >= job->ntasks)
 			break;
+
+		/* a control connection per node: the cleanup's cancel goes over it */
+		for (i = 0; i < job->nnodes; i++)
+		{
+			TTTrackerNode *tn = job->nodes[i].tn;
+
+			if (tn->c != NULL && !tn->c->connecting)
+				tt_conncache_control_open(tn->c, (uint64) job->job_id);
+		}
 
 		now = GetCurrentTimestamp();
 		for (i = 0; i < job->nnodes; i++)
