@@ -22,7 +22,7 @@
  *		counts its bytes.
  *
  *	  ttbench cancel -d COORD -p WORKER1 -p WORKER2 -L LOG1 -L LOG2 -k EXPECT
- *	                 [-n N] [-S SETUP]... -q POLLSQL -s JOBSQL
+ *	                 [-n N] [-w W] [-S SETUP]... -q POLLSQL -s JOBSQL
  *		Sends JOBSQL to the coordinator, polls both workers with POLLSQL
  *		(which must return one count) until EXPECT remote backends run.
  *		Then, by server clocks and without polling: a second coordinator
@@ -30,7 +30,9 @@
  *		clock_timestamp() (t0); t1 is the latest "canceling statement due
  *		to user request" line of a pg_sleep(30) statement in the workers'
  *		logs LOG1, LOG2 (log_line_prefix = '%n [%p] ').  Reports t1 - t0,
- *		and the time until the client got its error.
+ *		and the time until the client got its error, of N rounds after W
+ *		(default 1) uncounted ones in which the session's connections to
+ *		the workers are set up (the targets are for warm connections).
  *
  *	  Output: {"n":..,"median_ms":..,"p95_ms":..,"min_ms":..,"max_ms":..,
  *	  "mean_ms":..,"samples_ms":[...]} plus mode-specific fields.
@@ -500,7 +502,8 @@ mode_cancel(void)
 			 PQbackendPID(coord));
 	w[0] = connect_or_die(worker_conninfo[0]);
 	w[1] = connect_or_die(worker_conninfo[1]);
-	for (int it = 1; it <= iterations; it++)
+	/* the first -w rounds warm the job's connections up and are not counted */
+	for (int it = 1; it <= warmup + iterations; it++)
 	{
 		LogScan		ls[2];
 		double		t0, last = 0, deadline;
@@ -592,12 +595,14 @@ mode_cancel(void)
 		fclose(ls[1].f);
 		if (found < expect_remote)
 		{
-			missing += expect_remote - found;
+			if (it > warmup)
+				missing += expect_remote - found;
 			stopped[n] = 10000;		/* reported as the 10 s cap */
 		}
 		else
 			stopped[n] = last > t0 ? last - t0 : 0;	/* within t0's millisecond */
-		n++;
+		if (it > warmup)
+			n++;
 	}
 	{
 		double		s[1024];
