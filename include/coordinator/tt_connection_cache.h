@@ -35,7 +35,8 @@ typedef struct TTConn
 	uint64		conninfo_generation;	/* tt_node_conninfo_generation when
 										 * it was started */
 	bool		learning;		/* connected, asking the node for its budget
-								 * (tt_budget_learn_query) */
+								 * (tt_budget_learn_query) ... */
+	TTRemoteQuery learn;		/* ... with this query */
 	bool		control;		/* the control connection of its key: never
 								 * lent to a job's tasks, kept for side
 								 * queries (tt_conncache_control_open) */

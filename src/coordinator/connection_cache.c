@@ -177,6 +177,8 @@ drop_conn(TTConn *c)
 	TTConnEntry *entry = c->entry;
 
 	connect_ended(c);
+	if (c->learn.result != NULL)
+		PQclear(c->learn.result);
 	if (c->control)
 	{
 		entry->control = NULL;
@@ -457,35 +459,24 @@ tt_conncache_claim_extra(const char *host, int port, char **error)
 static int
 learn_budget(TTConn *c)
 {
-	c->poll = PGRES_POLLING_READING;
-	if (PQflush(c->conn) < 0 || !PQconsumeInput(c->conn))
-	{
-		c->connecting = c->learning = false;
-		connect_ended(c);
-		return -1;
-	}
-	while (!PQisBusy(c->conn))
-	{
-		PGresult   *res = PQgetResult(c->conn);
+	TTRemoteQuery *q = &c->learn;
+	PGresult   *res;
 
-		if (res == NULL)
-		{
-			c->connecting = c->learning = false;
-			connect_ended(c);
-			return 0;
-		}
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-			!PQgetisnull(res, 0, 0))
-			tt_budget_learn(c->entry->budget_node, atoi(PQgetvalue(res, 0, 0)));
+	c->poll = PGRES_POLLING_READING;
+	tt_remote_query_advance(q);
+	if (!q->done && GetCurrentTimestamp() < c->connect_deadline)
+		return q->events;
+	c->connecting = c->learning = false;
+	connect_ended(c);
+	res = q->result;
+	q->result = NULL;
+	if (res != NULL && q->ok && PQntuples(res) == 1 && PQnfields(res) == 1 &&
+		!PQgetisnull(res, 0, 0))
+		tt_budget_learn(c->entry->budget_node, atoi(PQgetvalue(res, 0, 0)));
+	if (res != NULL)
 		PQclear(res);
-	}
-	if (GetCurrentTimestamp() >= c->connect_deadline)
-	{
-		c->connecting = c->learning = false;
-		connect_ended(c);
-		return -1;
-	}
-	return WL_SOCKET_READABLE;
+	/* out of time, or the connection failed: the attempt failed */
+	return (!q->done || q->broken) ? -1 : 0;
 }
 
 /*
@@ -513,9 +504,11 @@ tt_conncache_connect_poll(TTConn *c)
 	{
 		const char *sql = tt_budget_learn_query(c->entry->budget_node);
 
-		if (sql != NULL && PQsendQuery(c->conn, sql))
+		if (sql != NULL)
 		{
 			/* the node's budget is not known yet: ask it first */
+			tt_remote_query_start(&c->learn, c->conn, sql, false);
+			c->learn.keep_result = true;
 			c->learning = true;
 			return learn_budget(c);
 		}
