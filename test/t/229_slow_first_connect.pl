@@ -61,7 +61,8 @@ for my $executor ('real-time', 'task-tracker')
 
 # A cancel whose side connection is not set up in time: the task-tracker
 # executor cancels a job's query in flight over another connection to the
-# node (pg_cancel_backend and cleanup_job).  In a new session (no idle
+# node (pg_cancel_backend and cleanup_job), its control connection if it
+# has one.  In a new session (no idle
 # cached connection) with the worker's postmaster frozen, that connection
 # times out; the node is alive all the same (its backends run the job's
 # tasks), so the cleanup drains the job's own connection (its query, a wait
@@ -69,6 +70,15 @@ for my $executor ('real-time', 'task-tracker')
 # new backend.  Before the fix the cleanup gave up at once with
 # "could not reach the node to cancel the job's query", and the tasks went
 # on running on a live worker (221 saw this under load).
+#
+# A job keeps a control connection per node for its cancel (110) when the
+# budget has room; with a budget of one connection per node it has none,
+# and the cancel needs a new connection, as here.
+$coord->append_conf('postgresql.conf', "citus.max_shared_pool_size = 1\n");
+$coord->reload;
+ok($coord->poll_query_until('postgres',
+		q{SELECT current_setting('citus.max_shared_pool_size') = '1'}),
+	'cancel: a budget of one connection per node');
 {
 	my $pos = tt_log_position($coord);
 	my $p = tt_start_psql($coord, [
@@ -109,6 +119,9 @@ for my $executor ('real-time', 'task-tracker')
 	ok(tt_poll_until($worker, 'SELECT count(*) = 0 FROM task_tracker.tasks', 20),
 		'cancel: the job\'s tasks are gone from the worker');
 }
+
+$coord->append_conf('postgresql.conf', "citus.max_shared_pool_size = 0\n");
+$coord->reload;
 
 is(tt_sql($coord, 'SELECT count(*) FROM task_tracker.jobs'), '0', 'no jobs left');
 tt_check_no_leftovers($worker, 'worker 1');
