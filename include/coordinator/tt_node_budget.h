@@ -51,6 +51,7 @@ extern void tt_budget_process_drops(void);
 extern bool tt_budget_connect_begin(int node, bool wait);
 extern void tt_budget_connect_end(int node);
 extern int	tt_budget_turns_held(void);
+extern bool tt_budget_connect_quiet(int node);
 extern const char *tt_budget_learn_query(int node);
 extern void tt_budget_learn(int node, int connections);
 

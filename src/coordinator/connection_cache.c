@@ -1115,8 +1115,10 @@ tt_conncache_cancel_release(TTConn **conns, int n, bool keep)
  *		none and a cancel connects as it did).  Asked once per job (asker):
  *		a refused one is not asked for again and again by the same job.
  *		Starts nothing while an attempt of the session holds a connect turn
- *		(the job's own first connections go first; ask again later); the
- *		control attempt itself takes no turn, so it never holds one up.
+ *		(the job's own first connections go first; ask again later) or while
+ *		any attempt to the node is in flight or waits for a turn
+ *		(tt_budget_connect_quiet); the control attempt itself takes no turn,
+ *		so it never holds one up.
  *		Never throws but on out-of-memory.
  */
 void
@@ -1135,7 +1137,6 @@ tt_conncache_control_open(TTConn *like, uint64 asker)
 		return;
 	if (tt_budget_turns_held() > 0)
 		return;
-	entry->control_asker = asker;
 
 	/* an idle connection the job left: no new one needed */
 	foreach(lc, entry->conns)
@@ -1148,6 +1149,17 @@ tt_conncache_control_open(TTConn *like, uint64 asker)
 			return;
 		}
 	}
+
+	/*
+	 * A new one only while no attempt to the node is in flight or waits for
+	 * its turn (ask again at the job's next wait): when many sessions start
+	 * at once, control attempts made beside their first connections slowed
+	 * those down until they timed out (64 real-time sessions of bench row
+	 * 10: jobs failed with "could not connect to node: timeout expired").
+	 */
+	if (!tt_budget_connect_quiet(entry->budget_node))
+		return;
+	entry->control_asker = asker;
 
 	/*
 	 * Not paced (no connect turn): an attempt holding a turn would hold up

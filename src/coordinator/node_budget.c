@@ -1038,6 +1038,26 @@ tt_budget_turns_held(void)
 }
 
 /*
+ * tt_budget_connect_quiet
+ *		Is no connection attempt to node in flight, and no backend waiting
+ *		for a turn there?  Read without the lock, as a hint: for connections
+ *		worth making only when they cost the others nothing (the control
+ *		connections of src/coordinator/connection_cache.c, which take no
+ *		turn: made during a storm of first connections, they would slow
+ *		those down until they time out).
+ */
+bool
+tt_budget_connect_quiet(int node)
+{
+	TTBudgetNode *n;
+
+	if (node < 0 || budget == NULL)
+		return true;
+	n = &budget->nodes[node];
+	return n->connecting == 0 && n->turn_waiters == 0;
+}
+
+/*
  * tt_budget_connect_end
  *		A connection attempt begun with tt_budget_connect_begin ended.
  *		Never throws.
